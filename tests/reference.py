@@ -1,0 +1,27 @@
+"""Slow, plain float64 references the fast paths are tested against."""
+import torch
+
+
+def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None):
+    """Explicit softmax attention in float64; a masked head has all-zero logits
+    (softmax of zeros = uniform over the visible positions)."""
+    q, k, v = q.double(), k.double(), v.double()
+    B, Hq, S, D = q.shape
+    g = Hq // k.shape[1]
+    k = k.repeat_interleave(g, dim=1)
+    v = v.repeat_interleave(g, dim=1)
+    scale = D ** -0.5 if scale is None else scale
+    logits = q @ k.transpose(-1, -2) * scale  # (B, Hq, S, S)
+    if head_mask is not None:
+        hm = head_mask.view(-1, Hq, 1, 1).to(torch.bool)
+        logits = torch.where(hm, torch.zeros_like(logits), logits)
+    i = torch.arange(S).view(S, 1)
+    j = torch.arange(S).view(1, S)
+    allowed = torch.ones(S, S, dtype=torch.bool)
+    if causal:
+        allowed &= j <= i
+    if cu_seqlens is not None:
+        doc = torch.bucketize(torch.arange(S), cu_seqlens[1:].cpu(), right=True)
+        allowed &= doc.view(S, 1) == doc.view(1, S)
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(logits, dim=-1) @ v

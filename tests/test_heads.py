@@ -1,0 +1,106 @@
+"""Head detection against a slow reference built on eager attention's full
+attention matrices, on a tiny random Llama in float64."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import LlamaForCausalLM
+
+from attninf.cli import main
+from attninf.heads import probe_accuracy, random_heads, retrieval_scores, select_top
+from attninf.model import LoadedModel, load_model
+from attninf.probes import make_probes
+
+
+def _reference_scores(model, probes):
+    """Copy rate per (layer, head) from output_attentions=True: full S x S maps."""
+    ref = LlamaForCausalLM(model.config).double().eval()
+    ref.load_state_dict(model.state_dict())
+    ref.set_attn_implementation("eager")
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    total = torch.zeros(L, H, dtype=torch.float64)
+    accs = []
+    for p in probes:
+        ids = torch.tensor(p.input_ids)
+        P, A = len(p.prompt_ids), len(p.answer_ids)
+        with torch.no_grad():
+            out = ref(ids.view(1, -1), output_attentions=True)
+        for layer, att in enumerate(out.attentions):  # (1, H, S, S)
+            for h in range(H):
+                hits = 0
+                for t in range(A):
+                    r = P - 1 + t
+                    j = int(att[0, h, r].argmax())
+                    hits += int(j < P and ids[j] == ids[r + 1])
+                total[layer, h] += hits / A
+        pred = out.logits[0, P - 1:P - 1 + A].argmax(-1)
+        accs.append((pred == ids[P:]).double().mean().item())
+    return total / len(probes), sum(accs) / len(accs)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    lm = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    lm.model.double()
+    return lm
+
+
+def test_scores_match_eager_reference(tiny):
+    probes = make_probes(tiny.tokenizer, 3, seed=5, context_tokens=800)
+    scores, correct = retrieval_scores(tiny, probes, progress=False)
+    ref, ref_acc = _reference_scores(tiny.model, probes)
+    assert ref.sum() > 0, "the reference found no copy at all: the test would be vacuous"
+    torch.testing.assert_close(scores.double(), ref, rtol=0, atol=1e-6)
+    acc = probe_accuracy(tiny, probes, progress=False)
+    assert acc == pytest.approx(ref_acc, abs=1e-9)
+
+
+def test_select_top_and_ties():
+    s = torch.tensor([[0.1, 0.9, 0.5], [0.9, 0.0, 0.2]])
+    assert select_top(s, 0.34) == [[0, 1], [1, 0]]  # 0.34 * 6 = 2.04 -> 2 heads
+    assert select_top(s, 0.01) == [[0, 1]]  # at least one; tie 0.9/0.9 -> lower layer
+    assert select_top(s, 1.0) == sorted([l, h] for l in range(2) for h in range(3))
+
+
+def test_random_heads_exclude_selected():
+    sel = [[0, 0], [1, 1]]
+    r = random_heads(3, 3, 4, sel, seed=0)
+    assert len(r) == 4 and not {tuple(x) for x in r} & {(0, 0), (1, 1)}
+    assert r == random_heads(3, 3, 4, sel, seed=0)
+
+
+def test_detect_heads_cli(tiny_model_dir, tmp_path):
+    out = tmp_path / "heads.json"
+    res = CliRunner().invoke(main, ["detect-heads", "--model", str(tiny_model_dir), "--num-probes", "2",
+                                    "--context-tokens", "800", "--top-frac", "0.1", "--random-trials", "1",
+                                    "--out", str(out), "--quiet", "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["num_layers"] == 4 and d["num_heads"] == 6 and d["num_kv_heads"] == 2
+    assert len(d["scores"]) == 4 and len(d["scores"][0]) == 6
+    assert len(d["heads"]) == 2  # round(0.1 * 24)
+    assert d["heads"] == select_top(torch.tensor(d["scores"]), 0.1)
+    assert d["model"]["fingerprint"] and d["model"]["weights_sha256"]
+    ab = d["ablation"]
+    assert set(ab) >= {"no_mask", "selected_masked", "random_masked"}
+    assert d["probes"]["seed"] == 0 and d["probes"]["num_probes"] == 2 and "Shakespeare" in d["probes"]["source"]
+    assert (tmp_path / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "selected heads masked" in res.output
+
+
+def test_detect_heads_config_file(tiny_model_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {tiny_model_dir}\ndtype: float32\ndetect:\n  num_probes: 1\n"
+                   "  context_tokens: 800\n  random_trials: 0\n  top_frac: 0.2\n")
+    out = tmp_path / "h.json"
+    res = CliRunner().invoke(main, ["detect-heads", "--config", str(cfg), "--top-frac", "0.5",
+                                    "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["config"]["num_probes"] == 1 and d["top_frac"] == 0.5  # the flag beats the file
+    assert len(d["heads"]) == 12
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detect:\n  num_probs: 3\n")
+    res = CliRunner().invoke(main, ["detect-heads", "--config", str(bad)])
+    assert res.exit_code == 2 and "unknown detect setting(s) num_probs" in res.output

@@ -1,0 +1,83 @@
+"""The attninf attention function inside whole HF models: equal to the model's
+own sdpa with no head masked; with heads masked, equal to an independent
+construction (the same model, eager attention, those heads' query rows zeroed)."""
+import copy
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from attninf.plugin import attention_modules, install, masked_heads
+
+from conftest import tiny_llama_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    m = LlamaForCausalLM(tiny_llama_config(300, num_hidden_layers=3)).eval()
+    m.set_attn_implementation("sdpa")
+    return m
+
+
+def _zero_queries(model, heads):
+    """Reference: heads masked by zeroing their rows of q_proj (DESIGN.md step 2)."""
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    D = ref.config.head_dim
+    with torch.no_grad():
+        for layer, head in heads:
+            ref.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
+    return ref
+
+
+def _batch(gen, B=2, S=23, pad=(0, 5)):
+    ids = torch.randint(0, 300, (B, S), generator=gen)
+    mask = torch.ones(B, S, dtype=torch.long)
+    for b, p in enumerate(pad):
+        if p:
+            mask[b, :p] = 0  # left padding
+    return ids, mask
+
+
+@torch.no_grad()
+def test_no_mask_equals_sdpa(model):
+    gen = torch.Generator().manual_seed(0)
+    ids, mask = _batch(gen)
+    ref = model(ids).logits, model(ids, attention_mask=mask).logits
+    m = copy.deepcopy(model)
+    install(m)
+    got = m(ids).logits, m(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    keep = mask.bool()
+    torch.testing.assert_close(got[1][keep], ref[1][keep], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("heads", [[(0, 1)], [(1, 0), (1, 4), (2, 5)], [(0, h) for h in range(6)]])
+def test_masked_equals_zeroed_query(model, heads):
+    gen = torch.Generator().manual_seed(len(heads))
+    ids, mask = _batch(gen)
+    ref = _zero_queries(model, heads)
+    m = copy.deepcopy(model)
+    install(m)
+    with masked_heads(m, heads):
+        got = m(ids).logits
+        got_pad = m(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, ref(ids).logits, rtol=1e-4, atol=1e-4)
+    keep = mask.bool()
+    torch.testing.assert_close(got_pad[keep], ref(ids, attention_mask=mask).logits[keep], rtol=1e-4, atol=1e-4)
+    # masking changed something, and the mask is gone after the block
+    assert not torch.allclose(got, model(ids).logits, atol=1e-3)
+    torch.testing.assert_close(m(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    assert all(a._attninf_head_mask is None for a in attention_modules(m))
+
+
+def test_bad_head_index(model):
+    from attninf.errors import AttninfError
+
+    m = copy.deepcopy(model)
+    install(m)
+    with pytest.raises(AttninfError, match="outside the model"):
+        with masked_heads(m, [(3, 0)]):
+            pass
