@@ -96,7 +96,8 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
 
 @torch.inference_mode()
 def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
-    """(num_layers, num_heads) mean copy rate, and unmasked probe accuracy, in one pass."""
+    """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
+    answer-token correctness, in one pass."""
     model = lm.model
     install(model)
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
@@ -113,8 +114,7 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
 
         with recording(model, rec):
             correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
-    acc = torch.cat(correct)
-    return (total / len(probes)).float(), acc
+    return (total / len(probes)).float(), correct
 
 
 def _probe_correct(model, ids: torch.Tensor, A: int) -> torch.Tensor:
@@ -122,22 +122,29 @@ def _probe_correct(model, ids: torch.Tensor, A: int) -> torch.Tensor:
     # logits of the last A+1 positions: rows P-1..S-1; the last predicts nothing
     out = model(ids.view(1, -1), logits_to_keep=A + 1, use_cache=False)
     pred = out.logits[0, :A].argmax(-1)
-    return pred == ids[-A:]
+    return (pred == ids[-A:]).cpu()
+
+
+def accuracy(correct: list[torch.Tensor]) -> dict:
+    """Token accuracy (mean over probes of the fraction of answer tokens right)
+    and exact match (fraction of probes with every answer token right)."""
+    return {"token": sum(c.float().mean().item() for c in correct) / len(correct),
+            "exact": sum(bool(c.all()) for c in correct) / len(correct)}
 
 
 @torch.inference_mode()
 def probe_accuracy(lm: LoadedModel, probes: list[Probe], heads=(), desc: str = "ablation",
-                   progress: bool = True) -> float:
-    """Mean over probes of teacher-forced answer-token accuracy, with `heads` masked."""
+                   progress: bool = True) -> dict:
+    """Teacher-forced probe accuracy with `heads` masked: {"token": .., "exact": ..}."""
     model = lm.model
     install(model)
     device = next(model.parameters()).device
-    per_probe = []
+    correct = []
     with masked_heads(model, heads):
         for probe in _progress(probes, desc, len(probes), progress):
             ids = torch.tensor(probe.input_ids, device=device)
-            per_probe.append(_probe_correct(model, ids, len(probe.answer_ids)).float().mean().item())
-    return sum(per_probe) / len(per_probe)
+            correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
+    return accuracy(correct)
 
 
 def select_top(scores: torch.Tensor, top_frac: float) -> list[list[int]]:
@@ -173,16 +180,17 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     scores, base_correct = retrieval_scores(lm, probes, progress)
     t_detect = time.perf_counter() - t1
     selected = select_top(scores, cfg.top_frac)
-    base_acc = _mean_per_probe(base_correct, probes)
+    base = accuracy(base_correct)
 
     t2 = time.perf_counter()
-    sel_acc = probe_accuracy(lm, probes, selected, "ablation: selected masked", progress)
+    sel = probe_accuracy(lm, probes, selected, "ablation: selected masked", progress)
     trials = []
     for t in range(cfg.random_trials):
         rh = random_heads(L, H, len(selected), selected, cfg.seed * 1000 + t)
-        trials.append({"heads": rh, "accuracy": probe_accuracy(lm, probes, rh, f"ablation: random #{t + 1}", progress)})
+        acc = probe_accuracy(lm, probes, rh, f"ablation: random #{t + 1}", progress)
+        trials.append({"heads": rh, "accuracy": acc["token"], "exact_match": acc["exact"]})
     t_ablate = time.perf_counter() - t2
-    rand_acc = sum(t["accuracy"] for t in trials) / len(trials) if trials else None
+    mean = lambda key: sum(t[key] for t in trials) / len(trials) if trials else None  # noqa: E731
 
     return {
         "attninf_version": __version__,
@@ -202,9 +210,11 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         },
         "ablation": {
             "metric": "teacher-forced answer-token accuracy, mean over probes",
-            "no_mask": base_acc,
-            "selected_masked": sel_acc,
-            "random_masked": rand_acc,
+            "no_mask": base["token"],
+            "selected_masked": sel["token"],
+            "random_masked": mean("accuracy"),
+            "exact_match": {"no_mask": base["exact"], "selected_masked": sel["exact"],
+                            "random_masked": mean("exact_match")},
             "random_trials": trials,
         },
         "timing": {"build_probes_s": round(t_probes, 2), "detect_s": round(t_detect, 2),
@@ -212,15 +222,6 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
                    "probes_per_s": round(len(probes) / t_detect, 3) if t_detect > 0 else None},
         "config": dataclasses.asdict(cfg),
     }
-
-
-def _mean_per_probe(correct: torch.Tensor, probes: list[Probe]) -> float:
-    accs, i = [], 0
-    for p in probes:
-        A = len(p.answer_ids)
-        accs.append(correct[i:i + A].float().mean().item())
-        i += A
-    return sum(accs) / len(accs)
 
 
 def write_json_atomic(obj: dict, path: str | Path) -> None:
@@ -276,15 +277,16 @@ def summary_table(result: dict) -> str:
     ab = result["ablation"]
     heads = ", ".join(f"{l}.{h}" for l, h in result["heads"])
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    em = ab.get("exact_match", {})
     lines = [
         f"model      {result['model']['name']}  ({result['num_layers']} layers x {result['num_heads']} heads, "
         f"fingerprint {result['model']['fingerprint']})",
         f"heads      {len(result['heads'])} selected (layer.head): {heads}",
         "",
-        "ablation (teacher-forced probe accuracy)",
-        f"  {'no mask':<28}{fmt(ab['no_mask'])}",
-        f"  {'selected heads masked':<28}{fmt(ab['selected_masked'])}",
-        f"  {'random heads masked':<28}{fmt(ab['random_masked'])}"
+        "ablation: teacher-forced probe accuracy   token   exact",
+        f"  {'no mask':<38}{fmt(ab['no_mask'])}   {fmt(em.get('no_mask'))}",
+        f"  {'selected heads masked':<38}{fmt(ab['selected_masked'])}   {fmt(em.get('selected_masked'))}",
+        f"  {'random heads masked':<38}{fmt(ab['random_masked'])}   {fmt(em.get('random_masked'))}"
         + (f"  (mean of {len(ab['random_trials'])} draws)" if ab["random_trials"] else ""),
         "",
         f"time       detect {result['timing']['detect_s']:.1f}s ({result['timing']['probes_per_s']} probes/s), "

