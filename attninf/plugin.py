@@ -137,3 +137,31 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
         )
     # (B, Hq, S, D) -> (B, S, Hq, D): the layout transformers expects back
     return out.transpose(1, 2).contiguous(), None
+
+
+def lm_head(model):
+    """(weight (V, H), bias (V,) or None) of the model's output layer."""
+    cfg = model.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        raise AttninfError(f"{cfg.model_type}: logit soft-capping / scaling is not supported by the fused loss")
+    head = model.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise AttninfError(f"{type(model).__name__} has no linear output layer")
+    return head.weight, getattr(head, "bias", None)
+
+
+def token_losses(model, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+    """(B, S) ids -> (B, S-1) fp32 per-token NLL of ids[:, 1:], through the
+    final hidden states and token_nll: no (tokens x vocab) logits tensor.
+    Positions whose target is padding (attention_mask 0) get 0."""
+    from attninf.kernels import token_nll
+
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False)
+    hidden = out.last_hidden_state[:, :-1]  # (B, S-1, H): position t predicts token t+1
+    B, S1, H = hidden.shape
+    targets = input_ids[:, 1:]
+    if attention_mask is not None:
+        targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
+    weight, bias = lm_head(model)
+    return token_nll(hidden.reshape(B * S1, H), weight, targets.reshape(-1), bias).view(B, S1)

@@ -1,8 +1,15 @@
 """Shared fixtures: a tiny random Llama and a tokenizer trained on the probe
 sentences, built locally (no download), and the real SmolLM2-135M for the
 tests marked slow (pulled offline once into a session cache)."""
-import pytest
-import torch
+import os
+
+# The Triton kernels run under the interpreter where there is no GPU. This must
+# be set before anything imports triton (transformers does, on import).
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def _tokenizer():

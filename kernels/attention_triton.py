@@ -1,0 +1,190 @@
+"""Masked attention as one Triton kernel, FlashAttention-2 style: online
+softmax over key blocks, no S x S matrix in memory, causal blocks past the
+diagonal skipped, grouped-query attention by indexing (k/v never repeated).
+
+A masked head (AttentionInfluence, arXiv 2505.07293) attends uniformly to its
+causal prefix: its output is the running mean of V, accumulated here as a
+0/1-weighted sum with no QK^T work. Packed documents (cu_seqlens) restart
+both the attention and the running mean at every boundary.
+
+The torch twin with the same signature is attention_torch.masked_attention_torch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with fp32 accumulation. IEEE: exact fp32 (no tf32). UPCAST: the
+    Triton interpreter computes bf16 dots wrongly, so there the (already
+    bf16-rounded) operands are multiplied in fp32: the same values, exactly."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    elif IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _masked_attention_kernel(
+    Q, K, V, O, HeadMask, DocStart, DocEnd,
+    sqb, sqh, sqs, sqd,
+    skb, skh, sks, skd,
+    svb, svh, svs, svd,
+    sob, soh, sos, sod,
+    smb, smh,
+    S, Hq, G, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // Hq
+    h = pid_bh % Hq
+    kvh = h // G  # grouped-query attention: query head h reads kv head h // G
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < S
+
+    if HAS_DOCS:
+        # (BLOCK_M,) first and one-past-last position of each row's document
+        start = tl.load(DocStart + offs_m, mask=row_ok, other=0)
+        end = tl.load(DocEnd + offs_m, mask=row_ok, other=0)
+        lo = tl.min(tl.where(row_ok, start, S), axis=0)
+        hi_rows = tl.max(tl.where(row_ok, end, 0), axis=0)
+    else:
+        start = tl.zeros([BLOCK_M], dtype=tl.int32)
+        end = tl.zeros([BLOCK_M], dtype=tl.int32) + S
+        lo = 0
+        hi_rows = S
+    if CAUSAL:
+        hi = tl.minimum((pid_m + 1) * BLOCK_M, S)  # blocks past the diagonal are never read
+    else:
+        hi = hi_rows
+    lo = (lo // BLOCK_N) * BLOCK_N
+
+    masked = False
+    if HAS_MASK:
+        masked = tl.load(HeadMask + b * smb + h * smh) != 0
+
+    k_base = K + b * skb + kvh * skh
+    v_base = V + b * svb + kvh * svh
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    if masked:
+        # uniform attention: weight 1 on every visible position, divided at the end
+        for n0 in range(lo, hi, BLOCK_N):
+            cols = n0 + offs_n
+            ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
+            if CAUSAL:
+                ok = ok & (cols[None, :] <= offs_m[:, None])
+            v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
+            p = tl.where(ok, 1.0, 0.0)
+            l_i += tl.sum(p, axis=1)
+            acc += _dot(p.to(v.dtype), v, IEEE, UPCAST)
+    else:
+        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqs + offs_d[None, :] * sqd,
+                    mask=row_ok[:, None], other=0.0)
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+        for n0 in range(lo, hi, BLOCK_N):
+            cols = n0 + offs_n
+            ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
+            if CAUSAL:
+                ok = ok & (cols[None, :] <= offs_m[:, None])
+            k = tl.load(k_base + cols[:, None] * sks + offs_d[None, :] * skd, mask=cols[:, None] < S, other=0.0)
+            s = _dot(q, tl.trans(k), IEEE, UPCAST)
+            s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE, UPCAST)
+            m_i = m_new
+
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * sos + offs_d[None, :] * sod
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+def interpreted() -> bool:
+    """True under the Triton interpreter (TRITON_INTERPRET=1, CPU tests)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _doc_bounds(cu_seqlens: torch.Tensor, S: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S,) start and end of the document each position belongs to."""
+    cu = cu_seqlens.to(device=device, dtype=torch.int64)
+    lengths = cu[1:] - cu[:-1]
+    start = torch.repeat_interleave(cu[:-1], lengths)
+    end = torch.repeat_interleave(cu[1:], lengths)
+    return start.to(torch.int32).contiguous(), end.to(torch.int32).contiguous()
+
+
+def _blocks(D: int, S: int, device) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for this head dim and device."""
+    if device.type != "cuda":  # the interpreter: few, large blocks are fastest
+        b = max(16, min(64, triton.next_power_of_2(S)))
+        return b, b, 4, 1
+    if D <= 64:
+        return 128, 64, 4, 3
+    return 128, 64, 8, 2
+
+
+def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None,
+                            block_m: int | None = None, block_n: int | None = None, out=None):
+    """Triton masked attention; same contract as masked_attention_torch.
+
+    q: (B, Hq, S, D); k, v: (B, Hkv, S, D); head_mask: bool (Hq,) or (B, Hq);
+    cu_seqlens: int (N+1,) document boundaries shared by every row.
+    """
+    from .attention_torch import _check
+
+    _check(q, k, v, head_mask, cu_seqlens)
+    B, Hq, S, D = q.shape
+    if D not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head dim {D} is not supported by the Triton kernel (16, 32, 64, 128 or 256)")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"dtype {q.dtype} is not supported (float16, bfloat16, float32)")
+    if not (k.dtype == v.dtype == q.dtype):
+        raise ValueError("q, k and v must have the same dtype")
+    out = torch.empty_like(q) if out is None else out
+    if S == 0:
+        return out
+    scale = D ** -0.5 if scale is None else float(scale)
+    has_mask = head_mask is not None and bool(head_mask.any())
+    if has_mask:
+        hm = head_mask.to(device=q.device, dtype=torch.int8)
+        hm = hm.expand(B, Hq).contiguous() if hm.dim() == 1 else hm.contiguous()
+        smb, smh = hm.stride()
+    else:
+        hm, smb, smh = q, 0, 0  # never read
+    if cu_seqlens is not None:
+        doc_start, doc_end = _doc_bounds(cu_seqlens, S, q.device)
+    else:
+        doc_start = doc_end = q  # never read
+    bm, bn, warps, stages = _blocks(D, S, q.device)
+    bm, bn = block_m or bm, block_n or bn
+    grid = (triton.cdiv(S, bm), B * Hq)
+    _masked_attention_kernel[grid](
+        q, k, v, out, hm, doc_start, doc_end,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        smb, smh,
+        S, Hq, Hq // k.shape[1], scale * 1.4426950408889634,
+        HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
+        CAUSAL=bool(causal), HAS_DOCS=cu_seqlens is not None, HAS_MASK=has_mask,
+        IEEE=q.dtype == torch.float32, UPCAST=interpreted() and q.dtype == torch.bfloat16,
+        num_warps=warps, num_stages=stages,
+    )
+    return out

@@ -1,0 +1,144 @@
+"""The Triton kernels against their torch twins and float64 references, on
+CPU under the Triton interpreter (conftest sets TRITON_INTERPRET=1), or on a
+GPU where there is one. Small shapes, odd lengths, fresh inputs per case,
+outputs poisoned with NaN so that every element must be written."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attninf.kernels import masked_attention_torch, token_nll_torch
+
+from reference import attention_f64
+
+triton = pytest.importorskip("triton")
+from attninf.kernels.attention_triton import masked_attention_triton  # noqa: E402
+from attninf.kernels.nll_triton import token_nll_triton  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
+
+
+def _qkv(B, Hq, Hkv, S, D, dtype, seed, transposed=False):
+    gen = torch.Generator().manual_seed(seed)
+    if transposed:  # the (B, S, H, D) -> (B, H, S, D) views transformers passes in
+        mk = lambda H: torch.randn(B, S, H, D, generator=gen).to(dtype).to(DEVICE).transpose(1, 2)  # noqa: E731
+    else:
+        mk = lambda H: torch.randn(B, H, S, D, generator=gen).to(dtype).to(DEVICE)  # noqa: E731
+    return mk(Hq), mk(Hkv), mk(Hkv)
+
+
+def _poisoned_like(q):
+    return torch.full_like(q, float("nan"))
+
+
+CASES = list(itertools.product(
+    [torch.float32, torch.bfloat16, torch.float16],
+    [64, 128],           # head dim
+    [1, 3, 4],           # GQA ratio
+))
+
+
+@pytest.mark.parametrize("dtype,D,groups", CASES)
+def test_attention_matches_reference(dtype, D, groups):
+    seed = hash((str(dtype), D, groups)) % 10_000
+    Hkv = 2 if groups < 4 else 1
+    Hq = Hkv * groups
+    for S, causal in ((37, True), (1, True), (45, False)):
+        q, k, v = _qkv(2, Hq, Hkv, S, D, dtype, seed + S, transposed=(S == 37))
+        gen = torch.Generator().manual_seed(seed)
+        hm = (torch.rand(2, Hq, generator=gen) < 0.5).to(DEVICE)
+        hm[0, 0], hm[1, 0] = True, False  # masked and unmasked heads mixed, per row
+        out = masked_attention_triton(q, k, v, hm, causal=causal, out=_poisoned_like(q))
+        assert not out.isnan().any()
+        rtol, atol = TOL[dtype]
+        ref = attention_f64(q.cpu(), k.cpu(), v.cpu(), hm.cpu(), causal)
+        torch.testing.assert_close(out.cpu().double(), ref, rtol=rtol, atol=atol)
+        twin = masked_attention_torch(q, k, v, hm, causal=causal)
+        torch.testing.assert_close(out.float(), twin.float(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_unmasked_equals_sdpa(dtype):
+    q, k, v = _qkv(1, 6, 2, 53, 64, dtype, 11)
+    out = masked_attention_triton(q, k, v, out=_poisoned_like(q))
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(out.float(), ref, rtol=TOL[dtype][0], atol=TOL[dtype][1])
+
+
+@pytest.mark.parametrize("bounds", [[0, 5, 6, 40, 71], [0, 71], [0, 1, 2, 3, 71], [0, 30, 30, 71]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_packed_documents(bounds, dtype):
+    q, k, v = _qkv(1, 8, 2, 71, 64, dtype, len(bounds) * 7 + 1)
+    cu = torch.tensor(bounds, dtype=torch.int32, device=DEVICE)
+    hm = torch.tensor([True, False, False, True, False, True, False, False], device=DEVICE)
+    out = masked_attention_triton(q, k, v, hm, cu_seqlens=cu, out=_poisoned_like(q), block_m=16, block_n=16)
+    assert not out.isnan().any()
+    ref = attention_f64(q.cpu(), k.cpu(), v.cpu(), hm.cpu(), True, cu.cpu())
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=TOL[dtype][0], atol=TOL[dtype][1])
+    # a masked head's running mean restarts at each boundary
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if e > s:
+            exp = v[0, 0, s:e].double().cumsum(0) / torch.arange(1, e - s + 1, device=DEVICE).view(-1, 1)
+            torch.testing.assert_close(out[0, 0, s:e].double(), exp, rtol=TOL[dtype][0], atol=TOL[dtype][1])
+
+
+def test_attention_small_blocks_many_tiles():
+    """Many query and key tiles: the causal skip and the tile edges."""
+    q, k, v = _qkv(1, 3, 1, 97, 64, torch.float32, 5)
+    hm = torch.tensor([False, True, False], device=DEVICE)
+    out = masked_attention_triton(q, k, v, hm, block_m=16, block_n=16, out=_poisoned_like(q))
+    torch.testing.assert_close(out.cpu().double(), attention_f64(q.cpu(), k.cpu(), v.cpu(), hm.cpu()),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_attention_rejects_bad_input():
+    q, k, v = _qkv(1, 4, 2, 8, 64, torch.float32, 0)
+    with pytest.raises(ValueError, match="multiple"):
+        masked_attention_triton(q, k[:, :1].expand(1, 3, 8, 64), v[:, :1].expand(1, 3, 8, 64))
+    q2, k2, v2 = _qkv(1, 2, 2, 8, 48, torch.float32, 0)
+    with pytest.raises(ValueError, match="head dim 48"):
+        masked_attention_triton(q2, k2, v2)
+
+
+def nll_f64(hidden, weight, targets, bias=None, ignore_index=-100):
+    logits = hidden.double() @ weight.double().T
+    if bias is not None:
+        logits = logits + bias.double()
+    lp = torch.log_softmax(logits, -1)
+    safe = targets.clamp(min=0)
+    out = -lp.gather(1, safe.view(-1, 1)).squeeze(1)
+    return torch.where(targets == ignore_index, torch.zeros_like(out), out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("N,V,H,bias", [(37, 1000, 64, False), (5, 517, 96, True), (64, 300, 72, False)])
+def test_token_nll_matches_reference(dtype, N, V, H, bias):
+    gen = torch.Generator().manual_seed(N * V + H)
+    hidden = torch.randn(N, H, generator=gen).to(dtype).to(DEVICE)
+    weight = (torch.randn(V, H, generator=gen) * H ** -0.5 * 3).to(dtype).to(DEVICE)
+    b = torch.randn(V, generator=gen).to(dtype).to(DEVICE) if bias else None
+    targets = torch.randint(0, V, (N,), generator=gen).to(DEVICE)
+    targets[1] = -100
+    out = token_nll_triton(hidden, weight, targets, b, out=torch.full((N,), float("nan"), device=DEVICE))
+    ref = nll_f64(hidden.cpu(), weight.cpu(), targets.cpu(), b.cpu() if bias else None)
+    assert out.dtype == torch.float32 and not out.isnan().any()
+    assert out[1] == 0
+    # fp32 accumulation: the error is the inputs' rounding, not the vocab size
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=1e-4)
+    twin = token_nll_torch(hidden, weight, targets, b)
+    torch.testing.assert_close(out, twin, rtol=1e-5, atol=1e-4)
+
+
+def test_token_nll_torch_chunks_and_float64():
+    gen = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(50, 32, generator=gen), torch.randn(777, 32, generator=gen)
+    targets = torch.randint(0, 777, (50,), generator=gen)
+    ref = nll_f64(hidden, weight, targets)
+    for chunk in (1, 7, 50, None):
+        out = token_nll_torch(hidden, weight, targets, chunk_tokens=chunk)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        token_nll_torch(hidden, weight, targets),
+        F.cross_entropy(hidden @ weight.T, targets, reduction="none"), rtol=1e-5, atol=1e-5)
