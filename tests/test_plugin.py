@@ -81,3 +81,72 @@ def test_bad_head_index(model):
     with pytest.raises(AttninfError, match="outside the model"):
         with masked_heads(m, [(3, 0)]):
             pass
+
+
+def _tiny(family):
+    from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig, MistralForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
+
+    torch.manual_seed(2)
+    common = dict(vocab_size=300, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=6)
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, **common))
+    if family == "mistral":  # a sliding window shorter than the batch: the mask path
+        return MistralForCausalLM(MistralConfig(num_key_value_heads=3, sliding_window=8, **common))
+    return GPTNeoXForCausalLM(GPTNeoXConfig(**common))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family", ["qwen2", "mistral", "gpt_neox"])
+def test_other_families_equal_sdpa(family):
+    m = _tiny(family).eval()
+    m.set_attn_implementation("sdpa")
+    gen = torch.Generator().manual_seed(3)
+    ids, mask = _batch(gen)
+    ref = m(ids, attention_mask=mask).logits
+    install(m)
+    got = m(ids, attention_mask=mask).logits
+    keep = mask.bool()
+    torch.testing.assert_close(got[keep], ref[keep], rtol=1e-5, atol=1e-5)
+    with masked_heads(m, [(1, 2)]):  # masking reaches every family's attention
+        assert not torch.allclose(m(ids, attention_mask=mask).logits[keep], ref[keep], atol=1e-4)
+
+
+@torch.no_grad()
+def test_triton_backend_inside_model(model):
+    """The whole model on the Triton kernel (interpreter on CPU): equal to sdpa
+    unmasked, and to the zeroed-query reference masked."""
+    from attninf.kernels import set_backend
+
+    gen = torch.Generator().manual_seed(9)
+    ids = torch.randint(0, 300, (2, 21), generator=gen)
+    heads = [(0, 2), (2, 5)]
+    m = copy.deepcopy(model)
+    install(m)
+    set_backend("triton")
+    try:
+        plain = m(ids).logits
+        with masked_heads(m, heads):
+            masked = m(ids).logits
+    finally:
+        set_backend("auto")
+    torch.testing.assert_close(plain, model(ids).logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(masked, _zero_queries(model, heads)(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_token_losses_equal_cross_entropy(model):
+    from attninf.plugin import token_losses
+
+    gen = torch.Generator().manual_seed(4)
+    ids, mask = _batch(gen, pad=(0, 4))
+    m = copy.deepcopy(model)
+    install(m)
+    got = token_losses(m, ids, attention_mask=mask)
+    logits = model(ids, attention_mask=mask).logits[:, :-1]
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 300).double(), ids[:, 1:].reshape(-1),
+                                            reduction="none").view(2, -1)
+    keep = mask[:, 1:].bool()
+    torch.testing.assert_close(got[keep].double(), ref[keep], rtol=1e-5, atol=1e-5)
+    assert (got[~keep] == 0).all()
