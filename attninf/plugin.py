@@ -73,6 +73,12 @@ def head_mask_tensors(num_layers: int, num_heads: int, heads: Iterable) -> list[
     return masks
 
 
+def set_layer_masks(model, masks: list) -> None:
+    """Per layer a bool (Hq,) or (B, Hq) mask, or None: the low-level setter."""
+    for m, mask in zip(attention_modules(model), masks):
+        m._attninf_head_mask = mask
+
+
 def set_masked_heads(model, heads: Iterable) -> None:
     mods = attention_modules(model)
     masks = head_mask_tensors(len(mods), model.config.num_attention_heads, heads)
@@ -120,14 +126,18 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     q_len, kv_len = query.shape[2], key.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
 
+    cu_seqlens = kwargs.get("attninf_cu_seqlens")  # packed documents, from the scoring engine
     if attention_mask is None and q_len == kv_len:
-        out = masked_attention(query, key, value, head_mask=head_mask, causal=causal, scale=scaling)
+        out = masked_attention(query, key, value, head_mask=head_mask, causal=causal, cu_seqlens=cu_seqlens,
+                               scale=scaling)
     else:
         # padding, sliding windows or a KV cache: the general masked path.
         # A zero query gives equal logits, so softmax under the mask is uniform
         # over exactly the positions the head may see (DESIGN.md step 2).
-        if head_mask is not None:
-            query = query * (~head_mask).view(1, -1, 1, 1).to(query.dtype)
+        if cu_seqlens is not None:
+            raise AttninfError("packed documents (cu_seqlens) cannot be combined with an attention mask")
+        if head_mask is not None:  # (Hq,) or (B, Hq)
+            query = query * (~head_mask).view(-1, query.shape[1], 1, 1).to(query.dtype)
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask[:, :, :, :kv_len]
         out = F.scaled_dot_product_attention(

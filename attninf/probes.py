@@ -36,7 +36,7 @@ HEADER = ("Extract the value corresponding to the specified key in the JSON obje
 @dataclass
 class Probe:
     prompt: str
-    answer: str
+    answer: str  # the queried value; answer_ids also cover its closing quote
     prompt_ids: list[int]
     answer_ids: list[int]
     query_key: str
@@ -75,6 +75,24 @@ def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_probe(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the answer *as one text*, the answer
+    closed by its quote: `...Value: "` + `I doubt not of your wisdom."`.
+
+    Tokenizing the answer alone would split `."` into `.` + `"`, a sequence
+    the model never sees in the JSON, so its last token could never be right.
+    The split point is the first token that starts inside the answer.
+    """
+    full = prompt + answer + '"'
+    try:
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # slow tokenizers have no offsets
+        return _encode(tokenizer, prompt), _encode(tokenizer, answer + '"')
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    cut = next((i for i, (a, _) in enumerate(offsets) if a >= len(prompt)), len(ids))
+    return ids[:cut], ids[cut:]
 
 
 def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096) -> Probe:
@@ -122,8 +140,7 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096)
     query_key, answer = pairs[query_index]
     while True:
         prompt = render(pairs, shots, query_key)
-        prompt_ids = _encode(tokenizer, prompt)
-        answer_ids = _encode(tokenizer, answer)
+        prompt_ids, answer_ids = encode_probe(tokenizer, prompt, answer)
         if len(prompt_ids) + len(answer_ids) <= budget:
             break
         # the estimate ran over: drop a pair that is neither queried nor a shot

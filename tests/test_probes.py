@@ -35,9 +35,12 @@ def test_probe_format(tiny_tokenizer, context):
         assert d[query] == p.answer
         assert pairs[p.query_index][0] == query
         assert len(p) < context
-        assert p.prompt_ids == tiny_tokenizer(p.prompt, add_special_tokens=False)["input_ids"]
-        assert p.answer_ids == tiny_tokenizer(p.answer, add_special_tokens=False)["input_ids"]
-        assert 0 < len(p.answer_ids) <= 30
+        # prompt and answer are tokenized as one text, the answer closed by its quote
+        full = tiny_tokenizer(p.prompt + p.answer + '"', add_special_tokens=False)["input_ids"]
+        assert p.prompt_ids + p.answer_ids == full
+        assert tiny_tokenizer.decode(p.answer_ids) == p.answer + '"'
+        assert tiny_tokenizer.decode(p.prompt_ids) == p.prompt
+        assert 0 < len(p.answer_ids) <= 32
 
 
 def test_probe_fills_context(tiny_tokenizer):

@@ -1,0 +1,305 @@
+"""The scoring engine (DESIGN.md step 3), with no Dask inside: a batch of
+texts in, per document `loss_base`, `loss_masked`, `score`, `n_tokens`,
+`status` out, where score = (L_masked - L_base) / L_base (AttentionInfluence,
+arXiv 2505.07293).
+
+Where the time goes, and what this file does about it:
+
+* Shared prefix. Layers below the first layer that holds a masked head
+  compute the same thing in both passes: they run once, then the hidden
+  states fork into a plain and a masked branch, run side by side as a batch
+  of two with per-row head masks. One model in memory.
+* No padding. Windows are sorted by length and packed first-fit into rows of
+  `batch_tokens`; attention never crosses a document (cu_seqlens), positions
+  restart at each document.
+* No logits tensor. The loss comes from the final hidden states through
+  token_nll, in fp32.
+
+Long documents are scored over windows of `max_tokens` that overlap by one
+token, so every token after the first is predicted exactly once; the document
+loss is the token-weighted mean over all windows. Documents are prefixed with
+BOS where the tokenizer has one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import AttninfError
+from .model import LoadedModel
+from .plugin import attention_modules, head_mask_tensors, install, lm_head, set_layer_masks, token_losses
+
+log = logging.getLogger("attninf")
+
+STATUS_OK = "ok"
+STATUS_EMPTY = "empty"  # null, empty or whitespace-only text
+STATUS_TOO_SHORT = "too_short"  # a single token: nothing to predict
+
+# families whose forward is embed -> decoder layers -> final norm, with rotary
+# position embeddings computed once: the layered (shared-prefix) path runs them
+LAYERED_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2"}
+SCORING_VERSION = 1  # bump when the numbers a given config produces change
+
+
+@dataclass
+class Window:
+    doc: int  # index of the document in the batch
+    ids: list[int]
+
+
+def window_ids(ids: list[int], max_tokens: int, truncate: bool = False) -> list[list[int]]:
+    """Split a document into windows of at most max_tokens overlapping by one
+    token: window k predicts tokens [k*(M-1)+1, (k+1)*(M-1)], each exactly once."""
+    if len(ids) < 2:
+        return []
+    step = max_tokens - 1
+    out = [ids[s:s + max_tokens] for s in range(0, len(ids) - 1, step)]
+    return out[:1] if truncate else out
+
+
+def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: indices grouped into bins of at most `capacity`
+    tokens. Deterministic: ties keep input order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = lengths[i]
+        for b, r in enumerate(room):
+            if n <= r:
+                bins[b].append(i)
+                room[b] -= n
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - n)
+    return bins
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Scorer:
+    """Scores texts with one loaded model and a set of masked heads.
+
+    >>> scorer = Scorer(load_model("smollm2-135m"), heads=[[17, 3], [20, 5]])
+    >>> scorer.score_texts(["some text", "def f(x): return x"])
+    """
+
+    def __init__(self, lm: LoadedModel, heads: list, max_tokens: int | None = None,
+                 batch_tokens: int = 16384, truncate: bool = False, layered: bool | None = None):
+        self.lm = lm
+        self.model = lm.model
+        self.tok = lm.tokenizer
+        cfg = self.model.config
+        self.L, self.H = cfg.num_hidden_layers, cfg.num_attention_heads
+        self.heads = sorted([int(l), int(h)] for l, h in heads)
+        if not self.heads:
+            raise AttninfError("heads.json selects no head: there is nothing to mask")
+        self.masks = head_mask_tensors(self.L, self.H, self.heads)
+        self.first_masked = min(l for l, _ in self.heads)
+        ctx = getattr(cfg, "max_position_embeddings", None) or 4096
+        self.max_tokens = int(max_tokens or min(ctx, 4096))
+        if self.max_tokens < 2:
+            raise AttninfError(f"--max-tokens must be at least 2, got {self.max_tokens}")
+        self.batch_tokens = max(int(batch_tokens), self.max_tokens)
+        self.truncate = truncate
+        self.device = next(self.model.parameters()).device
+        self.bos = self.tok.bos_token_id
+        install(self.model)
+        can_layer = self._layered_ok()
+        if layered and not can_layer:
+            raise AttninfError(f"the shared-prefix path does not support {cfg.model_type} models")
+        self.layered = can_layer if layered is None else layered
+        if not self.layered:
+            log.warning("%s: no shared-prefix path for this architecture; scoring with two full passes "
+                        "over padded batches", cfg.model_type)
+
+    # ----------------------------------------------------------- identity
+
+    def _layered_ok(self) -> bool:
+        cfg = self.model.config
+        if cfg.model_type not in LAYERED_FAMILIES:
+            return False
+        base = self.model.base_model
+        if not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
+        return not (uses_window and window and window < self.max_tokens)
+
+    def fingerprint(self) -> dict:
+        """What decides the numbers: a rerun with an equal fingerprint resumes."""
+        try:
+            tok_state = self.tok.backend_tokenizer.to_str()
+        except AttributeError:
+            tok_state = json.dumps(self.tok.get_vocab(), sort_keys=True)
+        return {
+            "model": self.lm.fingerprint,
+            "heads": self.heads,
+            "heads_sha256": _digest(self.heads),
+            "tokenizer_sha256": hashlib.sha256((tok_state + f"|bos={self.bos}").encode()).hexdigest(),
+            "max_tokens": self.max_tokens,
+            "truncate": self.truncate,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "scoring_version": SCORING_VERSION,
+        }
+
+    # ----------------------------------------------------------- tokenize
+
+    def encode(self, texts: Sequence[str | None]) -> list[list[int] | None]:
+        """Token ids per text (BOS first where the tokenizer has one); None for empty text."""
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        out: list[list[int] | None] = [None] * len(texts)
+        if keep:
+            enc = self.tok([texts[i] for i in keep], add_special_tokens=False)["input_ids"]
+            for i, ids in zip(keep, enc):
+                out[i] = ([self.bos] if self.bos is not None else []) + list(ids)
+        return out
+
+    # ------------------------------------------------------------- score
+
+    @torch.inference_mode()
+    def score_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
+        """Per text: loss_base, loss_masked, score (NaN where status != ok), n_tokens, status."""
+        n = len(texts)
+        encoded = self.encode(texts)
+        windows: list[Window] = []
+        status = np.array([STATUS_OK] * n, dtype=object)
+        for d, ids in enumerate(encoded):
+            if ids is None:
+                status[d] = STATUS_EMPTY
+                continue
+            ws = window_ids(ids, self.max_tokens, self.truncate)
+            if not ws:
+                status[d] = STATUS_TOO_SHORT
+            windows.extend(Window(d, w) for w in ws)
+        sums = np.zeros((2, n), dtype=np.float64)  # summed NLL: row 0 plain, row 1 masked
+        counts = np.zeros(n, dtype=np.int64)
+        if self.layered:
+            for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
+                self._score_packed([windows[i] for i in bin_], sums, counts)
+        else:
+            self._score_padded(windows, sums, counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            base = sums[0] / counts
+            masked = sums[1] / counts
+            score = (masked - base) / base
+        bad = status != STATUS_OK
+        for arr in (base, masked, score):
+            arr[bad] = np.nan
+        return {"loss_base": base, "loss_masked": masked, "score": score, "n_tokens": counts,
+                "status": status.astype(str)}
+
+    def _score_packed(self, ws: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+        """One packed row: shared layers once, then plain and masked branches as a batch of 2."""
+        dev = self.device
+        lens = [len(w.ids) for w in ws]
+        ids = torch.tensor([t for w in ws for t in w.ids], device=dev).view(1, -1)
+        pos = torch.cat([torch.arange(n, device=dev) for n in lens]).view(1, -1)
+        cu = torch.tensor([0, *np.cumsum(lens).tolist()], device=dev, dtype=torch.int32)
+        base = self.model.base_model
+        hidden = base.embed_tokens(ids)
+        pe = base.rotary_emb(hidden, position_ids=pos)
+        kw = dict(attention_mask=None, position_ids=pos, position_embeddings=pe, attninf_cu_seqlens=cu)
+        set_layer_masks(self.model, [None] * self.L)
+        layers = base.layers
+        for i in range(self.first_masked):
+            hidden = _out(layers[i](hidden, **kw))
+        # fork: row 0 plain, row 1 with the retrieval heads masked
+        hidden = torch.cat([hidden, hidden], dim=0)
+        row_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(dev) for m in self.masks]
+        set_layer_masks(self.model, row_masks)
+        try:
+            for i in range(self.first_masked, self.L):
+                hidden = _out(layers[i](hidden, **kw))
+        finally:
+            set_layer_masks(self.model, [None] * self.L)
+        hidden = base.norm(hidden)  # (2, T, H)
+        # position j predicts j+1 inside its window; the last position of each window predicts nothing
+        targets = torch.roll(ids[0], -1)
+        last = cu[1:].long() - 1
+        targets[last] = -100
+        nll = self._nll(hidden, targets)  # (2, T) fp32
+        doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
+                                             torch.tensor(lens, device=dev))
+        valid = targets != -100
+        self._accumulate(nll, doc_of_pos, valid, sums, counts)
+
+    def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        from attninf.kernels import token_nll
+
+        weight, bias = lm_head(self.model)
+        B, T, Hd = hidden.shape
+        return token_nll(hidden.reshape(B * T, Hd), weight, targets.repeat(B), bias).view(B, T)
+
+    @staticmethod
+    def _accumulate(nll, doc_of_pos, valid, sums, counts) -> None:
+        docs = doc_of_pos[valid].cpu().numpy()
+        vals = nll[:, valid].double().cpu().numpy()  # (2, P)
+        np.add.at(sums[0], docs, vals[0])
+        np.add.at(sums[1], docs, vals[1])
+        np.add.at(counts, docs, 1)
+
+    def _score_padded(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+        """Fallback for architectures without a layered path: two full passes
+        over right-padded batches of similar lengths."""
+        from .plugin import masked_heads
+
+        dev = self.device
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
+            ws = [windows[i] for i in bin_]
+            S = max(len(w.ids) for w in ws)
+            # padded rows cost S each: split the bin so that rows x S stays within budget
+            per = max(1, self.batch_tokens // S)
+            for s in range(0, len(ws), per):
+                chunk = ws[s:s + per]
+                ids = torch.full((len(chunk), S), pad, device=dev)
+                mask = torch.zeros((len(chunk), S), dtype=torch.long, device=dev)
+                for r, w in enumerate(chunk):
+                    ids[r, :len(w.ids)] = torch.tensor(w.ids, device=dev)
+                    mask[r, :len(w.ids)] = 1
+                plain = token_losses(self.model, ids, attention_mask=mask)
+                with masked_heads(self.model, self.heads):
+                    masked = token_losses(self.model, ids, attention_mask=mask)
+                nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
+                valid = mask[:, 1:].reshape(-1).bool()
+                doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
+                self._accumulate(nll, doc, valid, sums, counts)
+
+
+def _out(x):
+    """Decoder layers return a tensor in transformers 5, a tuple before."""
+    return x[0] if isinstance(x, tuple) else x
+
+
+def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", device: str = "auto",
+                max_tokens: int | None = None, batch_tokens: int = 16384, truncate: bool = False,
+                allow_pickle: bool = False, trust_remote_code: bool = False) -> Scorer:
+    """Load the model named by --model, or the one heads.json was made with, and its heads.
+
+    Refuses a model whose fingerprint differs from the heads file's: the heads
+    of one model mean nothing in another."""
+    from .heads import read_heads
+    from .model import load_model
+
+    heads = read_heads(heads_path)
+    spec = model_spec or heads["model"].get("name") or heads["model"].get("path")
+    lm = load_model(spec, dtype=dtype, device=device, allow_pickle=allow_pickle,
+                    trust_remote_code=trust_remote_code)
+    want = heads["model"].get("fingerprint")
+    if want and lm.fingerprint["fingerprint"] != want:
+        raise AttninfError(f"{heads_path} was made with model fingerprint {want}, but {spec} has "
+                           f"{lm.fingerprint['fingerprint']}: detect heads for this model first")
+    if [heads["num_layers"], heads["num_heads"]] != [lm.config.num_hidden_layers, lm.config.num_attention_heads]:
+        raise AttninfError(f"{heads_path} is for a {heads['num_layers']}x{heads['num_heads']} model, "
+                           f"{spec} is {lm.config.num_hidden_layers}x{lm.config.num_attention_heads}")
+    return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate)
