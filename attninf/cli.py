@@ -119,7 +119,7 @@ def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> 
               help="Each probe stays under this many tokens  [default: 4096, the paper's]")
 @click.option("--seed", type=int, default=None, help="Probe seed  [default: 0]")
 @click.option("--random-trials", type=int, default=None,
-              help="Random-head draws in the ablation control  [default: 2]")
+              help="Random-head draws in the ablation control  [default: 4]")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
               help="auto = bf16 where the hardware runs it fast  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N  [default: auto]")
@@ -165,6 +165,78 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
     plot_heads(result, plot_path)
     click.echo(summary_table(result))
     click.echo(f"\nwrote {out} and {plot_path}")
+
+
+@main.command("score")
+@click.argument("corpus", type=click.Path(file_okay=False))
+@click.option("--heads", "heads", required=True, type=click.Path(dir_okay=False),
+              help="heads.json from detect-heads.")
+@click.option("--out", "out", default="scores", show_default=True, type=click.Path(file_okay=False),
+              help="Output directory: one scores Parquet per input file + manifest.json.")
+@click.option("--model", "model_spec", default=None, help="Model  [default: the one heads.json names]")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default="id", show_default=True,
+              help="Absent from a file: ids are <relative path>:<row>.")
+@click.option("--domain-column", default="domain", show_default=True, help="Copied to the output when present.")
+@click.option("--max-tokens", type=int, default=None,
+              help="Window length; longer documents are scored over several  [default: min(context, 4096)]")
+@click.option("--truncate", is_flag=True, help="Score only the first window of long documents.")
+@click.option("--batch-tokens", type=int, default=16384, show_default=True,
+              help="Tokens per packed forward pass (memory vs. speed).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="auto = bf16 where the hardware runs it fast, else float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda")
+@click.option("--workers", type=int, default=None,
+              help="Local Dask workers; 0 scores in this process (no Dask)  [default: 1 per GPU, else 1]")
+@click.option("--scheduler", default=None, envvar="DASK_SCHEDULER_ADDRESS",
+              help="Use an existing Dask cluster at this address (also $DASK_SCHEDULER_ADDRESS).")
+@click.option("--limit", type=int, default=None,
+              help="Dry run: score the first N documents here, write nothing, project the full run's time.")
+@click.option("--overwrite", is_flag=True, help="Redo scores made with a different model/heads/settings.")
+@click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights; they can run code.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_column, max_tokens, truncate,
+              batch_tokens, dtype, device, workers, scheduler, limit, overwrite, allow_pickle,
+              trust_remote_code, quiet) -> None:
+    """Give every document of a Parquet corpus its AttentionInfluence score.
+
+    score = (L_masked - L_base) / L_base: how much the document's mean token
+    loss rises when the retrieval heads of heads.json attend uniformly.
+    Writes OUT/<same relative path>.parquet per input file (rows in input
+    order: id, score, loss_base, loss_masked, n_tokens, status[, domain]) and
+    OUT/manifest.json. Interrupted? Run the same command again: finished files
+    are kept, the rest is scored. Exits 1 if any file failed.
+    """
+    from attninf.pipelines.score import ScoreConfig, dry_run, run_score
+
+    say = lambda msg: click.echo(f"attninf: {msg}", err=True)  # noqa: E731
+    cfg = ScoreConfig(corpus=corpus, out=out, heads=heads, model=model_spec, text_column=text_column,
+                      id_column=id_column, domain_column=domain_column, max_tokens=max_tokens,
+                      batch_tokens=batch_tokens, dtype=dtype, device=device, truncate=truncate,
+                      workers=workers, scheduler=scheduler, overwrite=overwrite, allow_pickle=allow_pickle,
+                      trust_remote_code=trust_remote_code)
+    if limit is not None:
+        r = dry_run(cfg, limit, say)
+        click.echo(f"dry run: {r['documents']} documents, {r['tokens']} tokens in {r['seconds']}s "
+                   f"({r['tokens_per_s']:,.0f} tokens/s); statuses {r['statuses']}")
+        click.echo(f"projected for the whole corpus ({r['corpus_documents']:,} documents, "
+                   f"{cfg.workers or 1} worker(s)): {r['projected_hours']:.2f} h")
+        return
+    s = run_score(cfg, progress=not quiet, say=say)
+    click.echo(f"scored {s['documents']:,} documents ({s['ok']:,} ok, {s['empty']:,} empty, "
+               f"{s['too_short']:,} too short), {s['tokens']:,} tokens, in {s['wall_s']:.1f}s "
+               f"({s['tokens_per_s']:,.0f} tokens/s on {s['workers']} worker(s)); "
+               f"{s['files_skipped']} file(s) already done")
+    if s["duplicate_ids"]:
+        click.echo(f"warning: {s['duplicate_ids']} duplicate or missing id(s) within files", err=True)
+    if s["failures"]:
+        click.echo(f"{len(s['failures'])} file(s) FAILED:", err=True)
+        for rel, err in s["failures"].items():
+            click.echo(f"  {rel}: {err}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class DetectConfig:
     context_tokens: int = field(default=4096, metadata={"help": "each probe's length stays under this (paper: 4096)"})
     top_frac: float = field(default=0.05, metadata={"help": "fraction of all heads kept as retrieval heads"})
     seed: int = field(default=0, metadata={"help": "seed of the probes and of the random-head control"})
-    random_trials: int = field(default=2, metadata={"help": "draws of random heads in the ablation control"})
+    random_trials: int = field(default=4, metadata={"help": "draws of random heads in the ablation control"})
 
     def check(self) -> None:
         if not 0 < self.top_frac <= 1:

@@ -129,7 +129,7 @@ _VOLATILE_CONFIG_KEYS = {
 
 
 def config_digest(config) -> str:
-    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -271,6 +271,24 @@ def _local_weight_files(d: Path) -> tuple[list[Path], list[Path]]:
     safe = sorted(d.glob("*.safetensors"))
     pickle = sorted(p for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     return safe, pickle
+
+
+def model_fingerprint(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> dict:
+    """The fingerprint load_model would record, without loading the weights
+    (hashes are cached): lets a driver check a run before its workers load."""
+    from transformers import AutoConfig
+
+    path = Path(os.path.expanduser(spec))
+    if spec in OFFLINE_MODELS:
+        path = pull_model(spec)
+    if path.suffix == ".gguf" or not path.is_dir():
+        return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    safe, pickle = _local_weight_files(path)
+    fp = fingerprint(config, safe or pickle, spec)
+    tok_files = sorted(p for p in path.iterdir() if p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")))
+    fp["tokenizer_sha256"] = weights_digest(tok_files) if tok_files else None
+    return fp
 
 
 def load_model(

@@ -1,0 +1,429 @@
+"""`attninf score`: every document of a Parquet corpus gets its
+AttentionInfluence score, one output file per input file, on Dask.
+
+Contract (DESIGN.md): scores/<same relative path>.parquet, rows in input
+order, columns id, score, loss_base, loss_masked, n_tokens, status (+ domain
+when the corpus has one); scores/manifest.json holds the run fingerprint.
+
+Crash safety: an output file is written under a temporary name and renamed
+when complete, so its existence means it is finished; a rerun with the same
+fingerprint skips finished files, one with another fingerprint stops unless
+--overwrite. Work unit: one input file, so a file's rows are packed the same
+way on any worker, and the numbers do not depend on the worker count.
+
+Dask is imported only when a cluster is used: `--workers 0` scores in this
+process, which is what a machine without dask (a bare GPU image) can run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from attninf.errors import AttninfError
+
+log = logging.getLogger("attninf")
+
+MANIFEST = "manifest.json"
+STATS_DIR = "_stats"
+
+
+@dataclass
+class ScoreConfig:
+    corpus: str = field(default="", metadata={"help": "directory of Parquet files (nested folders allowed)"})
+    out: str = field(default="scores", metadata={"help": "output directory for the scores"})
+    heads: str = field(default="heads.json", metadata={"help": "heads.json from detect-heads"})
+    model: str | None = field(default=None, metadata={"help": "model; default: the one heads.json names"})
+    text_column: str = field(default="text", metadata={"help": "column holding the document text"})
+    id_column: str = field(default="id", metadata={"help": "id column; absent: <file>:<row>"})
+    domain_column: str = field(default="domain", metadata={"help": "domain column, copied when present"})
+    max_tokens: int | None = field(default=None, metadata={"help": "window length; default min(context, 4096)"})
+    batch_tokens: int = field(default=16384, metadata={"help": "tokens per packed forward pass"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where fast), float32, bfloat16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
+    truncate: bool = field(default=False, metadata={"help": "score only the first window of long documents"})
+    workers: int | None = field(default=None, metadata={"help": "local Dask workers (0: in this process); "
+                                                                "default 1 per GPU, else 1"})
+    scheduler: str | None = field(default=None, metadata={"help": "address of an existing Dask scheduler"})
+    overwrite: bool = field(default=False, metadata={"help": "redo outputs made with another fingerprint"})
+    rows_per_chunk: int = field(default=2048, metadata={"help": "documents read and scored at a time"})
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+# ------------------------------------------------------------------ corpus
+
+
+def list_files(corpus: str | Path) -> list[str]:
+    root = Path(corpus)
+    if not root.is_dir():
+        raise AttninfError(f"corpus directory not found: {root}")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise AttninfError(f"no .parquet files under {root}")
+    return files
+
+
+def inspect(corpus: str | Path, files: list[str], text_column: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Rows per readable file, and {file: error} for unreadable ones. A text
+    column missing from a readable file is an error before any work starts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, bad = {}, {}
+    for rel in files:
+        try:
+            pf = pq.ParquetFile(Path(corpus) / rel)
+            schema = pf.schema_arrow
+            rows[rel] = pf.metadata.num_rows
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
+            bad[rel] = _one_line(e)
+            continue
+        if text_column not in schema.names:
+            raise AttninfError(f"{rel} has no column {text_column!r}; its columns are: "
+                               f"{', '.join(schema.names)} (choose one with --text-column)")
+        t = schema.field(text_column).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
+            raise AttninfError(f"{rel}: column {text_column!r} holds {t}, not text (choose one with --text-column)")
+    return rows, bad
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".strip()
+
+
+# ------------------------------------------------------------- fingerprint
+
+
+def run_fingerprint(cfg: ScoreConfig) -> dict:
+    """What decides the numbers, computed without loading the model's weights."""
+    from attninf.heads import read_heads
+    from attninf.model import model_fingerprint, resolve_device, resolve_dtype
+    from attninf.scoring import SCORING_VERSION, _digest
+
+    heads = read_heads(cfg.heads)
+    spec = cfg.model or heads["model"]["name"]
+    mfp = model_fingerprint(spec, cfg.trust_remote_code)
+    if heads["model"].get("fingerprint") and mfp["fingerprint"] != heads["model"]["fingerprint"]:
+        raise AttninfError(f"{cfg.heads} was made with model fingerprint {heads['model']['fingerprint']}, "
+                           f"but {spec} has {mfp['fingerprint']}: detect heads for this model first")
+    return {
+        "model": mfp["fingerprint"],
+        "heads_sha256": _digest(sorted([int(l), int(h)] for l, h in heads["heads"])),
+        "max_tokens": cfg.max_tokens,
+        "truncate": cfg.truncate,
+        "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
+        "text_column": cfg.text_column,
+        "id_column": cfg.id_column,
+        "scoring_version": SCORING_VERSION,
+        "tokenizer": mfp.get("tokenizer_sha256"),
+        "_model_spec": spec,
+    }
+
+
+def _public(fp: dict) -> dict:
+    return {k: v for k, v in fp.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------- one file
+
+_SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
+
+
+def _scorer(cfg: ScoreConfig, device: str):
+    from attninf.scoring import load_scorer
+
+    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate])
+    if key not in _SCORERS:
+        _SCORERS.clear()  # one model per worker
+        _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
+                                    max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
+                                    truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
+                                    trust_remote_code=cfg.trust_remote_code)
+    return _SCORERS[key]
+
+
+def _worker_device(device: str) -> str:
+    """One worker per GPU: a local worker named N takes cuda:N."""
+    import torch
+
+    if device != "auto" or not torch.cuda.is_available():
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        return f"cuda:{int(name) % torch.cuda.device_count()}"
+    except (ImportError, ValueError, TypeError):
+        return "cuda"
+
+
+def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
+    """Score one corpus file into out/<rel>; returns its counters. Pure in
+    (config, file): the same input gives the same bytes, on any worker."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    cfg = ScoreConfig(**cfg_dict)
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    scorer = _scorer(cfg, _worker_device(cfg.device))
+    src = Path(cfg.corpus) / rel
+    dst = Path(cfg.out) / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pf = pq.ParquetFile(src)
+    names = pf.schema_arrow.names
+    has_id, has_domain = cfg.id_column in names, cfg.domain_column in names
+    cols = [cfg.text_column] + ([cfg.id_column] if has_id else []) + ([cfg.domain_column] if has_domain else [])
+    stats = {"file": rel, "documents": 0, "ok": 0, "empty": 0, "too_short": 0, "tokens": 0,
+             "duplicate_ids": 0}
+    seen: set = set()
+    writer = None
+    row0 = 0
+    try:
+        for batch in pf.iter_batches(batch_size=cfg.rows_per_chunk, columns=cols):
+            texts = batch.column(cfg.text_column).to_pylist()
+            res = scorer.score_texts(texts)
+            n = len(texts)
+            ids = (batch.column(cfg.id_column) if has_id
+                   else pa.array([f"{rel}:{row0 + i}" for i in range(n)], pa.string()))
+            for x in ids.to_pylist():
+                if x in seen or x is None:
+                    stats["duplicate_ids"] += 1
+                seen.add(x)
+            data = {
+                "id": ids,
+                "score": pa.array(res["score"], pa.float64(), from_pandas=True),
+                "loss_base": pa.array(res["loss_base"], pa.float64(), from_pandas=True),
+                "loss_masked": pa.array(res["loss_masked"], pa.float64(), from_pandas=True),
+                "n_tokens": pa.array(res["n_tokens"], pa.int64()),
+                "status": pa.array(res["status"].tolist(), pa.string()),
+            }
+            if has_domain:
+                data["domain"] = batch.column(cfg.domain_column)
+            table = pa.table(data)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            row0 += n
+            stats["documents"] += n
+            stats["tokens"] += int(res["n_tokens"].sum())
+            for s in ("ok", "empty", "too_short"):
+                stats[s] += int(np.sum(res["status"] == s))
+        if writer is None:  # a file with no rows still gets its (empty) output
+            empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
+                     "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
+                     "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string())}
+            if has_domain:
+                empty["domain"] = pa.array([], pa.string())
+            writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
+        writer.close()
+        writer = None
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        _write_json(Path(cfg.out) / STATS_DIR / f"{rel}.json", stats)  # before the rename: output => stats
+        os.replace(tmp, dst)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    return stats
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------- driver
+
+
+def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
+    out, corpus = Path(cfg.out).resolve(), Path(cfg.corpus).resolve()
+    if out == corpus or corpus in out.parents:
+        raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
+    man = out / MANIFEST
+    if not man.exists():
+        if out.exists() and any(out.rglob("*.parquet")):
+            raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
+        return
+    old = json.loads(man.read_text()).get("fingerprint", {})
+    if old == _public(fp):
+        return
+    diff = sorted(k for k in set(old) | set(_public(fp)) if old.get(k) != fp.get(k))
+    if not cfg.overwrite:
+        raise AttninfError(f"{cfg.out} holds scores from a different run (differs in: {', '.join(diff)}); "
+                           "pass --overwrite to redo them, or choose another --out")
+    log.warning("--overwrite: removing scores made with another fingerprint from %s", cfg.out)
+    for p in out.rglob("*.parquet"):
+        p.unlink()
+    shutil.rmtree(out / STATS_DIR, ignore_errors=True)
+
+
+def _clean_tmp(out: Path) -> None:
+    for p in out.rglob(".*.tmp-*"):
+        p.unlink(missing_ok=True)
+
+
+def _client(cfg: ScoreConfig, workers: int):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:
+        raise AttninfError("dask[distributed] is not installed: pip install 'dask[distributed]', "
+                           "or score in this process with --workers 0") from e
+    address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        try:
+            return Client(address, timeout="20s"), None
+        except OSError as e:
+            raise AttninfError(f"cannot reach the Dask scheduler at {address}: {_one_line(e)}") from e
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def default_workers(device: str) -> int:
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+    """Score the corpus; returns the summary (also written to the manifest)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    files = list_files(cfg.corpus)
+    rows, bad = inspect(cfg.corpus, files, cfg.text_column)
+    fp = run_fingerprint(cfg)
+    _check_out_dir(cfg, fp)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(out)
+    workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
+    manifest = {"fingerprint": _public(fp), "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
+                "config": dataclasses.asdict(cfg), "started": _now()}
+    _write_json(out / MANIFEST, manifest)
+
+    todo = [f for f in files if f in rows and not (out / f).exists()]
+    done = [f for f in files if f in rows and (out / f).exists()]
+    if done:
+        say(f"resuming: {len(done)} of {len(files)} files already scored, {len(todo)} to go")
+    failures = dict(bad)
+    for rel, err in bad.items():
+        say(f"unreadable: {rel}: {err}")
+    cfg_dict = dataclasses.asdict(cfg)
+    bar = tqdm(total=sum(rows[f] for f in todo), unit="doc", disable=not progress, dynamic_ncols=True,
+               desc="score")
+    new_tokens = 0
+    t_work = time.perf_counter()
+
+    def finished(rel, stats=None, error=None):
+        nonlocal new_tokens
+        if error is not None:
+            failures[rel] = error
+            say(f"failed: {rel}: {error}")
+        else:
+            new_tokens += stats["tokens"]
+        bar.update(rows[rel])
+        el = time.perf_counter() - t_work
+        bar.set_postfix_str(f"{new_tokens / max(el, 1e-9):,.0f} tok/s, {len(failures)} failed")
+
+    if todo and workers == 0:
+        for rel in todo:
+            try:
+                finished(rel, score_file(cfg_dict, rel))
+            except AttninfError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+                finished(rel, error=_one_line(e))
+    elif todo:
+        from distributed import as_completed
+
+        client, cluster = _client(cfg, workers)
+        threads = None if cluster is None else max(1, (os.cpu_count() or 1) // workers)
+        try:
+            futs = {client.submit(score_file, cfg_dict, rel, threads, pure=False,
+                                  key=f"attninf-score-{uuid.uuid4().hex[:8]}-{rel}"): rel for rel in todo}
+            for fut in as_completed(futs):
+                rel = futs[fut]
+                try:
+                    finished(rel, fut.result())
+                except AttninfError as e:
+                    raise AttninfError(f"{rel}: {e}") from e
+                except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
+                    finished(rel, error=_one_line(e))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    bar.close()
+
+    totals = {"documents": 0, "ok": 0, "empty": 0, "too_short": 0, "tokens": 0, "duplicate_ids": 0}
+    for rel in files:
+        sp = out / STATS_DIR / f"{rel}.json"
+        if rel not in failures and sp.exists():
+            st = json.loads(sp.read_text())
+            for k in totals:
+                totals[k] += st.get(k, 0)
+    wall = time.perf_counter() - t0
+    summary = {**totals, "files": len(files), "files_scored_now": len(todo) - len(set(todo) & set(failures)),
+               "files_skipped": len(done), "failures": failures, "wall_s": round(wall, 2),
+               "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(time.perf_counter() - t_work, 1e-9), 1),
+               "workers": workers}
+    manifest.update({"finished": _now(), "summary": summary, "complete": not failures})
+    _write_json(out / MANIFEST, manifest)
+    return summary
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) -> dict:
+    """Score the first `limit` documents in this process, write nothing, and
+    project the time for the whole corpus."""
+    import pyarrow.parquet as pq
+
+    files = list_files(cfg.corpus)
+    rows, bad = inspect(cfg.corpus, files, cfg.text_column)
+    total_docs = sum(rows.values())
+    texts: list = []
+    for rel in files:
+        if rel not in rows or len(texts) >= limit:
+            continue
+        for batch in pq.ParquetFile(Path(cfg.corpus) / rel).iter_batches(batch_size=1024, columns=[cfg.text_column]):
+            texts.extend(batch.column(0).to_pylist())
+            if len(texts) >= limit:
+                break
+    texts = texts[:limit]
+    scorer = _scorer(cfg, cfg.device)
+    t0 = time.perf_counter()
+    res = scorer.score_texts(texts)
+    el = time.perf_counter() - t0
+    tokens = int(res["n_tokens"].sum())
+    workers = cfg.workers if cfg.workers else 1
+    projected = el / max(len(texts), 1) * total_docs / workers
+    return {"documents": len(texts), "tokens": tokens, "seconds": round(el, 2),
+            "tokens_per_s": round(tokens / max(el, 1e-9), 1), "corpus_documents": total_docs,
+            "unreadable_files": len(bad), "projected_hours": round(projected / 3600, 3),
+            "statuses": {s: int((res["status"] == s).sum()) for s in set(res["status"].tolist())},
+            "mean_score": float(res["score"][res["status"] == "ok"].mean()) if (res["status"] == "ok").any() else None}

@@ -1,0 +1,222 @@
+"""`attninf score` end to end on a tiny model: outputs, row accounting, bad
+input, resume after SIGKILL, fingerprint guard, 1 vs 2 workers, and a real
+`dask scheduler` + `dask worker` cluster on 127.0.0.1."""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from attninf.cli import main
+from attninf.model import load_model, model_fingerprint
+from attninf.probes import sentences
+from attninf.scoring import Scorer
+
+HEADS = [[1, 2], [2, 0], [3, 3]]
+
+
+@pytest.fixture(scope="module")
+def heads_file(tiny_model_dir, tmp_path_factory):
+    fp = model_fingerprint(str(tiny_model_dir))
+    p = tmp_path_factory.mktemp("heads") / "heads.json"
+    p.write_text(json.dumps({"model": {**fp, "name": str(tiny_model_dir)}, "heads": HEADS,
+                             "num_layers": 4, "num_heads": 6}))
+    return p
+
+
+def _docs(rng, n):
+    pool = sentences()
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 12)
+        out.append(" ".join(rng.choice(pool) for _ in range(k)))
+    return out
+
+
+def make_corpus(root: Path, seed=0, files=4, rows=9):
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        texts = _docs(rng, rows)
+        sub = root / ("code" if f % 2 else "prose")
+        sub.mkdir(exist_ok=True)
+        cols = {"text": texts, "domain": ["code" if f % 2 else "prose"] * rows}
+        if f != 1:  # file 1 has no id column: ids become <file>:<row>
+            cols["id"] = [f"doc-{f}-{i}" for i in range(rows)]
+        pq.write_table(pa.table(cols), sub / f"part-{f}.parquet", row_group_size=4)
+    return root
+
+
+def run(args, **kw):
+    return CliRunner().invoke(main, ["score", *map(str, args), "--quiet"], **kw)
+
+
+def read_scores(out: Path):
+    return {p.relative_to(out).as_posix(): pq.read_table(p).to_pydict()
+            for p in sorted(out.rglob("*.parquet"))}
+
+
+def test_scores_every_row_in_order(tmp_path, heads_file, tiny_model_dir):
+    corpus = make_corpus(tmp_path / "corpus")
+    # bad rows: null, empty, whitespace
+    t = pq.read_table(corpus / "prose" / "part-0.parquet").to_pydict()
+    t["text"][2], t["text"][3], t["text"][5] = None, "", "  \n"
+    pq.write_table(pa.table(t), corpus / "prose" / "part-0.parquet")
+    out = tmp_path / "scores"
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "64",
+               "--batch-tokens", "256"])
+    assert res.exit_code == 0, res.output
+    got = read_scores(out)
+    assert sorted(got) == ["code/part-1.parquet", "code/part-3.parquet", "prose/part-0.parquet", "prose/part-2.parquet"]
+    for rel, cols in got.items():
+        src = pq.read_table(corpus / rel).to_pydict()
+        assert len(cols["id"]) == len(src["text"])  # every input row, once
+        assert set(cols) == {"id", "score", "loss_base", "loss_masked", "n_tokens", "status", "domain"}
+        if "id" in src:
+            assert cols["id"] == src["id"]  # input order
+        else:
+            assert cols["id"] == [f"{rel}:{i}" for i in range(len(src["text"]))]
+        assert cols["domain"] == src["domain"]
+    p0 = got["prose/part-0.parquet"]
+    assert [p0["status"][i] for i in (2, 3, 5)] == ["empty"] * 3
+    assert all(p0["score"][i] is None for i in (2, 3, 5))
+    # numbers equal the engine on the same texts (its own reference test covers the math)
+    lm = load_model(str(tiny_model_dir), dtype="float32")
+    direct = Scorer(lm, HEADS, max_tokens=64).score_texts(pq.read_table(corpus / "code/part-1.parquet")["text"].to_pylist())
+    np.testing.assert_allclose(got["code/part-1.parquet"]["score"], direct["score"], rtol=1e-5)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["complete"] and man["summary"]["documents"] == 36 and man["summary"]["empty"] == 3
+    assert man["fingerprint"]["model"] == json.loads(heads_file.read_text())["model"]["fingerprint"]
+    assert not list(out.rglob(".*tmp*"))
+
+
+def test_bad_input(tmp_path, heads_file):
+    corpus = make_corpus(tmp_path / "corpus", files=3)
+    (corpus / "prose" / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    out = tmp_path / "scores"
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0"])
+    assert res.exit_code == 1
+    assert "prose/broken.parquet" in res.output and "FAILED" in res.output
+    assert len(read_scores(out)) == 3  # every other file still scored
+    # missing text column: one line naming the columns that exist, before any work
+    res = CliRunner().invoke(main, ["score", str(corpus), "--heads", str(heads_file), "--out",
+                                    str(tmp_path / "s2"), "--text-column", "body", "--workers", "0"])
+    assert res.exit_code == 2
+    assert "no column 'body'" in res.output and "text, domain" in res.output
+    assert not (tmp_path / "s2").exists()
+    # the corpus is never written into
+    res = run([corpus, "--heads", heads_file, "--out", corpus / "scores", "--workers", "0"])
+    assert res.exit_code == 2 and "inside the corpus" in res.output
+
+
+def test_duplicate_ids_reported(tmp_path, heads_file):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    pq.write_table(pa.table({"text": ["a b c", "d e f", "g h"], "id": ["x", "y", "x"]}), corpus / "f.parquet")
+    res = run([corpus, "--heads", heads_file, "--out", tmp_path / "s", "--workers", "0"])
+    assert res.exit_code == 0 and "1 duplicate" in res.output
+
+
+def test_fingerprint_guard_and_resume_skip(tmp_path, heads_file):
+    corpus = make_corpus(tmp_path / "corpus", files=2)
+    out = tmp_path / "scores"
+    assert run([corpus, "--heads", heads_file, "--out", out, "--workers", "0"]).exit_code == 0
+    first = read_scores(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0"])
+    assert res.exit_code == 0 and "2 file(s) already done" in res.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == mtimes
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "32"])
+    assert res.exit_code == 2 and "different run" in res.output and "max_tokens" in res.output
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "32", "--overwrite"])
+    assert res.exit_code == 0
+    assert read_scores(out).keys() == first.keys()
+
+
+def test_dry_run_writes_nothing(tmp_path, heads_file):
+    corpus = make_corpus(tmp_path / "corpus", files=2)
+    res = CliRunner().invoke(main, ["score", str(corpus), "--heads", str(heads_file), "--out",
+                                    str(tmp_path / "s"), "--limit", "5"])
+    assert res.exit_code == 0, res.output
+    assert "dry run: 5 documents" in res.output and "projected" in res.output
+    assert not (tmp_path / "s").exists()
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "attninf.cli", "score", *map(str, args), "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_and_resume_identical(tmp_path, heads_file):
+    corpus = make_corpus(tmp_path / "corpus", files=16, rows=12)
+    common = ["--heads", heads_file, "--workers", "1", "--max-tokens", "48"]
+    ref = _cli([corpus, "--out", tmp_path / "ref", *common])
+    assert ref.wait(timeout=600) == 0, ref.stdout.read()
+    out = tmp_path / "killed"
+    p = _cli([corpus, "--out", out, *common], start_new_session=True)
+    # kill -9 the whole process group at a random moment once work has begun
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.rglob("*.parquet")):
+        time.sleep(0.2)
+    time.sleep(random.uniform(0, 0.3))
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = len(list(out.rglob("*.parquet")))
+    assert done_before < 16, "the run finished before the kill: nothing was tested"
+    again = _cli([corpus, "--out", out, *common])
+    assert again.wait(timeout=600) == 0, again.stdout.read()
+    assert read_scores(out) == read_scores(tmp_path / "ref")
+
+
+def test_one_vs_two_workers(tmp_path, heads_file):
+    corpus = make_corpus(tmp_path / "corpus", files=4)
+    for w in (1, 2):
+        res = run([corpus, "--heads", heads_file, "--out", tmp_path / f"w{w}", "--workers", w])
+        assert res.exit_code == 0, res.output
+    assert read_scores(tmp_path / "w1") == read_scores(tmp_path / "w2")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_external_dask_cluster(tmp_path, heads_file):
+    pytest.importorskip("distributed")
+    corpus = make_corpus(tmp_path / "corpus", files=3)
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    bindir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nthreads", "1", "--nworkers", "1",
+                                           "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(addr, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=120)
+        res = run([corpus, "--heads", heads_file, "--out", tmp_path / "ext", "--scheduler", addr])
+        assert res.exit_code == 0, res.output
+        res = run([corpus, "--heads", heads_file, "--out", tmp_path / "local", "--workers", "0"])
+        assert res.exit_code == 0, res.output
+        assert read_scores(tmp_path / "ext") == read_scores(tmp_path / "local")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
