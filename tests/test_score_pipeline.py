@@ -220,3 +220,26 @@ def test_external_dask_cluster(tmp_path, heads_file):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_worker_killed_is_replaced(tmp_path, heads_file):
+    """SIGKILL a Dask worker process mid-run: its file is redone elsewhere and
+    the output equals an undisturbed run."""
+    psutil = pytest.importorskip("psutil")
+    corpus = make_corpus(tmp_path / "corpus", files=12, rows=12)
+    common = ["--heads", heads_file, "--max-tokens", "48"]
+    assert run([corpus, "--out", tmp_path / "ref", "--workers", "0", *common]).exit_code == 0
+    out = tmp_path / "out"
+    p = _cli([corpus, "--out", out, "--workers", "2", *common])
+    proc = psutil.Process(p.pid)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.rglob("*.parquet")):
+        time.sleep(0.2)
+    workers = [c for c in proc.children(recursive=True)
+               if "spawn_main" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())
+               and not c.children()]
+    assert workers, "no worker process found"
+    workers[0].kill()
+    assert p.wait(timeout=600) == 0, p.stdout.read()
+    assert len(list(out.rglob("*.parquet"))) == 12
+    assert read_scores(out) == read_scores(tmp_path / "ref")

@@ -45,3 +45,39 @@ def test_selected_heads_collapse_retrieval(smol):
         ab["exact_match"]["selected_masked"] == 0
     # DESIGN.md: SmolLM2's retrieval heads sit in its upper-middle layers
     assert min(layer for layer, _ in res["heads"]) >= 12
+
+
+def test_scores_equal_fp32_reference(smol):
+    """Engine scores on the real model against two plain fp32 passes per
+    document, the masked one built independently (eager, zeroed query rows)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from attninf.scoring import Scorer
+
+    heads = [[17, 3], [17, 4], [18, 6], [20, 5], [21, 8], [23, 1], [23, 7]]
+    texts = ["To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer "
+             "the slings and arrows of outrageous fortune.",
+             "import os\n\ndef walk(root):\n    for d, _, files in os.walk(root):\n        for f in files:\n"
+             "            yield os.path.join(d, f)\n" * 3,
+             "The quick brown fox jumps over the lazy dog. " * 12]
+    got = Scorer(smol, heads).score_texts(texts)
+    plain = copy.deepcopy(smol.model).float()
+    plain.set_attn_implementation("sdpa")
+    masked = copy.deepcopy(plain)
+    masked.set_attn_implementation("eager")
+    D = masked.config.head_dim
+    with torch.no_grad():
+        for layer, head in heads:
+            masked.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
+    bos = smol.tokenizer.bos_token_id
+    for i, text in enumerate(texts):
+        ids = torch.tensor([[bos] + smol.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            lb = F.cross_entropy(plain(ids).logits[0, :-1].double(), ids[0, 1:]).item()
+            lm_ = F.cross_entropy(masked(ids).logits[0, :-1].double(), ids[0, 1:]).item()
+        assert got["loss_base"][i] == pytest.approx(lb, abs=1e-4)
+        assert got["loss_masked"][i] == pytest.approx(lm_, abs=1e-4)
+        assert abs(got["score"][i] - (lm_ - lb) / lb) < 1e-4
+    assert got["score"][1] > got["score"][0]  # code leans on retrieval more than prose
