@@ -205,7 +205,8 @@ def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_col
     score = (L_masked - L_base) / L_base: how much the document's mean token
     loss rises when the retrieval heads of heads.json attend uniformly.
     Writes OUT/<same relative path>.parquet per input file (rows in input
-    order: id, score, loss_base, loss_masked, n_tokens, status[, domain]) and
+    order: id, score, loss_base, loss_masked, n_tokens, status, repetition
+    [, domain]) and
     OUT/manifest.json. Interrupted? Run the same command again: finished files
     are kept, the rest is scored. Exits 1 if any file failed.
     """

@@ -44,13 +44,26 @@ STATUS_TOO_SHORT = "too_short"  # a single token: nothing to predict
 # families whose forward is embed -> decoder layers -> final norm, with rotary
 # position embeddings computed once: the layered (shared-prefix) path runs them
 LAYERED_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2"}
-SCORING_VERSION = 1  # bump when the numbers a given config produces change
+SCORING_VERSION = 2  # bump when the numbers a given config produces change
 
 
 @dataclass
 class Window:
     doc: int  # index of the document in the batch
     ids: list[int]
+
+
+def repetition(text: str | None, n: int = 4) -> float:
+    """Fraction of the word n-grams of a text that repeat an earlier one:
+    1 - distinct / total (0 for texts under n words). Repeated text inflates
+    the AttentionInfluence score, so every score carries this diagnostic."""
+    if not isinstance(text, str):
+        return float("nan")
+    words = text.split()
+    total = len(words) - n + 1
+    if total <= 0:
+        return 0.0
+    return 1.0 - len({tuple(words[i:i + n]) for i in range(total)}) / total
 
 
 def window_ids(ids: list[int], max_tokens: int, truncate: bool = False) -> list[list[int]]:
@@ -168,7 +181,8 @@ class Scorer:
 
     @torch.inference_mode()
     def score_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
-        """Per text: loss_base, loss_masked, score (NaN where status != ok), n_tokens, status."""
+        """Per text: loss_base, loss_masked, score (NaN where status != ok),
+        n_tokens, status, repetition."""
         n = len(texts)
         encoded = self.encode(texts)
         windows: list[Window] = []
@@ -196,7 +210,8 @@ class Scorer:
         for arr in (base, masked, score):
             arr[bad] = np.nan
         return {"loss_base": base, "loss_masked": masked, "score": score, "n_tokens": counts,
-                "status": status.astype(str)}
+                "status": status.astype(str),
+                "repetition": np.array([repetition(t) for t in texts], dtype=np.float64)}
 
     def _score_packed(self, ws: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
         """One packed row: shared layers once, then plain and masked branches as a batch of 2."""

@@ -212,6 +212,7 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
                 "loss_masked": pa.array(res["loss_masked"], pa.float64(), from_pandas=True),
                 "n_tokens": pa.array(res["n_tokens"], pa.int64()),
                 "status": pa.array(res["status"].tolist(), pa.string()),
+                "repetition": pa.array(res["repetition"], pa.float64(), from_pandas=True),
             }
             if has_domain:
                 data["domain"] = batch.column(cfg.domain_column)
@@ -227,7 +228,8 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
         if writer is None:  # a file with no rows still gets its (empty) output
             empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
                      "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
-                     "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string())}
+                     "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string()),
+                     "repetition": pa.array([], pa.float64())}
             if has_domain:
                 empty["domain"] = pa.array([], pa.string())
             writer = pq.ParquetWriter(tmp, pa.table(empty).schema)

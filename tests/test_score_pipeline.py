@@ -81,7 +81,7 @@ def test_scores_every_row_in_order(tmp_path, heads_file, tiny_model_dir):
     for rel, cols in got.items():
         src = pq.read_table(corpus / rel).to_pydict()
         assert len(cols["id"]) == len(src["text"])  # every input row, once
-        assert set(cols) == {"id", "score", "loss_base", "loss_masked", "n_tokens", "status", "domain"}
+        assert set(cols) == {"id", "score", "loss_base", "loss_masked", "n_tokens", "status", "domain", "repetition"}
         if "id" in src:
             assert cols["id"] == src["id"]  # input order
         else:

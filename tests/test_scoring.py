@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from attninf.model import load_model
-from attninf.scoring import Scorer, pack, window_ids
+from attninf.scoring import Scorer, pack, repetition, window_ids
 
 HEADS = [[1, 2], [2, 0], [2, 5], [3, 3]]
 TEXTS = [
@@ -117,3 +117,9 @@ def test_pack_first_fit_decreasing():
     assert all(sum(lens[i] for i in b) <= 10 for b in bins)
     assert len(bins) == 3  # 28 tokens in bins of 10
     assert pack(lens, 10) == bins
+
+
+def test_repetition_measure():
+    assert repetition("a b c d e f g") == 0.0
+    assert repetition("a b c d a b c d a b c d") == pytest.approx(1 - 4 / 9)
+    assert repetition("too short") == 0.0 and np.isnan(repetition(None))
