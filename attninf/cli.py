@@ -240,5 +240,36 @@ def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_col
     click.echo(f"wrote {out}")
 
 
+@main.command("select")
+@click.argument("scores", type=click.Path(file_okay=False))
+@click.option("--out", default="selected", show_default=True, type=click.Path(file_okay=False))
+@click.option("--frac", type=float, default=0.2, show_default=True, help="Fraction of documents kept per domain.")
+@click.option("--tokens", type=int, default=None, help="Keep the best documents up to this many tokens per "
+                                                      "domain (instead of --frac).")
+@click.option("--by", type=click.Choice(["auto", "domain", "global"]), default="auto", show_default=True,
+              help="Rank within each domain (auto: when the scores have one) or over the whole corpus.")
+@click.option("--max-repetition", type=float, default=None,
+              help="Exclude documents whose repetition (repeated word 4-grams) is above this, e.g. 0.5.")
+@_user_errors
+def select_cmd(scores, out, frac, tokens, by, max_repetition) -> None:
+    """Keep the top documents of each domain by AttentionInfluence score.
+
+    Exact: the cut is found over all scores, partition by partition; ties are
+    broken by id. Documents whose status is not ok never qualify. Writes
+    OUT/<file>.parquet (row, id, domain, score, n_tokens of the kept rows)
+    and OUT/manifest.json (threshold, documents and tokens kept per domain).
+    """
+    from attninf.pipelines.select import SelectConfig, run_select
+
+    m = run_select(SelectConfig(scores=scores, out=out, frac=None if tokens is not None else frac,
+                                tokens=tokens, by=by, max_repetition=max_repetition))
+    click.echo(f"{'domain':<16}{'documents':>10}{'eligible':>10}{'kept':>8}{'tokens kept':>13}  threshold")
+    for g, v in m["groups"].items():
+        thr = "-" if v["threshold"] is None else f"{v['threshold']:.5f}"
+        click.echo(f"{g:<16}{v['documents']:>10,}{v['candidates']:>10,}{v['selected']:>8,}"
+                   f"{v['tokens_selected']:>13,}  {thr}")
+    click.echo(f"wrote {out} ({m['selected']:,} documents, {m['tokens_selected']:,} tokens)")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,313 @@
+"""`attninf select`: the top fraction (or a token budget) of documents within
+each domain, exact, computed partition-wise with Dask (DESIGN.md step 4).
+
+Ranking: score descending, ties broken by id ascending (as strings), so the
+result never depends on file order or worker count. Only documents with
+status ok (and, with --max-repetition, repetition at or below it) compete;
+the others are counted in the manifest.
+
+How the exact cut is found without gathering the corpus: each round, every
+scores file returns a histogram of its candidate scores over the interval
+that still holds the cut, per domain; the merged histograms narrow the
+interval by ~1000x. When few rows remain inside it, only those rows (score,
+id, tokens) are gathered and sorted. Then every file keeps its rows that rank
+at or above the cut.
+
+Output: selected/<same relative path as the scores file>, the selected rows
+(row = index in the corpus file, id, domain, score, n_tokens), and
+selected/manifest.json with the cut, counts and tokens per domain.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attninf.errors import AttninfError
+
+BINS = 1024
+GATHER = 20_000  # rows inside the cut interval that are gathered and sorted exactly
+ALL = "(all)"
+
+
+@dataclass
+class SelectConfig:
+    scores: str = field(default="scores", metadata={"help": "scores directory from `attninf score`"})
+    out: str = field(default="selected", metadata={"help": "output directory"})
+    frac: float | None = field(default=0.2, metadata={"help": "fraction kept per domain (paper: 0.2)"})
+    tokens: int | None = field(default=None, metadata={"help": "token budget per domain instead of --frac"})
+    by: str = field(default="auto", metadata={"help": "domain, global, or auto (domain when present)"})
+    max_repetition: float | None = field(default=None, metadata={"help": "exclude documents more repetitive"})
+
+    def check(self) -> None:
+        if self.tokens is not None:
+            if self.tokens < 0:
+                raise AttninfError("--tokens must be positive")
+        elif self.frac is None or not 0 <= self.frac <= 1:
+            raise AttninfError(f"--frac must be in [0, 1], got {self.frac}")
+        if self.by not in ("auto", "domain", "global"):
+            raise AttninfError(f"--by must be domain, global or auto, got {self.by!r}")
+
+
+def score_files(scores_dir: str | Path) -> list[str]:
+    root = Path(scores_dir)
+    if not (root / "manifest.json").is_file():
+        raise AttninfError(f"{root} is not a scores directory (no manifest.json): run `attninf score` first")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
+                   if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts))
+    if not files:
+        raise AttninfError(f"{root} holds no scores")
+    return files
+
+
+def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
+    """Columns of one scores file, with the candidate mask and group keys."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(Path(root) / rel)
+    cols = set(t.column_names)
+    score = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = np.array([s == "ok" for s in t["status"].to_pylist()]) & ~np.isnan(score)
+    rep_excl = np.zeros(len(score), dtype=bool)
+    if cfg.max_repetition is not None and "repetition" in cols:
+        rep = t["repetition"].to_numpy(zero_copy_only=False).astype(np.float64)
+        rep_excl = ok & (rep > cfg.max_repetition)
+    groups = (np.array([str(d) for d in t["domain"].to_pylist()], dtype=object)
+              if by_domain and "domain" in cols else np.full(len(score), ALL, dtype=object))
+    ids = np.array([str(x) for x in t["id"].to_pylist()], dtype=object)
+    ntok = t["n_tokens"].to_numpy(zero_copy_only=False).astype(np.int64)
+    return {"score": score, "cand": ok & ~rep_excl, "not_ok": ~ok, "repetitive": rep_excl, "group": groups,
+            "id": ids, "n_tokens": ntok, "domain": t["domain"].to_pylist() if "domain" in cols else [None] * len(score)}
+
+
+def _stats(root, rel, cfg, by_domain):
+    d = _load(root, rel, cfg, by_domain)
+    out = {}
+    for g in set(d["group"].tolist()):
+        m = d["group"] == g
+        c = m & d["cand"]
+        out[g] = {"documents": int(m.sum()), "candidates": int(c.sum()), "not_ok": int((m & d["not_ok"]).sum()),
+                  "repetitive": int((m & d["repetitive"]).sum()), "tokens_total": int(d["n_tokens"][m].sum()),
+                  "tokens_candidates": int(d["n_tokens"][c].sum()),
+                  "min": float(d["score"][c].min()) if c.any() else None,
+                  "max": float(d["score"][c].max()) if c.any() else None}
+    return out
+
+
+def _hist(root, rel, cfg, by_domain, intervals):
+    """Per group: (count, tokens) per bin of (lo, hi] split into BINS equal bins."""
+    d = _load(root, rel, cfg, by_domain)
+    out = {}
+    for g, (lo, hi) in intervals.items():
+        m = (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
+        edges = np.linspace(lo, hi, BINS + 1)
+        b = np.clip(np.searchsorted(edges, d["score"][m], side="left") - 1, 0, BINS - 1)
+        out[g] = (np.bincount(b, minlength=BINS), np.bincount(b, weights=d["n_tokens"][m], minlength=BINS))
+    return out
+
+
+def _gather(root, rel, cfg, by_domain, intervals):
+    d = _load(root, rel, cfg, by_domain)
+    out = {}
+    for g, (lo, hi) in intervals.items():
+        m = (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
+        out[g] = list(zip(d["score"][m].tolist(), d["id"][m].tolist(), d["n_tokens"][m].tolist()))
+    return out
+
+
+def _selected_rows(root, rel, cfg, by_domain, cuts):
+    d = _load(root, rel, cfg, by_domain)
+    keep = np.zeros(len(d["score"]), dtype=bool)
+    for g, cut in cuts.items():
+        m = (d["group"] == g) & d["cand"]
+        if cut is None:  # nothing selected in this group
+            continue
+        if cut == "all":
+            keep |= m
+            continue
+        if cut[0] == "gt":  # everything strictly above a score
+            keep |= m & (d["score"] > cut[1])
+            continue
+        _, cs, cid = cut  # ranks at or above (score cs, id cid): score desc, id asc
+        above = d["score"] > cs
+        tie = (d["score"] == cs) & np.array([i <= cid for i in d["id"]], dtype=bool)
+        keep |= m & (above | tie)
+    return d, keep
+
+
+def _compute(tasks, scheduler):
+    import dask
+
+    return dask.compute(*tasks, scheduler=scheduler)
+
+
+def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
+    """Write the selection and its manifest; returns the manifest."""
+    import dask
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg.check()
+    files = score_files(cfg.scores)
+    root = cfg.scores
+    import pyarrow.parquet as _pq
+
+    has_domain = "domain" in _pq.read_schema(Path(root) / files[0]).names
+    by_domain = has_domain if cfg.by == "auto" else cfg.by == "domain"
+    if cfg.by == "domain" and not has_domain:
+        raise AttninfError(f"--by domain: the scores in {root} have no domain column")
+    delayed = dask.delayed
+
+    # pass 1: counts, tokens and score range per group
+    totals: dict[str, dict] = {}
+    for part in _compute([delayed(_stats)(root, f, cfg, by_domain) for f in files], scheduler):
+        for g, s in part.items():
+            t = totals.setdefault(g, {"documents": 0, "candidates": 0, "not_ok": 0, "repetitive": 0,
+                                      "tokens_total": 0, "tokens_candidates": 0, "min": None, "max": None})
+            for k in ("documents", "candidates", "not_ok", "repetitive", "tokens_total", "tokens_candidates"):
+                t[k] += s[k]
+            if s["min"] is not None:
+                t["min"] = s["min"] if t["min"] is None else min(t["min"], s["min"])
+                t["max"] = s["max"] if t["max"] is None else max(t["max"], s["max"])
+
+    # target per group: k documents, or a token budget
+    need: dict[str, tuple[str, int]] = {}
+    for g, t in totals.items():
+        if cfg.tokens is not None:
+            need[g] = ("tokens", int(cfg.tokens))
+        else:
+            need[g] = ("count", int(math.floor(cfg.frac * t["candidates"] + 0.5)))
+
+    cuts: dict[str, object] = {}
+    open_: dict[str, dict] = {}
+    for g, t in totals.items():
+        kind, n = need[g]
+        avail = t["candidates"] if kind == "count" else t["tokens_candidates"]
+        if t["candidates"] == 0 or n <= 0:
+            cuts[g] = None
+        elif n >= avail:
+            cuts[g] = "all"
+        else:
+            lo = np.nextafter(t["min"], -np.inf)
+            open_[g] = {"lo": lo, "hi": t["max"], "above_n": 0, "above_tok": 0, "inside": t["candidates"]}
+
+    # pass 2: narrow the interval holding the cut until few rows remain in it
+    while any(s["inside"] > GATHER and s["hi"] > np.nextafter(s["lo"], np.inf) for s in open_.values()):
+        refine = {g: (s["lo"], s["hi"]) for g, s in open_.items()
+                  if s["inside"] > GATHER and s["hi"] > np.nextafter(s["lo"], np.inf)}
+        merged = {g: (np.zeros(BINS), np.zeros(BINS)) for g in refine}
+        for part in _compute([delayed(_hist)(root, f, cfg, by_domain, refine) for f in files], scheduler):
+            for g, (c, w) in part.items():
+                merged[g][0][:] += c
+                merged[g][1][:] += w
+        for g, (lo, hi) in refine.items():
+            s = open_[g]
+            kind, n = need[g]
+            counts, toks = merged[g]
+            edges = np.linspace(lo, hi, BINS + 1)
+            cum_n, cum_t = s["above_n"], s["above_tok"]
+            for j in range(BINS - 1, -1, -1):  # from the top bin down
+                if (kind == "count" and cum_n + counts[j] >= n) or (kind == "tokens" and cum_t + toks[j] > n):
+                    break
+                cum_n += counts[j]
+                cum_t += toks[j]
+            new_lo, new_hi = (edges[j] if j > 0 else lo), edges[j + 1] if j < BINS - 1 else hi
+            if new_lo >= new_hi:  # float resolution reached: gather what is inside
+                s["inside"] = 0
+                continue
+            s.update(lo=new_lo, hi=new_hi, above_n=int(cum_n), above_tok=int(cum_t), inside=int(counts[j]))
+
+    # pass 3: gather the rows inside each interval and cut exactly
+    if open_:
+        ivs = {g: (s["lo"], s["hi"]) for g, s in open_.items()}
+        rows = {g: [] for g in open_}
+        for part in _compute([delayed(_gather)(root, f, cfg, by_domain, ivs) for f in files], scheduler):
+            for g, r in part.items():
+                rows[g].extend(r)
+        for g, s in open_.items():
+            kind, n = need[g]
+            ranked = sorted(rows[g], key=lambda r: (-r[0], r[1]))
+            taken, cum = None, s["above_tok"]
+            for i, (sc, id_, nt) in enumerate(ranked):
+                if kind == "count" and s["above_n"] + i >= n:
+                    break
+                if kind == "tokens":
+                    if cum + nt > n:
+                        break
+                    cum += nt
+                taken = ("ge", sc, id_)
+            # nothing taken inside: the cut is everything above the interval
+            cuts[g] = taken if taken is not None else (("gt", s["hi"]) if s["above_n"] else None)
+
+    # pass 4: every file writes its selected rows
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(rel):
+        d, keep = _selected_rows(root, rel, cfg, by_domain, cuts)
+        idx = np.nonzero(keep)[0]
+        table = pa.table({"row": pa.array(idx, pa.int64()), "id": pa.array(d["id"][idx].tolist(), pa.string()),
+                          "domain": pa.array([None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
+                                             pa.string()),
+                          "score": pa.array(d["score"][idx], pa.float64()),
+                          "n_tokens": pa.array(d["n_tokens"][idx], pa.int64())})
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, dst)
+        per = {}
+        for i in idx:
+            g = d["group"][i]
+            per.setdefault(g, [0, 0])
+            per[g][0] += 1
+            per[g][1] += int(d["n_tokens"][i])
+        return per
+
+    kept: dict[str, list[int]] = {}
+    for part in _compute([delayed(write)(f) for f in files], scheduler):
+        for g, (n, tk) in part.items():
+            kept.setdefault(g, [0, 0])
+            kept[g][0] += n
+            kept[g][1] += tk
+    scores_manifest = json.loads((Path(root) / "manifest.json").read_text())
+    groups = {}
+    for g, t in sorted(totals.items()):
+        cut = cuts.get(g)
+        groups[g] = {**{k: v for k, v in t.items() if k not in ("min", "max")},
+                     "score_min": t["min"], "score_max": t["max"],
+                     "threshold": None if cut in (None, "all") else cut[1],
+                     "threshold_id": cut[2] if isinstance(cut, tuple) and cut[0] == "ge" else None,
+                     "selected": kept.get(g, [0, 0])[0], "tokens_selected": kept.get(g, [0, 0])[1]}
+    manifest = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(cfg),
+        "by": "domain" if by_domain else "global",
+        "scores": {"path": str(Path(root).resolve()), "fingerprint": scores_manifest.get("fingerprint"),
+                   "corpus": scores_manifest.get("corpus"),
+                   "digest": _digest_scores(root, files)},
+        "groups": groups,
+        "selected": sum(v["selected"] for v in groups.values()),
+        "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
+        "files": files,
+    }
+    tmp = out / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / "manifest.json")
+    return manifest
+
+
+def _digest_scores(root, files) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = (Path(root) / f).stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
