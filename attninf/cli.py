@@ -271,5 +271,34 @@ def select_cmd(scores, out, frac, tokens, by, max_repetition) -> None:
     click.echo(f"wrote {out} ({m['selected']:,} documents, {m['tokens_selected']:,} tokens)")
 
 
+@main.command("mix")
+@click.argument("corpus", type=click.Path(file_okay=False))
+@click.option("--selected", default="selected", show_default=True, type=click.Path(file_okay=False),
+              help="Output of `attninf select`.")
+@click.option("--out", default="mixed", show_default=True, type=click.Path(file_okay=False))
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Extra copies of each selected document (the paper: 1).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
+@click.option("--shard-rows", type=int, default=100_000, show_default=True, help="About this many rows per shard.")
+@_user_errors
+def mix_cmd(corpus, selected, out, repeat, seed, shard_rows) -> None:
+    """Write the training mixture: the whole corpus plus the selected documents.
+
+    Every corpus row appears once (source=base) and every selected document
+    --repeat more times (source=selected), shuffled by --seed, in Parquet
+    shards with columns text, id, domain, source. Load it with
+    datasets.load_dataset("parquet", data_dir=OUT), streaming or not.
+    """
+    from attninf.pipelines.mix import MixConfig, run_mix
+
+    m = run_mix(MixConfig(corpus=corpus, selected=selected, out=out, repeat=repeat, seed=seed,
+                          shard_rows=shard_rows))
+    click.echo(f"{'domain':<16}{'base rows':>10}{'+selected':>10}{'tokens':>12}{'weight':>8}{'(corpus)':>10}")
+    for d, e in m["domains"].items():
+        click.echo(f"{d:<16}{e['base_rows']:>10,}{e['selected_rows']:>10,}"
+                   f"{e['base_tokens'] + e['selected_tokens']:>12,}{e['weight']:>8.3f}{e['base_weight']:>10.3f}")
+    click.echo(f"wrote {out}: {m['rows']:,} rows in {m['shards']} shard(s); manifest {out}/.manifest.json")
+
+
 if __name__ == "__main__":
     main()

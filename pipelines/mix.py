@@ -1,0 +1,220 @@
+"""`attninf mix`: the full corpus plus the selected documents `repeat` more
+times, shuffled by seed, as Parquet shards a trainer can stream (DESIGN.md
+step 5).
+
+Two passes, neither holding the corpus in memory: each corpus file (read
+once, batch by batch, in parallel) gives every output row a 64-bit key hashed
+from (seed, file, row, copy) and writes it to the piece of its shard
+(key mod shards); then each shard sorts its pieces by key. The order depends
+only on the seed and the data, never on scheduling.
+
+Output: mixed/part-NNNNN-of-MMMMM.parquet with columns text, id, domain,
+source ("base" or "selected"); mixed/.manifest.json with rows and tokens per
+domain and source and each domain's effective sampling weight. The manifest
+is a dot-file so that `datasets.load_dataset("parquet", data_dir="mixed/")`,
+which reads every other file in the folder as Parquet, skips it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attninf.errors import AttninfError
+
+READ_BATCH = 65_536
+MANIFEST = ".manifest.json"
+
+
+@dataclass
+class MixConfig:
+    corpus: str = field(default="", metadata={"help": "the corpus directory that was scored"})
+    selected: str = field(default="selected", metadata={"help": "output of `attninf select`"})
+    out: str = field(default="mixed", metadata={"help": "output directory"})
+    repeat: int = field(default=1, metadata={"help": "extra copies of each selected document (paper: 1)"})
+    seed: int = field(default=0, metadata={"help": "shuffle seed"})
+    shard_rows: int = field(default=100_000, metadata={"help": "about this many rows per output shard"})
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a well-spread 64-bit hash of uint64 inputs."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_keys(seed: int, file_idx: int, rows: np.ndarray, copy: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = _mix64(np.full(rows.shape, seed, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        h = _mix64(h ^ np.uint64(file_idx))
+        h = _mix64(h ^ np.uint64(copy))
+        return _mix64(h ^ rows.astype(np.uint64))
+
+
+def _plan(cfg: MixConfig):
+    sel = Path(cfg.selected)
+    if not (sel / "manifest.json").is_file():
+        raise AttninfError(f"{sel} is not a selection (no manifest.json): run `attninf select` first")
+    sm = json.loads((sel / "manifest.json").read_text())
+    scores = Path(sm["scores"]["path"])
+    if not (scores / "manifest.json").is_file():
+        raise AttninfError(f"the scores behind {sel} are gone: {scores}")
+    score_cfg = json.loads((scores / "manifest.json").read_text()).get("config", {})
+    corpus = Path(cfg.corpus)
+    if not corpus.is_dir():
+        raise AttninfError(f"corpus directory not found: {corpus}")
+    if sm["scores"].get("corpus") and Path(sm["scores"]["corpus"]).resolve() != corpus.resolve():
+        raise AttninfError(f"{sel} was selected from scores of {sm['scores']['corpus']}, not {corpus}")
+    if cfg.repeat < 0:
+        raise AttninfError("--repeat cannot be negative")
+    if cfg.shard_rows < 1:
+        raise AttninfError("--shard-rows must be at least 1")
+    return sm, scores, score_cfg
+
+
+def _rows_of(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _split_file(cfg_d, rel, file_idx, scores, text_col, id_col, domain_col, n_shards, pieces):
+    """Pass 1 for one corpus file: write its rows (and selected copies) into shard pieces."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg = MixConfig(**cfg_d)
+    pf = pq.ParquetFile(Path(cfg.corpus) / rel)
+    names = pf.schema_arrow.names
+    cols = [text_col] + [c for c in (id_col, domain_col) if c in names]
+    sc_names = pq.read_schema(Path(scores) / rel).names
+    sc = pq.read_table(Path(scores) / rel, columns=["id", "n_tokens"] + (["domain"] if "domain" in sc_names else []))
+    sel_path = Path(cfg.selected) / rel
+    chosen = np.array(pq.read_table(sel_path, columns=["row"])["row"].to_pylist(), dtype=np.int64) \
+        if sel_path.exists() else np.zeros(0, dtype=np.int64)
+    if len(sc) != pf.metadata.num_rows:
+        raise AttninfError(f"{rel}: the corpus file has {pf.metadata.num_rows} rows but its scores {len(sc)}: "
+                           "the corpus changed since it was scored")
+    stats: dict = {}
+    start = 0
+    for b, batch in enumerate(pf.iter_batches(batch_size=READ_BATCH, columns=cols)):
+        n = batch.num_rows
+        rows = np.arange(start, start + n, dtype=np.int64)
+        text = batch.column(text_col)
+        ids = sc["id"].slice(start, n).cast(pa.string())  # corpus ids, or <file>:<row> made by score
+        if domain_col in names:
+            dom = batch.column(domain_col).cast(pa.string())
+        elif "domain" in sc.column_names:
+            dom = sc["domain"].slice(start, n).cast(pa.string())
+        else:
+            dom = pa.nulls(n, pa.string())
+        ntok = sc["n_tokens"].slice(start, n).to_numpy(zero_copy_only=False)
+        local = chosen[(chosen >= start) & (chosen < start + n)] - start
+        parts = [(np.arange(n), 0, "base")] + [(local, c, "selected") for c in range(1, cfg.repeat + 1)]
+        for idx, copy, source in parts:
+            if len(idx) == 0:
+                continue
+            keys = row_keys(cfg.seed, file_idx, rows[idx], copy)
+            shard = (keys % np.uint64(n_shards)).astype(np.int64)
+            take = pa.array(idx)
+            t = pa.table({"_key": pa.array(keys, pa.uint64()), "_f": pa.array(np.full(len(idx), file_idx)),
+                          "_r": pa.array(rows[idx]), "_c": pa.array(np.full(len(idx), copy)),
+                          "text": text.take(take), "id": ids.take(take), "domain": dom.take(take),
+                          "source": pa.array([source] * len(idx), pa.string())})
+            for s in np.unique(shard):
+                m = shard == s
+                d = Path(pieces) / f"{s:05d}"
+                d.mkdir(parents=True, exist_ok=True)
+                pq.write_table(t.filter(pa.array(m)), d / f"{file_idx:06d}-{b:05d}-{copy}.parquet")
+            doms = dom.take(take).to_pylist()
+            for dname, nt in zip(doms, ntok[idx].tolist()):
+                k = f"{dname}|{source}"
+                st = stats.setdefault(k, [0, 0])
+                st[0] += 1
+                st[1] += int(nt)
+        start += n
+    return stats
+
+
+def _write_shard(shard: int, n_shards: int, pieces: str, out: str) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = Path(pieces) / f"{shard:05d}"
+    files = sorted(d.glob("*.parquet")) if d.exists() else []
+    schema = pa.schema([("text", pa.string()), ("id", pa.string()), ("domain", pa.string()), ("source", pa.string())])
+    if files:
+        t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+        t = t.sort_by([("_key", "ascending"), ("_f", "ascending"), ("_r", "ascending"), ("_c", "ascending")])
+        t = t.select(["text", "id", "domain", "source"]).cast(schema)
+    else:
+        t = schema.empty_table()
+    dst = Path(out) / f"part-{shard:05d}-of-{n_shards:05d}.parquet"
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pq.write_table(t, tmp)
+    os.replace(tmp, dst)
+    return len(t)
+
+
+def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
+    import dask
+
+    sm, scores, score_cfg = _plan(cfg)
+    files = sm["files"]
+    text_col = score_cfg.get("text_column", "text")
+    id_col = score_cfg.get("id_column", "id")
+    domain_col = score_cfg.get("domain_column", "domain")
+    missing = [f for f in files if not (Path(cfg.corpus) / f).is_file()]
+    if missing:
+        raise AttninfError(f"{len(missing)} scored file(s) are missing from {cfg.corpus}, e.g. {missing[0]}")
+    base_rows = sum(_rows_of(Path(cfg.corpus) / f) for f in files)
+    total = base_rows + cfg.repeat * sm["selected"]
+    n_shards = max(1, math.ceil(total / cfg.shard_rows))
+    out = Path(cfg.out)
+    if out.exists():
+        for p in list(out.glob("part-*.parquet")) + list(out.glob(".pieces")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the manifest is written last: it marks completion
+    pieces = out / ".pieces"
+    cfg_d = dataclasses.asdict(cfg)
+    parts = dask.compute(*[dask.delayed(_split_file)(cfg_d, rel, i, str(scores), text_col, id_col, domain_col,
+                                                      n_shards, str(pieces)) for i, rel in enumerate(files)],
+                         scheduler=scheduler)
+    counts = dask.compute(*[dask.delayed(_write_shard)(s, n_shards, str(pieces), str(out)) for s in range(n_shards)],
+                          scheduler=scheduler)
+    shutil.rmtree(pieces, ignore_errors=True)
+    per: dict = {}
+    for part in parts:
+        for k, (n, t) in part.items():
+            dname, source = k.rsplit("|", 1)
+            e = per.setdefault(dname, {"base_rows": 0, "base_tokens": 0, "selected_rows": 0, "selected_tokens": 0})
+            e[f"{source}_rows"] += n
+            e[f"{source}_tokens"] += t
+    all_tokens = sum(e["base_tokens"] + e["selected_tokens"] for e in per.values()) or 1
+    base_all = sum(e["base_tokens"] for e in per.values()) or 1
+    for e in per.values():
+        mix_t = e["base_tokens"] + e["selected_tokens"]
+        e["weight"] = mix_t / all_tokens  # share of the mixed token stream
+        e["base_weight"] = e["base_tokens"] / base_all  # share in the corpus alone
+    manifest = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg_d, "corpus": str(Path(cfg.corpus).resolve()),
+        "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sm["selected"]},
+        "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards, "domains": per,
+    }
+    if manifest["rows"] != total:
+        raise AttninfError(f"internal error: wrote {manifest['rows']} rows, expected {total}")
+    tmp = out / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)
+    return manifest

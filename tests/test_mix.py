@@ -1,0 +1,114 @@
+"""`attninf mix`: row accounting, repeat, determinism by seed, shards, and
+loading with `datasets` (streaming included)."""
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from attninf.cli import main
+from attninf.pipelines.mix import MixConfig, run_mix
+from attninf.pipelines.select import SelectConfig, run_select
+
+
+def make_scored_corpus(tmp: Path, files=3, rows=40, seed=0, with_ids=True):
+    """A corpus and row-aligned scores, as `attninf score` would leave them."""
+    rng = random.Random(seed)
+    corpus, scores = tmp / "corpus", tmp / "scores"
+    for f in range(files):
+        sub = "a" if f % 2 == 0 else "b/c"
+        (corpus / sub).mkdir(parents=True, exist_ok=True)
+        (scores / sub).mkdir(parents=True, exist_ok=True)
+        rel = f"{sub}/part-{f}.parquet"
+        n = rows + f
+        dom = [rng.choice(["web", "code"]) for _ in range(n)]
+        ids = [f"d{f}-{i}" for i in range(n)]
+        cols = {"text": [f"text of {ids[i]} " * rng.randint(1, 5) for i in range(n)], "domain": dom}
+        if with_ids:
+            cols["id"] = ids
+        pq.write_table(pa.table(cols), corpus / rel)
+        sid = ids if with_ids else [f"{rel}:{i}" for i in range(n)]
+        pq.write_table(pa.table({"id": sid, "score": [rng.random() for _ in range(n)], "loss_base": [1.0] * n,
+                                 "loss_masked": [1.1] * n, "n_tokens": [rng.randint(5, 50) for _ in range(n)],
+                                 "status": ["ok"] * n, "repetition": [0.0] * n, "domain": dom}), scores / rel)
+    (scores / "manifest.json").write_text(json.dumps({
+        "fingerprint": {"model": "x"}, "corpus": str(corpus.resolve()),
+        "config": {"text_column": "text", "id_column": "id", "domain_column": "domain"}}))
+    return corpus, scores
+
+
+def _mixed_rows(out: Path):
+    rows = []
+    for p in sorted(out.glob("part-*.parquet")):
+        rows.extend(pq.read_table(p).to_pylist())
+    return rows
+
+
+@pytest.mark.parametrize("repeat", [0, 1, 3])
+def test_row_accounting(tmp_path, repeat):
+    corpus, scores = make_scored_corpus(tmp_path)
+    sm = run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel"), frac=0.25))
+    m = run_mix(MixConfig(corpus=str(corpus), selected=str(tmp_path / "sel"), out=str(tmp_path / "mix"),
+                          repeat=repeat, shard_rows=25))
+    rows = _mixed_rows(tmp_path / "mix")
+    corpus_rows = [r for p in sorted(corpus.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    chosen = {i for p in (tmp_path / "sel").rglob("*.parquet") for i in pq.read_table(p)["id"].to_pylist()}
+    assert len(rows) == len(corpus_rows) + repeat * len(chosen) == m["rows"]
+    assert len(chosen) == sm["selected"]
+    c = Counter((r["id"], r["source"]) for r in rows)
+    assert all(c[(r["id"], "base")] == 1 for r in corpus_rows)  # every corpus row once
+    assert all(c[(i, "selected")] == repeat for i in chosen)
+    assert sum(c.values()) == len(rows)  # nothing else
+    text = {r["id"]: r["text"] for r in corpus_rows}
+    assert all(r["text"] == text[r["id"]] for r in rows)
+    assert m["shards"] == len(list((tmp_path / "mix").glob("part-*.parquet")))
+    assert not (tmp_path / "mix" / ".pieces").exists()
+    for dname, e in m["domains"].items():
+        assert e["base_rows"] == sum(r["domain"] == dname for r in corpus_rows)
+        assert e["selected_rows"] == repeat * sum(r["domain"] == dname and r["id"] in chosen for r in corpus_rows)
+    assert sum(e["weight"] for e in m["domains"].values()) == pytest.approx(1.0)
+
+
+def test_deterministic_by_seed_and_shuffled(tmp_path):
+    corpus, scores = make_scored_corpus(tmp_path, with_ids=False)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    orders = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_mix(MixConfig(corpus=str(corpus), selected=str(tmp_path / "sel"), out=str(tmp_path / name), seed=seed,
+                          shard_rows=1000))
+        orders[name] = [(r["id"], r["source"]) for r in _mixed_rows(tmp_path / name)]
+    assert orders["a"] == orders["b"]
+    assert orders["a"] != orders["c"] and sorted(orders["a"]) == sorted(orders["c"])
+    base = [i for i, s in orders["a"] if s == "base"]
+    assert base != sorted(base, key=lambda x: (x.split(":")[0], int(x.split(":")[1])))  # not input order
+    assert any(":" in i for i, _ in orders["a"])  # ids made by score for a corpus without an id column
+
+
+def test_loads_with_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    corpus, scores = make_scored_corpus(tmp_path)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    m = run_mix(MixConfig(corpus=str(corpus), selected=str(tmp_path / "sel"), out=str(tmp_path / "mix"),
+                          shard_rows=30))
+    ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / "mix"), split="train")
+    assert len(ds) == m["rows"] and set(ds.column_names) == {"text", "id", "domain", "source"}
+    stream = datasets.load_dataset("parquet", data_dir=str(tmp_path / "mix"), split="train", streaming=True)
+    assert sum(1 for _ in stream) == m["rows"]
+
+
+def test_mix_errors(tmp_path):
+    corpus, scores = make_scored_corpus(tmp_path)
+    res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "not a selection" in res.output
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    other = tmp_path / "other"
+    other.mkdir()
+    res = CliRunner().invoke(main, ["mix", str(other), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "not" in res.output and str(other) in res.output
+    res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert "rows" in res.output
