@@ -300,5 +300,20 @@ def mix_cmd(corpus, selected, out, repeat, seed, shard_rows) -> None:
     click.echo(f"wrote {out}: {m['rows']:,} rows in {m['shards']} shard(s); manifest {out}/.manifest.json")
 
 
+@main.command("report")
+@click.argument("scores", type=click.Path(file_okay=False))
+@click.option("--selected", default=None, type=click.Path(file_okay=False), help="Output of `attninf select`.")
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False))
+@_user_errors
+def report_cmd(scores, selected, out) -> None:
+    """Write an HTML report (with PNG plots) of the scores and the selection:
+    score histograms with thresholds, lengths of selected vs all documents,
+    score against repetition, top and bottom documents per domain."""
+    from .report import build_report
+
+    page = build_report(scores, out, selected)
+    click.echo(f"report: {page.resolve()}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,237 @@
+"""`attninf report`: one HTML page (with PNG plots) that shows what was
+scored and selected, before anyone spends GPU-months on it:
+
+* score histogram per domain, with the selection threshold drawn;
+* token length of all vs selected documents (the method favours long ones);
+* score against repetition (repeated text inflates the score);
+* the top and bottom documents of each domain, as short excerpts;
+* the numbers of the scores and selection manifests.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AttninfError
+
+MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
+EXCERPT = 400
+
+
+def _load_scores(scores: Path, seed: int = 0):
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in scores.rglob("*.parquet")
+                   if not any(part.startswith((".", "_")) for part in p.relative_to(scores).parts))
+    if not files:
+        raise AttninfError(f"{scores} holds no scores")
+    cols = {"id": [], "score": [], "n_tokens": [], "status": [], "repetition": [], "domain": [], "file": [], "row": []}
+    for p in files:
+        t = pq.read_table(p)
+        n = len(t)
+        for c in ("id", "score", "n_tokens", "status", "repetition", "domain"):
+            cols[c].extend(t[c].to_pylist() if c in t.column_names else [None] * n)
+        cols["file"].extend([p.relative_to(scores).as_posix()] * n)
+        cols["row"].extend(range(n))
+    d = {k: np.array(v, dtype=object) for k, v in cols.items()}
+    d["id"] = np.array([str(x) for x in d["id"]], dtype=object)
+    d["domain"] = np.array(["(none)" if x is None else str(x) for x in d["domain"]], dtype=object)
+    d["score"] = np.array([np.nan if x is None else x for x in d["score"]], dtype=float)
+    d["repetition"] = np.array([np.nan if x is None else x for x in d["repetition"]], dtype=float)
+    d["n_tokens"] = d["n_tokens"].astype(float)
+    return d
+
+
+def _excerpt(corpus: Path | None, text_col: str, rel: str, row: int) -> str:
+    import pyarrow.parquet as pq
+
+    if corpus is None or not (corpus / rel).exists():
+        return "(corpus not available)"
+    try:
+        t = pq.read_table(corpus / rel, columns=[text_col]).slice(row, 1)
+        text = t[text_col][0].as_py() or ""
+    except Exception as e:  # noqa: BLE001 - the report still renders without this excerpt
+        return f"(unreadable: {e})"
+    text = " ".join(text.split())
+    return text[:EXCERPT] + ("…" if len(text) > EXCERPT else "")
+
+
+def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3) -> Path:
+    """Write out/index.html and its PNGs; returns the page's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores, out = Path(scores), Path(out)
+    man_path = scores / "manifest.json"
+    if not man_path.is_file():
+        raise AttninfError(f"{scores} is not a scores directory (no manifest.json)")
+    sman = json.loads(man_path.read_text())
+    sel_man = None
+    if selected is not None:
+        sp = Path(selected) / "manifest.json"
+        if not sp.is_file():
+            raise AttninfError(f"{selected} is not a selection (no manifest.json)")
+        sel_man = json.loads(sp.read_text())
+    d = _load_scores(scores)
+    ok = (d["status"] == "ok") & ~np.isnan(d["score"])
+    chosen = np.zeros(len(ok), dtype=bool)
+    if sel_man is not None:
+        import pyarrow.parquet as pq
+
+        key = {(f, r): i for i, (f, r) in enumerate(zip(d["file"], d["row"]))}
+        for f in sel_man.get("files", []):
+            p = Path(selected) / f
+            if p.exists():
+                for r in pq.read_table(p, columns=["row"])["row"].to_pylist():
+                    chosen[key[(f, r)]] = True
+    rng = np.random.default_rng(0)
+    plot_idx = np.nonzero(ok)[0]
+    if len(plot_idx) > MAX_POINTS:
+        plot_idx = np.sort(rng.choice(plot_idx, MAX_POINTS, replace=False))
+    domains = sorted(set(d["domain"][ok].tolist())) or ["(none)"]
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds = {}
+    if sel_man:
+        for g, v in sel_man["groups"].items():
+            thresholds[g] = v.get("threshold")
+
+    def fig_grid(n):
+        cols = min(3, n)
+        rows = -(-n // cols)
+        return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+
+    images = []
+    # 1. score histograms per domain
+    fig, axes = fig_grid(len(domains))
+    for ax, dom in zip(axes.flat, domains):
+        m = plot_idx[d["domain"][plot_idx] == dom]
+        ax.hist(d["score"][m], bins=40, color="#4c72b0", alpha=0.85, label="all")
+        if chosen.any():
+            ax.hist(d["score"][m][chosen[m]], bins=40, color="#dd8452", alpha=0.8, label="selected")
+        thr = thresholds.get(dom, thresholds.get("(all)"))
+        if thr is not None:
+            ax.axvline(thr, color="crimson", ls="--", lw=1.4, label=f"threshold {thr:.4f}")
+        ax.set_title(f"{dom} ({len(m):,} docs)", fontsize=10)
+        ax.set_xlabel("score (L_masked − L_base) / L_base")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(domains):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=100)
+    plt.close(fig)
+    images.append(("scores.png", "Score distribution per domain, with the selection threshold"))
+
+    # 2. token length, all vs selected
+    fig, axes = fig_grid(len(domains))
+    for ax, dom in zip(axes.flat, domains):
+        m = plot_idx[d["domain"][plot_idx] == dom]
+        lens = np.maximum(d["n_tokens"][m], 1)
+        bins = np.logspace(0, np.log10(max(lens.max(), 10)), 30)
+        ax.hist(lens, bins=bins, alpha=0.6, density=True, color="#4c72b0", label=f"all (median {np.median(lens):.0f})")
+        if chosen[m].any():
+            sl = lens[chosen[m]]
+            ax.hist(sl, bins=bins, alpha=0.6, density=True, color="#dd8452",
+                    label=f"selected (median {np.median(sl):.0f})")
+        ax.set_xscale("log")
+        ax.set_title(dom, fontsize=10)
+        ax.set_xlabel("tokens per document")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(domains):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "lengths.png", dpi=100)
+    plt.close(fig)
+    images.append(("lengths.png", "Document length, all vs selected (the method favours long documents)"))
+
+    # 3. score vs repetition
+    fig, axes = fig_grid(len(domains))
+    for ax, dom in zip(axes.flat, domains):
+        m = plot_idx[d["domain"][plot_idx] == dom]
+        ax.scatter(d["repetition"][m], d["score"][m], s=6, alpha=0.5, color="#4c72b0", label="all")
+        if chosen[m].any():
+            ax.scatter(d["repetition"][m][chosen[m]], d["score"][m][chosen[m]], s=8, alpha=0.7, color="#dd8452",
+                       label="selected")
+        ax.set_title(dom, fontsize=10)
+        ax.set_xlabel("repetition (repeated word 4-grams)")
+        ax.set_ylabel("score")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(domains):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "repetition.png", dpi=100)
+    plt.close(fig)
+    images.append(("repetition.png", "Score against repetition: repeated text inflates the score "
+                                     "(exclude it with `attninf select --max-repetition`)"))
+
+    # excerpts: top and bottom documents per domain
+    corpus = Path(sman["corpus"]) if sman.get("corpus") else None
+    text_col = sman.get("config", {}).get("text_column", "text")
+    e = html.escape
+    sections = []
+    for dom in domains:
+        idx = np.nonzero(ok & (d["domain"] == dom))[0]
+        order = idx[np.lexsort((d["id"][idx], -d["score"][idx]))]
+        rows = []
+        for label, pick in (("top", order[:top]), ("bottom", order[::-1][:top])):
+            for i in pick:
+                rows.append(f"<tr><td>{label}</td><td>{d['score'][i]:.4f}</td><td>{int(d['n_tokens'][i])}</td>"
+                            f"<td>{d['repetition'][i]:.2f}</td><td><code>{e(str(d['id'][i]))}</code></td>"
+                            f"<td class=x>{e(_excerpt(corpus, text_col, d['file'][i], int(d['row'][i])))}</td></tr>")
+        sections.append(f"<h3>{e(dom)}</h3><table><tr><th></th><th>score</th><th>tokens</th><th>rep.</th>"
+                        f"<th>id</th><th>excerpt</th></tr>{''.join(rows)}</table>")
+
+    summ = sman.get("summary", {})
+    stat_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in summ.items() if k != "failures")
+    sel_rows = ""
+    if sel_man:
+        def sel_row(g, v):
+            thr = "-" if v["threshold"] is None else f"{v['threshold']:.5f}"
+            return (f"<tr><td>{e(g)}</td><td>{v['documents']:,}</td><td>{v['candidates']:,}</td>"
+                    f"<td>{v['not_ok']:,}</td><td>{v['repetitive']:,}</td><td>{v['selected']:,}</td>"
+                    f"<td>{v['tokens_selected']:,}</td><td>{v['tokens_total']:,}</td><td>{thr}</td></tr>")
+
+        sel_rows = "".join(sel_row(g, v) for g, v in sel_man["groups"].items())
+        sel_rows = (f"<h2>Selection</h2><p>{e(json.dumps(sel_man['config']))}</p><table><tr><th>domain</th>"
+                    "<th>documents</th><th>eligible</th><th>not ok</th><th>too repetitive</th><th>selected</th>"
+                    f"<th>tokens selected</th><th>tokens</th><th>threshold</th></tr>{sel_rows}</table>")
+    figs = "".join(f"<figure><img src='{name}' alt='{e(cap)}'><figcaption>{e(cap)}</figcaption></figure>"
+                   for name, cap in images)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>attninf report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 7px; vertical-align: top; text-align: left; }}
+td.x {{ max-width: 700px; font-family: ui-monospace, monospace; font-size: 12px; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }}
+figcaption {{ color: #555; font-size: 13px; }}
+</style></head>
+<body>
+<h1>attninf report</h1>
+<p>Scores: <code>{e(str(scores.resolve()))}</code> · corpus <code>{e(str(corpus))}</code> ·
+model fingerprint <code>{e(str(sman.get('fingerprint', {}).get('model')))}</code>
+{'· selection <code>' + e(str(Path(selected).resolve())) + '</code>' if selected else ''}</p>
+<h2>Scoring</h2><table>{stat_rows}</table>
+{sel_rows}
+<h2>Plots</h2>{figs}
+<h2>Top and bottom documents per domain</h2>{''.join(sections)}
+<script>
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
+  document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+}});
+</script>
+</body></html>
+"""
+    tmp = out / f".index.html.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out / "index.html")
+    return out / "index.html"

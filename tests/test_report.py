@@ -1,0 +1,49 @@
+"""`attninf report`: the page renders in headless Chromium with every image,
+and shows the numbers of the manifests and excerpts of the corpus."""
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from attninf.cli import main
+from attninf.pipelines.select import SelectConfig, run_select
+
+from test_mix import make_scored_corpus
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_with_images(tmp_path):
+    corpus, scores = make_scored_corpus(tmp_path, files=3, rows=50)
+    m = run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel"), frac=0.2))
+    res = CliRunner().invoke(main, ["report", str(scores), "--selected", str(tmp_path / "sel"),
+                                    "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    page = tmp_path / "report" / "index.html"
+    text = page.read_text()
+    for png in ("scores.png", "lengths.png", "repetition.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"src='{png}'" in text
+    for g, v in m["groups"].items():  # the selection's numbers are on the page
+        assert f"<td>{g}</td>" in text and f"{v['threshold']:.5f}" in text
+    assert "text of d0-" in text  # excerpts come from the corpus
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here (make test installs it)")
+    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'chrome'}", "--allow-file-access-from-files",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', out.stdout)
+    assert loaded, out.stderr[-2000:]
+    assert loaded.group(1) == loaded.group(2) == "3"
+
+
+def test_report_without_selection(tmp_path):
+    _, scores = make_scored_corpus(tmp_path, files=1, rows=20)
+    res = CliRunner().invoke(main, ["report", str(scores), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 2 and "not a scores directory" in res.output
