@@ -1,4 +1,4 @@
-# make demo  - install into .venv, pull the offline default model, find its retrieval heads
+# make demo  - install into .venv, pull the offline default model, run the whole chain on an offline corpus
 # make test  - install into .venv and run the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/attninf model pull
-	$(BIN)/attninf detect-heads --config configs/quick.yaml --out demo-out/heads.json
+	$(BIN)/attninf run configs/demo.yaml
 
+# the report test renders the page in headless Chromium (Debian's package)
 test: install
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "no chromium: the browser check will be skipped"
 	$(BIN)/python -m pytest
 
 clean:

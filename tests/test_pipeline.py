@@ -1,0 +1,62 @@
+"""`attninf run`: the whole chain from one YAML file on a tiny model; a rerun
+skips complete stages; a changed setting redoes only what depends on it."""
+import json
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from attninf.cli import main
+
+from test_score_pipeline import make_corpus
+
+
+def _run(cfg, *sets):
+    res = CliRunner().invoke(main, ["run", str(cfg), "--quiet", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_chain_and_stage_skipping(tmp_path, tiny_model_dir):
+    corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"""
+model: {tiny_model_dir}
+dtype: float32
+device: cpu
+workdir: {tmp_path / 'work'}
+corpus: {corpus}
+detect: {{num_probes: 2, context_tokens: 800, random_trials: 1, top_frac: 0.1}}
+score: {{max_tokens: 64, workers: 0}}
+select: {{frac: 0.3}}
+mix: {{repeat: 2, shard_rows: 7}}
+""")
+    out = _run(cfg)
+    work = tmp_path / "work"
+    for stage in ("heads", "score", "select", "mix", "report"):
+        assert f"[{stage}] done" in out
+    assert (work / "report" / "index.html").exists() and "report:" in out
+    sel = json.loads((work / "selected" / "manifest.json").read_text())
+    mix = json.loads((work / "mixed" / ".manifest.json").read_text())
+    assert mix["rows"] == 20 + 2 * sel["selected"]
+    assert sum(len(pq.read_table(p)) for p in (work / "mixed").glob("*.parquet")) == mix["rows"]
+
+    out = _run(cfg)  # nothing changed: every stage is skipped
+    assert "done" not in out.replace("done in", "") and out.count("up to date") == 5
+
+    out = _run(cfg, "select.frac=0.5")  # redo select and what follows, not heads or score
+    assert "[heads] up to date" in out and "[score] up to date" in out
+    assert "[select] done" in out and "[mix] done" in out and "[report] done" in out
+    assert json.loads((work / "selected" / "manifest.json").read_text())["config"]["frac"] == 0.5
+
+    out = _run(cfg, "select.frac=0.5", "mix.seed=7")  # only the mix depends on its seed
+    assert "[select] up to date" in out and "[mix] done" in out and "[report] up to date" in out
+
+
+def test_bad_pipeline_file(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("corpus: c\nscor: {}\n")
+    res = CliRunner().invoke(main, ["run", str(cfg)])
+    assert res.exit_code == 2 and "unknown key(s) scor" in res.output
+    cfg.write_text("workdir: w\n")
+    res = CliRunner().invoke(main, ["run", str(cfg)])
+    assert res.exit_code == 2 and "corpus" in res.output
