@@ -439,5 +439,56 @@ def schedules_plot(schedules_, out, **kw) -> None:
     click.echo(f"wrote {out}")
 
 
+@main.command("train")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Mixed dataset (attninf mix).")
+@click.option("--model-config", default="configs/model-tiny.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="YAML with the Llama sizes (hidden_size, layers, heads, ...).")
+@click.option("--out", default="run", show_default=True, type=click.Path(file_okay=False))
+@click.option("--tokenizer", default="smollm2-135m", show_default=True, help="Model name or path of the tokenizer.")
+@click.option("--seq-len", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per micro-batch.")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--total-steps", type=int, default=200, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--warmup-steps", type=int, default=20, show_default=True)
+@click.option("--schedule", type=click.Choice(["wsd", "wsd-s", "cosine", "cyclic-cosine", "constant"]),
+              default="wsd", show_default=True)
+@click.option("--decay", type=click.Choice(["linear", "cosine", "1-sqrt", "exponential", "inverse"]),
+              default="1-sqrt", show_default=True)
+@click.option("--decay-steps", type=int, default=None, help="[default: 10% of the total]")
+@click.option("--decay-frac", type=float, default=None)
+@click.option("--min-lr-ratio", type=float, default=0.0, show_default=True)
+@click.option("--budgets", default=None, help="WSD-S budgets in steps, comma-separated.")
+@click.option("--save-every", type=int, default=50, show_default=True)
+@click.option("--eval-data", default=None, type=click.Path(file_okay=False),
+              help="Held-out Parquet (text, domain): loss per domain at the end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+@_user_errors
+def train_cmd(data, model_config, out, tokenizer, seq_len, batch_size, grad_accum, total_steps, lr, warmup_steps,
+              schedule, decay, decay_steps, decay_frac, min_lr_ratio, budgets, save_every, eval_data, seed,
+              quiet) -> None:
+    """Pretrain a small Llama-style model on a mixed dataset with a WSD-family schedule.
+
+    Streams the shards, packs tokens into --seq-len sequences, AdamW with
+    gradient clipping, bf16 autocast where the CPU runs it fast. Checkpoints
+    (Hugging Face format) under OUT/checkpoints; run the same command after
+    a kill to resume with the same data order. Writes OUT/log.csv and
+    OUT/loss.png.
+    """
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=data, model_config=model_config, out=out, tokenizer=tokenizer, seq_len=seq_len,
+                      batch_size=batch_size, grad_accum=grad_accum, total_steps=total_steps, lr=lr,
+                      warmup_steps=warmup_steps, schedule=schedule, decay=decay, decay_steps=decay_steps,
+                      decay_frac=decay_frac, min_lr_ratio=min_lr_ratio,
+                      budgets=[int(b) for b in budgets.split(",")] if budgets else None,
+                      save_every=save_every, eval_data=eval_data, seed=seed)
+    r = train(cfg, progress=not quiet, say=lambda m: click.echo(f"attninf: {m}", err=True))
+    click.echo(f"trained to step {r['step']} at {r['tokens_per_s']:,.0f} tokens/s; log {out}/log.csv")
+    for d, v in (r.get("eval_loss") or {}).items():
+        click.echo(f"eval loss {d}: {v:.4f}")
+
+
 if __name__ == "__main__":
     main()

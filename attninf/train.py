@@ -1,0 +1,327 @@
+"""`attninf train`: pretrain a small Llama-style model on a mixed dataset,
+streaming, with a WSD-family schedule, resumable after a kill.
+
+Data: the Parquet shards of `attninf mix` (a `text` column), read in file
+order, tokenized, joined with EOS and cut into sequences of seq_len + 1
+tokens. The reader's position (file, row, leftover tokens) is part of every
+checkpoint, so a resumed run sees exactly the sequences it would have seen.
+
+Checkpoints: out/checkpoints/step-N/ in Hugging Face format (loadable by
+AutoModelForCausalLM.from_pretrained) plus trainer_state.pt (optimizer,
+scheduler, data position, RNG); each is written under a temporary name and
+renamed. With WSD-S, the checkpoint at the end of each decay is kept.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import AttninfError
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default="mixed", metadata={"help": "directory of Parquet shards with a text column"})
+    model_config: str = field(default="configs/model-tiny.yaml", metadata={"help": "YAML with the model sizes"})
+    out: str = field(default="run", metadata={"help": "output directory (checkpoints, log.csv, loss.png)"})
+    tokenizer: str = field(default="smollm2-135m", metadata={"help": "model name or path for the tokenizer"})
+    seq_len: int = 256
+    batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
+    grad_accum: int = 1
+    total_steps: int = 200
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    schedule: str = field(default="wsd", metadata={"help": "wsd, wsd-s, cosine, cyclic-cosine, constant"})
+    decay: str = "1-sqrt"
+    decay_steps: int | None = None
+    decay_frac: float | None = None
+    min_lr_ratio: float = 0.0
+    half_life: float | None = None
+    budgets: list[int] | None = None
+    save_every: int = 50
+    keep_last: int = 2
+    eval_data: str | None = None
+    eval_sequences: int = 64
+    seed: int = 0
+    text_column: str = "text"
+    dtype: str = field(default="auto", metadata={"help": "auto: bf16 autocast where fast, else float32"})
+    max_steps_this_run: int | None = field(default=None, metadata={"help": "stop after this many steps (tests)"})
+
+    def schedule_fn(self) -> Callable[[int], float]:
+        from .schedules import lr_lambda
+
+        if self.schedule == "wsd":
+            return lr_lambda("wsd", total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                             decay_steps=self.decay_steps, decay_frac=self.decay_frac, decay=self.decay,
+                             min_lr_ratio=self.min_lr_ratio, half_life=self.half_life)
+        if self.schedule == "wsd-s":
+            if not self.budgets:
+                raise AttninfError("--schedule wsd-s needs --budgets (steps, comma-separated)")
+            return lr_lambda("wsd-s", budgets=list(self.budgets), decay_frac=self.decay_frac or 0.1,
+                             warmup_steps=self.warmup_steps, decay=self.decay, min_lr_ratio=self.min_lr_ratio,
+                             half_life=self.half_life)
+        if self.schedule == "cosine":
+            return lr_lambda("cosine", total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                             min_lr_ratio=self.min_lr_ratio)
+        if self.schedule == "cyclic-cosine":
+            return lr_lambda("cyclic-cosine", cycle_steps=max(1, self.total_steps // 4),
+                             warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
+        if self.schedule == "constant":
+            return lr_lambda("constant", warmup_steps=self.warmup_steps)
+        raise AttninfError(f"unknown schedule {self.schedule!r}")
+
+    def digest(self) -> str:
+        keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("max_steps_this_run", "out")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class PackedStream:
+    """Token sequences of seq_len + 1 from Parquet shards, in a fixed order,
+    with a position that can be saved and restored exactly."""
+
+    def __init__(self, files: list[Path], tokenizer, seq_len: int, text_column: str = "text", state=None):
+        self.files, self.tok, self.n, self.col = files, tokenizer, seq_len + 1, text_column
+        self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        st = state or {"file": 0, "row": 0, "buffer": [], "epoch": 0}
+        self.file, self.row, self.buffer, self.epoch = st["file"], st["row"], list(st["buffer"]), st["epoch"]
+        self._rows: list | None = None
+
+    def state(self) -> dict:
+        return {"file": self.file, "row": self.row, "buffer": list(self.buffer), "epoch": self.epoch}
+
+    def _load(self):
+        import pyarrow.parquet as pq
+
+        self._rows = pq.read_table(self.files[self.file], columns=[self.col])[self.col].to_pylist()
+
+    def next(self) -> list[int]:
+        while len(self.buffer) < self.n:
+            if self._rows is None:
+                self._load()
+            if self.row >= len(self._rows):
+                self.file, self.row, self._rows = self.file + 1, 0, None
+                if self.file >= len(self.files):
+                    self.file, self.epoch = 0, self.epoch + 1
+                continue
+            text = self._rows[self.row]
+            self.row += 1
+            if text:
+                self.buffer.extend(self.tok(text, add_special_tokens=False)["input_ids"] + [self.eos])
+        seq, self.buffer = self.buffer[:self.n], self.buffer[self.n:]
+        return seq
+
+
+def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .config import read_yaml
+
+    sizes = read_yaml(model_config)
+    sizes.setdefault("max_position_embeddings", max(seq_len, 512))
+    torch.manual_seed(seed)
+    try:
+        cfg = LlamaConfig(vocab_size=vocab_size, **sizes)
+    except TypeError as e:
+        raise AttninfError(f"{model_config}: {e}") from e
+    return LlamaForCausalLM(cfg)
+
+
+def _save(out: Path, step: int, model, opt, sched, stream: PackedStream, cfg: TrainConfig, keep: bool) -> Path:
+    import torch
+
+    ck = out / "checkpoints"
+    ck.mkdir(parents=True, exist_ok=True)
+    final = ck / f"step-{step:07d}"
+    tmp = ck / f".step-{step:07d}.tmp-{uuid.uuid4().hex[:6]}"
+    model.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
+                "keep": keep}, tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    # rotate: keep the newest `keep_last` plus the ones marked keep (WSD-S budgets)
+    steps = sorted(p for p in ck.glob("step-*") if p.is_dir())
+    rotating = [p for p in steps if not (p / "KEEP").exists()]
+    if keep:
+        (final / "KEEP").write_text("end of a WSD-S decay\n")
+    for p in rotating[:-cfg.keep_last] if cfg.keep_last > 0 else []:
+        if p != final and not (p / "KEEP").exists():
+            shutil.rmtree(p)
+    return final
+
+
+def _latest(out: Path) -> Path | None:
+    steps = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    return steps[-1] if steps else None
+
+
+def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column: str = "text") -> dict:
+    """Mean token loss per domain on held-out Parquet (text[, domain])."""
+    import pyarrow.parquet as pq
+    import torch
+
+    files = sorted(Path(data).rglob("*.parquet"))
+    if not files:
+        raise AttninfError(f"no Parquet files in --eval-data {data}")
+    per: dict[str, list[float]] = {}
+    model.eval()
+    with torch.no_grad():
+        for f in files:
+            t = pq.read_table(f)
+            doms = t["domain"].to_pylist() if "domain" in t.column_names else ["all"] * len(t)
+            for text, dom in zip(t[text_column].to_pylist(), doms):
+                ids = tokenizer(text or "", add_special_tokens=False)["input_ids"][: seq_len + 1]
+                if len(ids) < 2:
+                    continue
+                x = torch.tensor(ids).view(1, -1)
+                loss = model(x, labels=x).loss.item()
+                s = per.setdefault(str(dom), [0.0, 0])
+                s[0] += loss * (len(ids) - 1)
+                s[1] += len(ids) - 1
+                if sum(v[1] for v in per.values()) >= n_seq * seq_len:
+                    break
+    model.train()
+    return {d: v[0] / v[1] for d, v in per.items() if v[1]}
+
+
+def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from .model import OFFLINE_MODELS, cpu_has_bf16, pull_model
+
+    files = sorted(Path(cfg.data).rglob("*.parquet"))
+    if not files:
+        raise AttninfError(f"no Parquet shards in {cfg.data} (run `attninf mix` first)")
+    tok_path = str(pull_model(cfg.tokenizer, quiet=True)) if cfg.tokenizer in OFFLINE_MODELS else cfg.tokenizer
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.dim() < 2 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    fn = cfg.schedule_fn()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+    keep_steps = set()
+    if cfg.schedule == "wsd-s":
+        from .schedules import decay_ends
+
+        keep_steps = set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
+    step, stream_state = 0, None
+    latest = _latest(out)
+    if latest is not None:
+        from transformers import LlamaForCausalLM
+
+        st = torch.load(latest / "trainer_state.pt", weights_only=False)
+        if st["digest"] != cfg.digest():
+            raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
+        model = LlamaForCausalLM.from_pretrained(latest)
+        decay, no_decay = [], []
+        for n, p in model.named_parameters():
+            (no_decay if p.dim() < 2 else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+        # scheduler first: building a LambdaLR resets the LR, loading the optimizer restores it
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        step, stream_state = st["step"], st["stream"]
+        say(f"resuming from {latest.name}")
+    stream = PackedStream(files, tok, cfg.seq_len, cfg.text_column, stream_state)
+    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cpu_has_bf16())
+    model.train()
+    log_path = out / "log.csv"
+    if step == 0 and log_path.exists():
+        log_path.unlink()
+    elif log_path.exists():  # rows a killed run logged after its last checkpoint are redone: drop them
+        rows = list(csv.reader(open(log_path)))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+    new_log = not log_path.exists()
+    logf = open(log_path, "a", newline="")
+    writer = csv.writer(logf)
+    if new_log:
+        writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s"])
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
+    bar = tqdm(total=cfg.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    t0, done_now = time.perf_counter(), 0
+    end = cfg.total_steps if cfg.max_steps_this_run is None else min(cfg.total_steps, step + cfg.max_steps_this_run)
+    try:
+        while step < end:
+            lr = opt.param_groups[0]["lr"]
+            total = 0.0
+            for _ in range(cfg.grad_accum):
+                batch = torch.tensor([stream.next() for _ in range(cfg.batch_size)])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = _lm_loss(model, batch)
+                (loss / cfg.grad_accum).backward()
+                total += loss.item() / cfg.grad_accum
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            done_now += 1
+            tps = done_now * tokens_per_step / (time.perf_counter() - t0)
+            writer.writerow([step, f"{lr:.8g}", f"{total:.6f}", step * tokens_per_step, f"{tps:.1f}"])
+            logf.flush()
+            bar.update(1)
+            bar.set_postfix_str(f"loss {total:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+            if step % cfg.save_every == 0 or step == cfg.total_steps or step in keep_steps:
+                _save(out, step, model, opt, sched, stream, cfg, keep=step in keep_steps)
+    finally:
+        bar.close()
+        logf.close()
+    result = {"step": step, "tokens_per_s": round(done_now * tokens_per_step / max(time.perf_counter() - t0, 1e-9), 1)}
+    if step >= cfg.total_steps:
+        if cfg.eval_data:
+            result["eval_loss"] = evaluate(model, tok, cfg.eval_data, cfg.seq_len, cfg.eval_sequences, cfg.text_column)
+        plot_log(log_path, out / "loss.png")
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return result
+
+
+def _lm_loss(model, batch):
+    """Mean next-token loss of (B, seq_len + 1) token sequences."""
+    import torch.nn.functional as F
+
+    logits = model(batch[:, :-1]).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+def plot_log(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(log_path)))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(steps, [float(r["loss"]) for r in rows], label="loss", color="#4c72b0")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [float(r["lr"]) for r in rows], label="lr", color="#dd8452")
+    ax2.set_ylabel("lr")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

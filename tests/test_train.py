@@ -1,0 +1,103 @@
+"""`attninf train`: a tiny model on a tiny mixed dataset learns, follows the
+schedule exactly, saves loadable checkpoints, and resumes after SIGKILL to
+the same final weights."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attninf.probes import sentences
+from attninf.schedules import wsd, wsd_s
+from attninf.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mixed")
+    pool = list(sentences())[:400]
+    texts = [" ".join(pool[i:i + 4]) for i in range(0, 400, 4)]
+    pq.write_table(pa.table({"text": texts[:60], "domain": ["plays"] * 60}), d / "part-00000-of-00002.parquet")
+    pq.write_table(pa.table({"text": texts[60:], "domain": ["plays"] * 40}), d / "part-00001-of-00002.parquet")
+    return d
+
+
+@pytest.fixture(scope="module")
+def model_yaml(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "m.yaml"
+    p.write_text("hidden_size: 32\nintermediate_size: 64\nnum_hidden_layers: 2\nnum_attention_heads: 2\n"
+                 "num_key_value_heads: 1\n")
+    return p
+
+
+def _cfg(data, model_yaml, tiny_model_dir, out, **kw):
+    base = dict(data=str(data), model_config=str(model_yaml), out=str(out), tokenizer=str(tiny_model_dir),
+                seq_len=32, batch_size=4, total_steps=40, lr=5e-3, warmup_steps=4, decay_steps=10,
+                decay="1-sqrt", save_every=10, dtype="float32")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(out):
+    return list(csv.DictReader(open(Path(out) / "log.csv")))
+
+
+def test_trains_and_follows_schedule(data, model_yaml, tiny_model_dir, tmp_path):
+    cfg = _cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", eval_data=str(data))
+    r = train(cfg, progress=False)
+    rows = _log(tmp_path / "run")
+    assert [int(x["step"]) for x in rows] == list(range(1, 41))
+    for x in rows:  # the LR used at step s (1-based) is the schedule's value at s - 1
+        assert float(x["lr"]) == pytest.approx(5e-3 * wsd(int(x["step"]) - 1, 40, 4, 10, decay="1-sqrt"), rel=1e-6)
+    losses = [float(x["loss"]) for x in rows]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5  # it learns
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step-0000040")
+    assert m.config.num_hidden_layers == 2
+    assert (tmp_path / "run" / "loss.png").exists()
+    assert set(r["eval_loss"]) == {"plays"} and r["eval_loss"]["plays"] < losses[0]
+
+
+def test_wsd_s_keeps_budget_checkpoints(data, model_yaml, tiny_model_dir, tmp_path):
+    cfg = _cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", schedule="wsd-s", budgets=[12, 30],
+               decay_frac=0.25, total_steps=34, save_every=100, keep_last=1)
+    train(cfg, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert kept == ["step-0000012", "step-0000030", "step-0000034"]
+    rows = _log(tmp_path / "run")
+    for x in rows:
+        assert float(x["lr"]) == pytest.approx(5e-3 * wsd_s(int(x["step"]) - 1, [12, 30], 0.25, 4, decay="1-sqrt"), rel=1e-6)
+
+
+def test_kill_and_resume_same_weights(data, model_yaml, tiny_model_dir, tmp_path):
+    common = ["--data", str(data), "--model-config", str(model_yaml), "--tokenizer", str(tiny_model_dir),
+              "--seq-len", "32", "--batch-size", "4", "--total-steps", "60", "--lr", "5e-3", "--warmup-steps", "4",
+              "--decay-steps", "10", "--save-every", "5", "--quiet"]
+    cmd = [sys.executable, "-m", "attninf.cli", "train"]
+    subprocess.run(cmd + common + ["--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    out = tmp_path / "killed"
+    p = subprocess.Popen(cmd + common + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "step-0000010").exists():
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (out / "checkpoints" / "step-0000060").exists(), "the run ended before the kill"
+    subprocess.run(cmd + common + ["--out", str(out)], check=True, capture_output=True)
+    a = load_file(tmp_path / "ref" / "checkpoints" / "step-0000060" / "model.safetensors")
+    b = load_file(out / "checkpoints" / "step-0000060" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in _log(out)] == [str(s) for s in range(1, 61)]
+    assert [r["loss"] for r in _log(out)] == [r["loss"] for r in _log(tmp_path / "ref")]
