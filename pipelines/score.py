@@ -177,6 +177,13 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
     import torch
 
     cfg = ScoreConfig(**cfg_dict)
+    try:  # quiet workers: no per-worker weight-loading bars in the driver's output
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -295,6 +302,10 @@ def _client(cfg: ScoreConfig, workers: int):
             return Client(address, timeout="20s"), None
         except OSError as e:
             raise AttninfError(f"cannot reach the Dask scheduler at {address}: {_one_line(e)}") from e
+    if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                     "distributed.core", "distributed.http.proxy"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
