@@ -25,3 +25,18 @@ def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=N
         allowed &= doc.view(S, 1) == doc.view(1, S)
     logits = logits.masked_fill(~allowed, float("-inf"))
     return torch.softmax(logits, dim=-1) @ v
+
+
+def zero_query_model(model, heads):
+    """An independent masked model: a float32 eager copy with the masked
+    heads' rows of q_proj zeroed (zero query = uniform attention, DESIGN.md
+    step 2). Llama-family layout (model.model.layers[i].self_attn.q_proj)."""
+    import copy
+
+    ref = copy.deepcopy(model).float()
+    ref.set_attn_implementation("eager")
+    D = ref.config.head_dim
+    with torch.no_grad():
+        for layer, head in heads:
+            ref.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
+    return ref

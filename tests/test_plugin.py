@@ -10,6 +10,7 @@ from transformers import LlamaForCausalLM
 from attninf.plugin import attention_modules, install, masked_heads
 
 from conftest import tiny_llama_config
+from reference import zero_query_model
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +22,7 @@ def model():
 
 
 def _zero_queries(model, heads):
-    """Reference: heads masked by zeroing their rows of q_proj (DESIGN.md step 2)."""
-    ref = copy.deepcopy(model)
-    ref.set_attn_implementation("eager")
-    D = ref.config.head_dim
-    with torch.no_grad():
-        for layer, head in heads:
-            ref.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
-    return ref
+    return zero_query_model(model, heads)
 
 
 def _batch(gen, B=2, S=23, pad=(0, 5)):

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from attninf.model import load_model
 from attninf.scoring import Scorer, pack, repetition, window_ids
 
+from reference import zero_query_model
+
 HEADS = [[1, 2], [2, 0], [2, 5], [3, 3]]
 TEXTS = [
     "To be, or not to be, that is the question.",
@@ -27,12 +29,7 @@ TEXTS = [
 def reference(lm, heads, texts, max_tokens):
     plain = copy.deepcopy(lm.model).float()
     plain.set_attn_implementation("sdpa")
-    masked = copy.deepcopy(plain)
-    masked.set_attn_implementation("eager")
-    D = masked.config.head_dim
-    with torch.no_grad():
-        for layer, head in heads:
-            masked.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
+    masked = zero_query_model(plain, heads)
     bos = lm.tokenizer.bos_token_id
     out = []
     for text in texts:

@@ -55,6 +55,7 @@ def test_scores_equal_fp32_reference(smol):
     import torch.nn.functional as F
 
     from attninf.scoring import Scorer
+    from reference import zero_query_model
 
     heads = [[17, 3], [17, 4], [18, 6], [20, 5], [21, 8], [23, 1], [23, 7]]
     texts = ["To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer "
@@ -65,12 +66,7 @@ def test_scores_equal_fp32_reference(smol):
     got = Scorer(smol, heads).score_texts(texts)
     plain = copy.deepcopy(smol.model).float()
     plain.set_attn_implementation("sdpa")
-    masked = copy.deepcopy(plain)
-    masked.set_attn_implementation("eager")
-    D = masked.config.head_dim
-    with torch.no_grad():
-        for layer, head in heads:
-            masked.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
+    masked = zero_query_model(plain, heads)
     bos = smol.tokenizer.bos_token_id
     for i, text in enumerate(texts):
         ids = torch.tensor([[bos] + smol.tokenizer(text, add_special_tokens=False)["input_ids"]])
