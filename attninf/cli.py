@@ -44,8 +44,14 @@ def main(verbose: bool) -> None:
 
     \b
     Typical run:
-      attninf model pull                          # offline default model (SmolLM2-135M)
-      attninf detect-heads --out heads.json       # find and check the retrieval heads
+      attninf model pull                              # offline default model (SmolLM2-135M)
+      attninf detect-heads --out heads.json           # find and check the retrieval heads
+      attninf score corpus/ --heads heads.json --out scores/
+      attninf select scores/ --out selected/          # top 20% per domain
+      attninf mix corpus/ --selected selected/ --out mixed/
+      attninf report scores/ --selected selected/ --out report/
+      attninf train --data mixed/ --out run/          # WSD schedule
+    or all of it (but training) from one file:  attninf run configs/demo.yaml
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="attninf: %(message)s")
