@@ -102,16 +102,24 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         for g, v in sel_man["groups"].items():
             thresholds[g] = v.get("threshold")
 
-    def fig_grid(n):
-        cols = min(3, n)
-        rows = -(-n // cols)
-        return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-
     images = []
-    # 1. score histograms per domain
-    fig, axes = fig_grid(len(domains))
-    for ax, dom in zip(axes.flat, domains):
-        m = plot_idx[d["domain"][plot_idx] == dom]
+
+    def panel_figure(name: str, caption: str, draw) -> None:
+        """One panel per domain: draw(ax, domain, rows of that domain in plot_idx)."""
+        cols = min(3, len(domains))
+        nrows = -(-len(domains) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+        for ax, dom in zip(axes.flat, domains):
+            draw(ax, dom, plot_idx[d["domain"][plot_idx] == dom])
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(domains):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        images.append((name, caption))
+
+    def scores_panel(ax, dom, m):
         ax.hist(d["score"][m], bins=40, color="#4c72b0", alpha=0.85, label="all")
         if chosen.any():
             ax.hist(d["score"][m][chosen[m]], bins=40, color="#dd8452", alpha=0.8, label="selected")
@@ -120,18 +128,8 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
             ax.axvline(thr, color="crimson", ls="--", lw=1.4, label=f"threshold {thr:.4f}")
         ax.set_title(f"{dom} ({len(m):,} docs)", fontsize=10)
         ax.set_xlabel("score (L_masked − L_base) / L_base")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(domains):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "scores.png", dpi=100)
-    plt.close(fig)
-    images.append(("scores.png", "Score distribution per domain, with the selection threshold"))
 
-    # 2. token length, all vs selected
-    fig, axes = fig_grid(len(domains))
-    for ax, dom in zip(axes.flat, domains):
-        m = plot_idx[d["domain"][plot_idx] == dom]
+    def lengths_panel(ax, dom, m):
         lens = np.maximum(d["n_tokens"][m], 1)
         bins = np.logspace(0, np.log10(max(lens.max(), 10)), 30)
         ax.hist(lens, bins=bins, alpha=0.6, density=True, color="#4c72b0", label=f"all (median {np.median(lens):.0f})")
@@ -142,18 +140,8 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         ax.set_xscale("log")
         ax.set_title(dom, fontsize=10)
         ax.set_xlabel("tokens per document")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(domains):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "lengths.png", dpi=100)
-    plt.close(fig)
-    images.append(("lengths.png", "Document length, all vs selected (the method favours long documents)"))
 
-    # 3. score vs repetition
-    fig, axes = fig_grid(len(domains))
-    for ax, dom in zip(axes.flat, domains):
-        m = plot_idx[d["domain"][plot_idx] == dom]
+    def repetition_panel(ax, dom, m):
         ax.scatter(d["repetition"][m], d["score"][m], s=6, alpha=0.5, color="#4c72b0", label="all")
         if chosen[m].any():
             ax.scatter(d["repetition"][m][chosen[m]], d["score"][m][chosen[m]], s=8, alpha=0.7, color="#dd8452",
@@ -161,14 +149,12 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         ax.set_title(dom, fontsize=10)
         ax.set_xlabel("repetition (repeated word 4-grams)")
         ax.set_ylabel("score")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(domains):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "repetition.png", dpi=100)
-    plt.close(fig)
-    images.append(("repetition.png", "Score against repetition: repeated text inflates the score "
-                                     "(exclude it with `attninf select --max-repetition`)"))
+
+    panel_figure("scores.png", "Score distribution per domain, with the selection threshold", scores_panel)
+    panel_figure("lengths.png", "Document length, all vs selected (the method favours long documents)",
+                 lengths_panel)
+    panel_figure("repetition.png", "Score against repetition: repeated text inflates the score "
+                                   "(exclude it with `attninf select --max-repetition`)", repetition_panel)
 
     # excerpts: top and bottom documents per domain
     corpus = Path(sman["corpus"]) if sman.get("corpus") else None
