@@ -151,24 +151,15 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
     from pathlib import Path
 
     from .config import load_stage
-    from .heads import DetectConfig, detect_heads, plot_heads, summary_table, write_json_atomic
-    from .model import load_model
+    from .heads import DetectConfig, run_detect, summary_table
 
     cfg = load_stage(DetectConfig, config_path, "detect", dict(
         model=model_spec, top_frac=top_frac, num_probes=num_probes, context_tokens=context_tokens,
         seed=seed, random_trials=random_trials, dtype=dtype, device=device))
-    cfg.check()
     say = lambda msg: click.echo(f"attninf: {msg}", err=True)  # noqa: E731
-    t0 = time.perf_counter()
-    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, allow_pickle=allow_pickle,
-                    trust_remote_code=trust_remote_code)
-    say(f"loaded {lm.name} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers x "
-        f"{lm.config.num_attention_heads} heads) in {time.perf_counter() - t0:.1f}s")
-    result = detect_heads(lm, cfg, progress=not quiet, log=say)
-    result["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
-    write_json_atomic(result, out)
     plot_path = plot or str(Path(out).with_suffix(".png"))
-    plot_heads(result, plot_path)
+    result = run_detect(cfg, out, plot_path, progress=not quiet, say=say, allow_pickle=allow_pickle,
+                        trust_remote_code=trust_remote_code)
     click.echo(summary_table(result))
     click.echo(f"\nwrote {out} and {plot_path}")
 

@@ -224,6 +224,25 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     }
 
 
+def run_detect(cfg: DetectConfig, out: str | Path, plot: str | Path | None = None, progress: bool = True,
+               say=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+    """Load the model, detect its heads, write heads.json and the heatmap
+    (default: beside out, as .png); returns the heads.json dict."""
+    from .model import load_model
+
+    cfg.check()
+    t0 = time.perf_counter()
+    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, allow_pickle=allow_pickle,
+                    trust_remote_code=trust_remote_code)
+    say(f"loaded {lm.name} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers x "
+        f"{lm.config.num_attention_heads} heads) in {time.perf_counter() - t0:.1f}s")
+    result = detect_heads(lm, cfg, progress=progress, log=say)
+    result["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
+    write_json_atomic(result, out)
+    plot_heads(result, plot or Path(out).with_suffix(".png"))
+    return result
+
+
 def write_json_atomic(obj: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +264,18 @@ def read_heads(path: str | Path) -> dict:
         if key not in data:
             raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
     return data
+
+
+def check_model(heads: dict, heads_path, spec: str, fingerprint: str, shape: tuple[int, int] | None = None) -> None:
+    """Refuse a model other than the one heads.json was made with: the heads
+    of one model mean nothing in another."""
+    want = heads["model"].get("fingerprint")
+    if want and fingerprint != want:
+        raise AttninfError(f"{heads_path} was made with model fingerprint {want}, but {spec} has "
+                           f"{fingerprint}: detect heads for this model first")
+    if shape is not None and (heads["num_layers"], heads["num_heads"]) != tuple(shape):
+        raise AttninfError(f"{heads_path} is for a {heads['num_layers']}x{heads['num_heads']} model, "
+                           f"{spec} is {shape[0]}x{shape[1]}")
 
 
 def plot_heads(result: dict, path: str | Path) -> None:

@@ -155,13 +155,9 @@ class Runner:
         k_heads = _digest(["heads", dataclasses.asdict(dcfg)])
 
         def heads():
-            from .heads import detect_heads, plot_heads, summary_table, write_json_atomic
-            from .model import load_model
+            from .heads import run_detect, summary_table
 
-            lm = load_model(dcfg.model, dtype=dcfg.dtype, device=dcfg.device)
-            res = detect_heads(lm, dcfg, progress=self.progress, log=self.say)
-            write_json_atomic(res, heads_path)
-            plot_heads(res, work / "heads.png")
+            res = run_detect(dcfg, heads_path, progress=self.progress, say=self.say)
             self.say(summary_table(res))
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}

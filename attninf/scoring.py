@@ -33,7 +33,7 @@ import torch
 
 from .errors import AttninfError
 from .model import LoadedModel
-from .plugin import attention_modules, head_mask_tensors, install, lm_head, set_layer_masks, token_losses
+from .plugin import head_mask_tensors, install, lm_head, set_layer_masks, token_losses
 
 log = logging.getLogger("attninf")
 
@@ -95,8 +95,10 @@ def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+def heads_digest(heads: list) -> str:
+    """sha256 of a head list, independent of its order."""
+    canon = sorted([int(l), int(h)] for l, h in heads)
+    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()
 
 
 class Scorer:
@@ -118,13 +120,16 @@ class Scorer:
             raise AttninfError("heads.json selects no head: there is nothing to mask")
         self.masks = head_mask_tensors(self.L, self.H, self.heads)
         self.first_masked = min(l for l, _ in self.heads)
+        self.device = next(self.model.parameters()).device
+        # the forked batch: row 0 plain, row 1 with the retrieval heads masked, per layer (2, Hq)
+        self.fork_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(self.device)
+                           for m in self.masks]
         ctx = getattr(cfg, "max_position_embeddings", None) or 4096
         self.max_tokens = int(max_tokens or min(ctx, 4096))
         if self.max_tokens < 2:
             raise AttninfError(f"--max-tokens must be at least 2, got {self.max_tokens}")
         self.batch_tokens = max(int(batch_tokens), self.max_tokens)
         self.truncate = truncate
-        self.device = next(self.model.parameters()).device
         self.bos = self.tok.bos_token_id
         install(self.model)
         can_layer = self._layered_ok()
@@ -147,23 +152,6 @@ class Scorer:
         window = getattr(cfg, "sliding_window", None)
         uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
         return not (uses_window and window and window < self.max_tokens)
-
-    def fingerprint(self) -> dict:
-        """What decides the numbers: a rerun with an equal fingerprint resumes."""
-        try:
-            tok_state = self.tok.backend_tokenizer.to_str()
-        except AttributeError:
-            tok_state = json.dumps(self.tok.get_vocab(), sort_keys=True)
-        return {
-            "model": self.lm.fingerprint,
-            "heads": self.heads,
-            "heads_sha256": _digest(self.heads),
-            "tokenizer_sha256": hashlib.sha256((tok_state + f"|bos={self.bos}").encode()).hexdigest(),
-            "max_tokens": self.max_tokens,
-            "truncate": self.truncate,
-            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
-            "scoring_version": SCORING_VERSION,
-        }
 
     # ----------------------------------------------------------- tokenize
 
@@ -230,8 +218,7 @@ class Scorer:
             hidden = _out(layers[i](hidden, **kw))
         # fork: row 0 plain, row 1 with the retrieval heads masked
         hidden = torch.cat([hidden, hidden], dim=0)
-        row_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(dev) for m in self.masks]
-        set_layer_masks(self.model, row_masks)
+        set_layer_masks(self.model, self.fork_masks)
         try:
             for i in range(self.first_masked, self.L):
                 hidden = _out(layers[i](hidden, **kw))
@@ -303,18 +290,13 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
 
     Refuses a model whose fingerprint differs from the heads file's: the heads
     of one model mean nothing in another."""
-    from .heads import read_heads
+    from .heads import check_model, read_heads
     from .model import load_model
 
     heads = read_heads(heads_path)
     spec = model_spec or heads["model"].get("name") or heads["model"].get("path")
     lm = load_model(spec, dtype=dtype, device=device, allow_pickle=allow_pickle,
                     trust_remote_code=trust_remote_code)
-    want = heads["model"].get("fingerprint")
-    if want and lm.fingerprint["fingerprint"] != want:
-        raise AttninfError(f"{heads_path} was made with model fingerprint {want}, but {spec} has "
-                           f"{lm.fingerprint['fingerprint']}: detect heads for this model first")
-    if [heads["num_layers"], heads["num_heads"]] != [lm.config.num_hidden_layers, lm.config.num_attention_heads]:
-        raise AttninfError(f"{heads_path} is for a {heads['num_layers']}x{heads['num_heads']} model, "
-                           f"{spec} is {lm.config.num_hidden_layers}x{lm.config.num_attention_heads}")
+    check_model(heads, heads_path, spec, lm.fingerprint["fingerprint"],
+                (lm.config.num_hidden_layers, lm.config.num_attention_heads))
     return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate)

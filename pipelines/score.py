@@ -107,19 +107,17 @@ def _one_line(e: BaseException) -> str:
 
 def run_fingerprint(cfg: ScoreConfig) -> dict:
     """What decides the numbers, computed without loading the model's weights."""
-    from attninf.heads import read_heads
+    from attninf.heads import check_model, read_heads
     from attninf.model import model_fingerprint, resolve_device, resolve_dtype
-    from attninf.scoring import SCORING_VERSION, _digest
+    from attninf.scoring import SCORING_VERSION, heads_digest
 
     heads = read_heads(cfg.heads)
     spec = cfg.model or heads["model"]["name"]
     mfp = model_fingerprint(spec, cfg.trust_remote_code)
-    if heads["model"].get("fingerprint") and mfp["fingerprint"] != heads["model"]["fingerprint"]:
-        raise AttninfError(f"{cfg.heads} was made with model fingerprint {heads['model']['fingerprint']}, "
-                           f"but {spec} has {mfp['fingerprint']}: detect heads for this model first")
+    check_model(heads, cfg.heads, spec, mfp["fingerprint"])
     return {
         "model": mfp["fingerprint"],
-        "heads_sha256": _digest(sorted([int(l), int(h)] for l, h in heads["heads"])),
+        "heads_sha256": heads_digest(heads["heads"]),
         "max_tokens": cfg.max_tokens,
         "truncate": cfg.truncate,
         "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
@@ -127,12 +125,7 @@ def run_fingerprint(cfg: ScoreConfig) -> dict:
         "id_column": cfg.id_column,
         "scoring_version": SCORING_VERSION,
         "tokenizer": mfp.get("tokenizer_sha256"),
-        "_model_spec": spec,
     }
-
-
-def _public(fp: dict) -> dict:
-    return {k: v for k, v in fp.items() if not k.startswith("_")}
 
 
 # --------------------------------------------------------------- one file
@@ -273,9 +266,9 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
             raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
         return
     old = json.loads(man.read_text()).get("fingerprint", {})
-    if old == _public(fp):
+    if old == fp:
         return
-    diff = sorted(k for k in set(old) | set(_public(fp)) if old.get(k) != fp.get(k))
+    diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
     if not cfg.overwrite:
         raise AttninfError(f"{cfg.out} holds scores from a different run (differs in: {', '.join(diff)}); "
                            "pass --overwrite to redo them, or choose another --out")
@@ -332,7 +325,7 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
-    manifest = {"fingerprint": _public(fp), "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
+    manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
                 "config": dataclasses.asdict(cfg), "started": _now()}
     _write_json(out / MANIFEST, manifest)
 
