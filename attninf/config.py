@@ -18,10 +18,6 @@ T = TypeVar("T")
 SHARED_KEYS = ("model", "dtype", "device", "seed")
 
 
-def describe(cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 

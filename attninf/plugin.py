@@ -80,10 +80,8 @@ def set_layer_masks(model, masks: list) -> None:
 
 
 def set_masked_heads(model, heads: Iterable) -> None:
-    mods = attention_modules(model)
-    masks = head_mask_tensors(len(mods), model.config.num_attention_heads, heads)
-    for m, mask in zip(mods, masks):
-        m._attninf_head_mask = mask
+    masks = head_mask_tensors(model.config.num_hidden_layers, model.config.num_attention_heads, heads)
+    set_layer_masks(model, masks)
 
 
 @contextmanager

@@ -210,21 +210,8 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     tok = AutoTokenizer.from_pretrained(tok_path)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.dim() < 2 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    fn = cfg.schedule_fn()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
-    keep_steps = set()
-    if cfg.schedule == "wsd-s":
-        from .schedules import decay_ends
-
-        keep_steps = set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
-    step, stream_state = 0, None
     latest = _latest(out)
+    st = None
     if latest is not None:
         from transformers import LlamaForCausalLM
 
@@ -232,18 +219,27 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
         if st["digest"] != cfg.digest():
             raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
         model = LlamaForCausalLM.from_pretrained(latest)
-        decay, no_decay = [], []
-        for n, p in model.named_parameters():
-            (no_decay if p.dim() < 2 else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-        # scheduler first: building a LambdaLR resets the LR, loading the optimizer restores it
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+    else:
+        model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() < 2 else decay).append(p)  # no weight decay on norms and biases
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    # scheduler before the optimizer's state: building a LambdaLR resets the LR, loading the state restores it
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.schedule_fn())
+    step, stream_state = 0, None
+    if st is not None:
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["rng"])
         step, stream_state = st["step"], st["stream"]
         say(f"resuming from {latest.name}")
+    keep_steps = set()
+    if cfg.schedule == "wsd-s":
+        from .schedules import decay_ends
+
+        keep_steps = set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
     stream = PackedStream(files, tok, cfg.seq_len, cfg.text_column, stream_state)
     use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cpu_has_bf16())
     model.train()

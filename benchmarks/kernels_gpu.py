@@ -61,7 +61,6 @@ def _rel_err(a, b):
 
 
 def sdpa_flash(q, k, v):
-    import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -32,6 +32,16 @@ def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _visible(cols, rows, start, end, S, CAUSAL: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) bool: key column j is visible from query row i:
+    same document (start[i] <= j < end[i]), inside the sequence, and j <= i if causal."""
+    ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
+    if CAUSAL:
+        ok = ok & (cols[None, :] <= rows[:, None])
+    return ok
+
+
+@triton.jit
 def _masked_attention_kernel(
     Q, K, V, O, HeadMask, DocStart, DocEnd,
     sqb, sqh, sqs, sqd,
@@ -85,9 +95,7 @@ def _masked_attention_kernel(
         # uniform attention: weight 1 on every visible position, divided at the end
         for n0 in range(lo, hi, BLOCK_N):
             cols = n0 + offs_n
-            ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
-            if CAUSAL:
-                ok = ok & (cols[None, :] <= offs_m[:, None])
+            ok = _visible(cols, offs_m, start, end, S, CAUSAL)
             v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
             p = tl.where(ok, 1.0, 0.0)
             l_i += tl.sum(p, axis=1)
@@ -98,9 +106,7 @@ def _masked_attention_kernel(
         m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
         for n0 in range(lo, hi, BLOCK_N):
             cols = n0 + offs_n
-            ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
-            if CAUSAL:
-                ok = ok & (cols[None, :] <= offs_m[:, None])
+            ok = _visible(cols, offs_m, start, end, S, CAUSAL)
             k = tl.load(k_base + cols[:, None] * sks + offs_d[None, :] * skd, mask=cols[:, None] < S, other=0.0)
             s = _dot(q, tl.trans(k), IEEE, UPCAST)
             s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)

@@ -72,8 +72,11 @@ def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
     """Columns of one scores file, with the candidate mask and group keys."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(Path(root) / rel)
-    cols = set(t.column_names)
+    path = Path(root) / rel
+    cols = set(pq.read_schema(path).names)
+    # every pass re-reads its file: only the columns the selection needs
+    t = pq.read_table(path, columns=[c for c in ("id", "score", "n_tokens", "status", "repetition", "domain")
+                                     if c in cols])
     score = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
     ok = np.array([s == "ok" for s in t["status"].to_pylist()]) & ~np.isnan(score)
     rep_excl = np.zeros(len(score), dtype=bool)
@@ -102,12 +105,17 @@ def _stats(root, rel, cfg, by_domain):
     return out
 
 
+def _inside(d, g, lo, hi):
+    """Candidates of group g whose score lies in (lo, hi]."""
+    return (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
+
+
 def _hist(root, rel, cfg, by_domain, intervals):
     """Per group: (count, tokens) per bin of (lo, hi] split into BINS equal bins."""
     d = _load(root, rel, cfg, by_domain)
     out = {}
     for g, (lo, hi) in intervals.items():
-        m = (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
+        m = _inside(d, g, lo, hi)
         edges = np.linspace(lo, hi, BINS + 1)
         b = np.clip(np.searchsorted(edges, d["score"][m], side="left") - 1, 0, BINS - 1)
         out[g] = (np.bincount(b, minlength=BINS), np.bincount(b, weights=d["n_tokens"][m], minlength=BINS))
@@ -118,7 +126,7 @@ def _gather(root, rel, cfg, by_domain, intervals):
     d = _load(root, rel, cfg, by_domain)
     out = {}
     for g, (lo, hi) in intervals.items():
-        m = (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
+        m = _inside(d, g, lo, hi)
         out[g] = list(zip(d["score"][m].tolist(), d["id"][m].tolist(), d["n_tokens"][m].tolist()))
     return out
 
@@ -158,9 +166,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
     cfg.check()
     files = score_files(cfg.scores)
     root = cfg.scores
-    import pyarrow.parquet as _pq
-
-    has_domain = "domain" in _pq.read_schema(Path(root) / files[0]).names
+    has_domain = "domain" in pq.read_schema(Path(root) / files[0]).names
     by_domain = has_domain if cfg.by == "auto" else cfg.by == "domain"
     if cfg.by == "domain" and not has_domain:
         raise AttninfError(f"--by domain: the scores in {root} have no domain column")

@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 
 from attninf.cli import main
 from attninf.heads import accuracy, probe_accuracy, random_heads, retrieval_scores, select_top
-from attninf.model import LoadedModel, load_model
+from attninf.model import load_model
 from attninf.probes import make_probes
 
 

@@ -1,6 +1,5 @@
 """Schedules at hand-checked steps (../shared/SCHEDULES.md) and against
 transformers' get_wsd_schedule at every step."""
-import math
 
 import pytest
 import torch
