@@ -1,10 +1,15 @@
 """`attninf select`: the top fraction (or a token budget) of documents within
-each domain, exact, computed partition-wise with Dask (DESIGN.md step 4).
+each domain, exact, computed partition-wise with Dask (docs/method.md, step 4).
 
-Ranking: score descending, ties broken by id ascending (as strings), so the
-result never depends on file order or worker count. Only documents with
-status ok (and, with --max-repetition, repetition at or below it) compete;
-the others are counted in the manifest.
+Ranking: score descending, ties broken by id ascending (as strings), then by
+scores file and row, so the result never depends on file order or worker
+count and duplicate ids cannot push the cut past its count. Only documents
+with status ok and a finite score (and, with --max-repetition, repetition at
+or below it) compete; the others are counted in the manifest.
+
+Groups: the scores' domain (null: the group "(none)"); one global ranking only
+when asked (--by global) or when no document has a domain, and then the
+manifest and the terminal say so and why.
 
 How the exact cut is found without gathering the corpus: each round, every
 scores file returns a histogram of its candidate scores over the interval
@@ -36,6 +41,7 @@ from attninf.errors import AttninfError
 BINS = 1024
 GATHER = 20_000  # rows inside the cut interval that are gathered and sorted exactly
 ALL = "(all)"
+NO_DOMAIN = "(none)"
 
 
 @dataclass
@@ -78,17 +84,21 @@ def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
     t = pq.read_table(path, columns=[c for c in ("id", "score", "n_tokens", "status", "repetition", "domain")
                                      if c in cols])
     score = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    ok = np.array([s == "ok" for s in t["status"].to_pylist()]) & ~np.isnan(score)
+    status_ok = np.array([s == "ok" for s in t["status"].to_pylist()], dtype=bool)
+    finite = np.isfinite(score)
+    ok = status_ok & finite  # inf (L_base = 0) and NaN never enter a ranking
     rep_excl = np.zeros(len(score), dtype=bool)
     if cfg.max_repetition is not None and "repetition" in cols:
         rep = t["repetition"].to_numpy(zero_copy_only=False).astype(np.float64)
         rep_excl = ok & (rep > cfg.max_repetition)
-    groups = (np.array([str(d) for d in t["domain"].to_pylist()], dtype=object)
-              if by_domain and "domain" in cols else np.full(len(score), ALL, dtype=object))
+    domain = t["domain"].to_pylist() if "domain" in cols else [None] * len(score)
+    groups = (np.array([NO_DOMAIN if d is None else str(d) for d in domain], dtype=object)
+              if by_domain else np.full(len(score), ALL, dtype=object))
     ids = np.array([str(x) for x in t["id"].to_pylist()], dtype=object)
     ntok = t["n_tokens"].to_numpy(zero_copy_only=False).astype(np.int64)
-    return {"score": score, "cand": ok & ~rep_excl, "not_ok": ~ok, "repetitive": rep_excl, "group": groups,
-            "id": ids, "n_tokens": ntok, "domain": t["domain"].to_pylist() if "domain" in cols else [None] * len(score)}
+    return {"score": score, "cand": ok & ~rep_excl, "not_ok": ~status_ok, "non_finite": status_ok & ~finite,
+            "repetitive": rep_excl, "group": groups, "id": ids, "n_tokens": ntok, "domain": domain,
+            "file": rel, "row": np.arange(len(score), dtype=np.int64)}
 
 
 def _stats(root, rel, cfg, by_domain):
@@ -98,6 +108,7 @@ def _stats(root, rel, cfg, by_domain):
         m = d["group"] == g
         c = m & d["cand"]
         out[g] = {"documents": int(m.sum()), "candidates": int(c.sum()), "not_ok": int((m & d["not_ok"]).sum()),
+                  "non_finite": int((m & d["non_finite"]).sum()),
                   "repetitive": int((m & d["repetitive"]).sum()), "tokens_total": int(d["n_tokens"][m].sum()),
                   "tokens_candidates": int(d["n_tokens"][c].sum()),
                   "min": float(d["score"][c].min()) if c.any() else None,
@@ -110,13 +121,22 @@ def _inside(d, g, lo, hi):
     return (d["group"] == g) & d["cand"] & (d["score"] > lo) & (d["score"] <= hi)
 
 
+def _edges(lo: float, hi: float) -> np.ndarray:
+    """BINS equal bins over [lo, hi], finite even where hi - lo overflows
+    (lo*(1-t) + hi*t never leaves [lo, hi]); non-decreasing."""
+    t = np.linspace(0.0, 1.0, BINS + 1)
+    e = lo * (1 - t) + hi * t
+    e[0], e[-1] = lo, hi
+    return np.maximum.accumulate(e)
+
+
 def _hist(root, rel, cfg, by_domain, intervals):
     """Per group: (count, tokens) per bin of (lo, hi] split into BINS equal bins."""
     d = _load(root, rel, cfg, by_domain)
     out = {}
     for g, (lo, hi) in intervals.items():
         m = _inside(d, g, lo, hi)
-        edges = np.linspace(lo, hi, BINS + 1)
+        edges = _edges(lo, hi)
         b = np.clip(np.searchsorted(edges, d["score"][m], side="left") - 1, 0, BINS - 1)
         out[g] = (np.bincount(b, minlength=BINS), np.bincount(b, weights=d["n_tokens"][m], minlength=BINS))
     return out
@@ -127,7 +147,8 @@ def _gather(root, rel, cfg, by_domain, intervals):
     out = {}
     for g, (lo, hi) in intervals.items():
         m = _inside(d, g, lo, hi)
-        out[g] = list(zip(d["score"][m].tolist(), d["id"][m].tolist(), d["n_tokens"][m].tolist()))
+        out[g] = [(sc, id_, rel, row, nt) for sc, id_, row, nt in
+                  zip(d["score"][m].tolist(), d["id"][m].tolist(), d["row"][m].tolist(), d["n_tokens"][m].tolist())]
     return out
 
 
@@ -144,9 +165,10 @@ def _selected_rows(root, rel, cfg, by_domain, cuts):
         if cut[0] == "gt":  # everything strictly above a score
             keep |= m & (d["score"] > cut[1])
             continue
-        _, cs, cid = cut  # ranks at or above (score cs, id cid): score desc, id asc
+        _, cs, cid, cfile, crow = cut  # ranks at or above the cut: score desc, then id, file, row asc
         above = d["score"] > cs
-        tie = (d["score"] == cs) & np.array([i <= cid for i in d["id"]], dtype=bool)
+        tie = (d["score"] == cs) & np.array([(i, rel, r) <= (cid, cfile, crow) for i, r in zip(d["id"], d["row"])],
+                                            dtype=bool)
         keep |= m & (above | tie)
     return d, keep
 
@@ -166,23 +188,29 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
     cfg.check()
     files = score_files(cfg.scores)
     root = cfg.scores
-    has_domain = "domain" in pq.read_schema(Path(root) / files[0]).names
-    by_domain = has_domain if cfg.by == "auto" else cfg.by == "domain"
-    if cfg.by == "domain" and not has_domain:
+    with_col = [f for f in files if "domain" in pq.read_schema(Path(root) / f).names]
+    if with_col and len(with_col) < len(files):
+        lacking = next(f for f in files if f not in with_col)
+        raise AttninfError(f"{Path(root) / lacking} has no domain column but {with_col[0]} has: "
+                           "these scores come from different runs; score the corpus again into one --out")
+    if cfg.by == "domain" and not with_col:
         raise AttninfError(f"--by domain: the scores in {root} have no domain column")
     delayed = dask.delayed
 
-    # pass 1: counts, tokens and score range per group
-    totals: dict[str, dict] = {}
-    for part in _compute([delayed(_stats)(root, f, cfg, by_domain) for f in files], scheduler):
-        for g, s in part.items():
-            t = totals.setdefault(g, {"documents": 0, "candidates": 0, "not_ok": 0, "repetitive": 0,
-                                      "tokens_total": 0, "tokens_candidates": 0, "min": None, "max": None})
-            for k in ("documents", "candidates", "not_ok", "repetitive", "tokens_total", "tokens_candidates"):
-                t[k] += s[k]
-            if s["min"] is not None:
-                t["min"] = s["min"] if t["min"] is None else min(t["min"], s["min"])
-                t["max"] = s["max"] if t["max"] is None else max(t["max"], s["max"])
+    # pass 1: counts, tokens and score range per domain, merged into one group when ranking globally
+    per_domain = _merge_stats(_compute([delayed(_stats)(root, f, cfg, True) for f in files], scheduler))
+    named = sorted(g for g in per_domain if g != NO_DOMAIN)
+    if cfg.by == "global":
+        by_domain, why = False, "--by global"
+    elif cfg.by == "domain" and not named:
+        raise AttninfError(f"--by domain: every domain in {root} is null")
+    elif named:
+        by_domain, why = True, f"{len(named)} domain(s): {', '.join(named[:8])}{' ...' if len(named) > 8 else ''}"
+        if NO_DOMAIN in per_domain:
+            why += f"; {per_domain[NO_DOMAIN]['documents']:,} document(s) without a domain ranked as {NO_DOMAIN}"
+    else:
+        by_domain, why = False, "no document has a domain (score with --domain-from column or dir to rank within domains)"
+    totals = per_domain if by_domain else _merge_stats([{ALL: s} for s in per_domain.values()])
 
     # target per group: k documents, or a token budget
     need: dict[str, tuple[str, int]] = {}
@@ -218,7 +246,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
             s = open_[g]
             kind, n = need[g]
             counts, toks = merged[g]
-            edges = np.linspace(lo, hi, BINS + 1)
+            edges = _edges(lo, hi)
             cum_n, cum_t = s["above_n"], s["above_tok"]
             for j in range(BINS - 1, -1, -1):  # from the top bin down
                 if (kind == "count" and cum_n + counts[j] >= n) or (kind == "tokens" and cum_t + toks[j] > n):
@@ -240,16 +268,16 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
                 rows[g].extend(r)
         for g, s in open_.items():
             kind, n = need[g]
-            ranked = sorted(rows[g], key=lambda r: (-r[0], r[1]))
+            ranked = sorted(rows[g], key=lambda r: (-r[0], r[1], r[2], r[3]))
             taken, cum = None, s["above_tok"]
-            for i, (sc, id_, nt) in enumerate(ranked):
+            for i, (sc, id_, rel, row, nt) in enumerate(ranked):
                 if kind == "count" and s["above_n"] + i >= n:
                     break
                 if kind == "tokens":
                     if cum + nt > n:
                         break
                     cum += nt
-                taken = ("ge", sc, id_)
+                taken = ("ge", sc, id_, rel, row)
             # nothing taken inside: the cut is everything above the interval
             cuts[g] = taken if taken is not None else (("gt", s["hi"]) if s["above_n"] else None)
 
@@ -297,6 +325,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": dataclasses.asdict(cfg),
         "by": "domain" if by_domain else "global",
+        "by_why": why,
         "scores": {"path": str(Path(root).resolve()), "fingerprint": scores_manifest.get("fingerprint"),
                    "corpus": scores_manifest.get("corpus"),
                    "digest": _digest_scores(root, files)},
@@ -309,6 +338,30 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / "manifest.json")
     return manifest
+
+
+def _merge_stats(parts) -> dict[str, dict]:
+    """Add per-file group statistics: counts and tokens sum, the score range widens."""
+    totals: dict[str, dict] = {}
+    for part in parts:
+        for g, s in part.items():
+            t = totals.setdefault(g, {"documents": 0, "candidates": 0, "not_ok": 0, "non_finite": 0,
+                                      "repetitive": 0, "tokens_total": 0, "tokens_candidates": 0,
+                                      "min": None, "max": None})
+            for k in ("documents", "candidates", "not_ok", "non_finite", "repetitive", "tokens_total",
+                      "tokens_candidates"):
+                t[k] += s[k]
+            if s["min"] is not None:
+                t["min"] = s["min"] if t["min"] is None else min(t["min"], s["min"])
+                t["max"] = s["max"] if t["max"] is None else max(t["max"], s["max"])
+    return totals
+
+
+def ranking_line(manifest: dict) -> str:
+    """The one line that says how the documents were ranked, and why."""
+    if manifest["by"] == "global":
+        return f"ranking globally: {manifest['by_why']}"
+    return f"ranking within domains: {manifest['by_why']}"
 
 
 def _digest_scores(root, files) -> str:

@@ -140,3 +140,83 @@ def test_select_cli_errors(tmp_path):
     res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert "web" in res.output and "threshold" in res.output
+
+
+def _write(root: Path, name: str, scores, ids=None, domain="absent", status=None):
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(scores)
+    data = {"id": ids or [f"{name}-{i}" for i in range(n)], "score": scores, "n_tokens": [10] * n,
+            "status": status or ["ok"] * n, "repetition": [0.0] * n}
+    if domain != "absent":
+        data["domain"] = pa.array(domain if isinstance(domain, list) else [domain] * n, pa.string())
+    pq.write_table(pa.table(data), root / f"{name}.parquet")
+    if not (root / "manifest.json").exists():
+        (root / "manifest.json").write_text(json.dumps({"fingerprint": {"model": "x"}, "corpus": "/c"}))
+
+
+def _brute(scores, frac):
+    """Sort-everything reference over the finite scores: (score desc, position asc)."""
+    finite = [(s, i) for i, s in enumerate(scores) if math.isfinite(s)]
+    finite.sort(key=lambda t: (-t[0], t[1]))
+    return {i for _, i in finite[:math.floor(frac * len(finite) + 0.5)]}
+
+
+def test_minus_inf_never_ranked(tmp_path, rounds):
+    _write(tmp_path / "s", "a", [1.0, float("-inf"), float("-inf")], domain=None)
+    m = run_select(SelectConfig(scores=str(tmp_path / "s"), out=str(tmp_path / "o"), frac=0.67))
+    assert selected_ids(tmp_path / "o") == {"a-0"}  # 1 of the 1 finite score
+    g = m["groups"]["(all)"]
+    assert g["candidates"] == 1 and g["non_finite"] == 2
+
+
+@pytest.mark.parametrize("special", [float("-inf"), float("inf"), float("nan"), "range"])
+def test_non_finite_and_huge_range_large_group(tmp_path, special):
+    """Above GATHER rows the histogram refinement runs: -inf used to give NaN
+    edges (0 kept), +inf or a range of +-1.7e308 never ended."""
+    rng = random.Random(1)
+    scores = [rng.gauss(0, 1) for _ in range(30_000)]
+    for i in range(0, 30_000, 7):
+        scores[i] = (rng.choice([-1.7e308, 1.7e308]) if special == "range" else special)
+    _write(tmp_path / "s", "a", scores, domain=None)
+    m = run_select(SelectConfig(scores=str(tmp_path / "s"), out=str(tmp_path / "o"), frac=0.2))
+    assert selected_ids(tmp_path / "o") == {f"a-{i}" for i in _brute(scores, 0.2)}
+    assert m["groups"]["(all)"]["non_finite"] == (0 if special == "range" else len(range(0, 30_000, 7)))
+
+
+def test_duplicate_id_and_score_at_the_cut(tmp_path, rounds):
+    _write(tmp_path / "s", "a", [0.9, 0.5, 0.5, 0.1], ids=["x", "d", "d", "y"], domain=None)
+    m = run_select(SelectConfig(scores=str(tmp_path / "s"), out=str(tmp_path / "o"), frac=0.5))
+    t = pq.read_table(tmp_path / "o" / "a.parquet").to_pydict()
+    assert t["row"] == [0, 1] and m["selected"] == 2  # not 3: the tie goes on to file and row
+
+
+def test_duplicate_ids_across_files(tmp_path, rounds):
+    _write(tmp_path / "s", "b", [0.5, 0.2], ids=["d", "e"], domain="web")
+    _write(tmp_path / "s", "a", [0.5, 0.1], ids=["d", "f"], domain="web")
+    m = run_select(SelectConfig(scores=str(tmp_path / "s"), out=str(tmp_path / "o"), frac=0.25))
+    assert m["selected"] == 1
+    assert pq.read_table(tmp_path / "o" / "a.parquet").to_pydict()["row"] == [0]  # file a before file b
+    assert pq.read_table(tmp_path / "o" / "b.parquet").num_rows == 0
+
+
+def test_domain_column_in_some_files_only_is_an_error(tmp_path):
+    _write(tmp_path / "s", "a", [0.5, 0.2])  # first file: no domain column
+    _write(tmp_path / "s", "b", [0.4, 0.3], domain="web")
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "a.parquet has no domain column but b.parquet has" in res.output
+
+
+def test_global_ranking_is_said_and_recorded(tmp_path):
+    _write(tmp_path / "s", "a", [0.5, 0.2, 0.1, 0.3], domain=None)
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "ranking globally: no document has a domain" in res.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["by"] == "global" and "no document has a domain" in m["by_why"]
+
+
+def test_null_domains_are_their_own_group(tmp_path, rounds):
+    _write(tmp_path / "s", "a", [0.5, 0.2, 0.9, 0.3], domain=["web", None, "web", None])
+    m = run_select(SelectConfig(scores=str(tmp_path / "s"), out=str(tmp_path / "o"), frac=0.5))
+    assert m["by"] == "domain" and set(m["groups"]) == {"web", "(none)"}
+    assert selected_ids(tmp_path / "o") == {"a-2", "a-3"}
