@@ -129,6 +129,9 @@ def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> 
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
               help="auto = bf16 where the hardware runs it fast  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N  [default: auto]")
+@click.option("--doc-prefix", default=None, metavar="TOKEN|none",
+              help="Token put before every probe (and, through heads.json, every scored document)  "
+                   "[default: what the tokenizer adds by itself, else its end-of-text separator]")
 @click.option("--plot", "plot", type=click.Path(dir_okay=False), default=None,
               help="Write a layer x head heatmap PNG here  [default: beside --out]")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights; they can run code.")
@@ -136,7 +139,7 @@ def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> 
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
 def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context_tokens, seed, random_trials,
-                     dtype, device, plot, allow_pickle, trust_remote_code, quiet) -> None:
+                     dtype, device, doc_prefix, plot, allow_pickle, trust_remote_code, quiet) -> None:
     """Find the retrieval heads of a model and check them by ablation.
 
     Builds synthetic key/value retrieval probes, scores every attention head by
@@ -155,7 +158,7 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
 
     cfg = load_stage(DetectConfig, config_path, "detect", dict(
         model=model_spec, top_frac=top_frac, num_probes=num_probes, context_tokens=context_tokens,
-        seed=seed, random_trials=random_trials, dtype=dtype, device=device))
+        seed=seed, random_trials=random_trials, dtype=dtype, device=device, doc_prefix=doc_prefix))
     say = lambda msg: click.echo(f"attninf: {msg}", err=True)  # noqa: E731
     plot_path = plot or str(Path(out).with_suffix(".png"))
     result = run_detect(cfg, out, plot_path, progress=not quiet, say=say, allow_pickle=allow_pickle,
@@ -174,9 +177,19 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default="id", show_default=True,
               help="Absent from a file: ids are <relative path>:<row>.")
-@click.option("--domain-column", default="domain", show_default=True, help="Copied to the output when present.")
+@click.option("--domain-column", default="domain", show_default=True, help="Column holding the domain.")
+@click.option("--domain-from", type=click.Choice(["auto", "column", "dir", "none"]), default="auto",
+              show_default=True,
+              help="Where each document's domain comes from: the column, the first folder under CORPUS, "
+                   "none (one global ranking); auto = the column where the corpus has one, else the "
+                   "folder when CORPUS has several top-level folders.")
 @click.option("--max-tokens", type=int, default=None,
               help="Window length; longer documents are scored over several  [default: min(context, 4096)]")
+@click.option("--context-overlap", type=int, default=None,
+              help="Tokens of context each later window re-reads before the tokens it scores  "
+                   "[default: half of --max-tokens]")
+@click.option("--doc-prefix", default=None, metavar="TOKEN|none",
+              help="Token put before every document  [default: the one heads.json's probes used]")
 @click.option("--truncate", is_flag=True, help="Score only the first window of long documents.")
 @click.option("--batch-tokens", type=int, default=16384, show_default=True,
               help="Tokens per packed forward pass (memory vs. speed).")
@@ -194,16 +207,16 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_column, max_tokens, truncate,
-              batch_tokens, dtype, device, workers, scheduler, limit, overwrite, allow_pickle,
-              trust_remote_code, quiet) -> None:
+def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_column, domain_from, max_tokens,
+              context_overlap, doc_prefix, truncate, batch_tokens, dtype, device, workers, scheduler, limit,
+              overwrite, allow_pickle, trust_remote_code, quiet) -> None:
     """Give every document of a Parquet corpus its AttentionInfluence score.
 
     score = (L_masked - L_base) / L_base: how much the document's mean token
     loss rises when the retrieval heads of heads.json attend uniformly.
     Writes OUT/<same relative path>.parquet per input file (rows in input
-    order: id, score, loss_base, loss_masked, n_tokens, status, repetition
-    [, domain]) and
+    order: id, score, loss_base, loss_masked, n_tokens, status, repetition,
+    domain) and
     OUT/manifest.json. Interrupted? Run the same command again: finished files
     are kept, the rest is scored. Exits 1 if any file failed.
     """
@@ -211,7 +224,8 @@ def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_col
 
     say = lambda msg: click.echo(f"attninf: {msg}", err=True)  # noqa: E731
     cfg = ScoreConfig(corpus=corpus, out=out, heads=heads, model=model_spec, text_column=text_column,
-                      id_column=id_column, domain_column=domain_column, max_tokens=max_tokens,
+                      id_column=id_column, domain_column=domain_column, domain_from=domain_from,
+                      max_tokens=max_tokens, context_overlap=context_overlap, doc_prefix=doc_prefix,
                       batch_tokens=batch_tokens, dtype=dtype, device=device, truncate=truncate,
                       workers=workers, scheduler=scheduler, overwrite=overwrite, allow_pickle=allow_pickle,
                       trust_remote_code=trust_remote_code)
@@ -256,10 +270,11 @@ def select_cmd(scores, out, frac, tokens, by, max_repetition) -> None:
     OUT/<file>.parquet (row, id, domain, score, n_tokens of the kept rows)
     and OUT/manifest.json (threshold, documents and tokens kept per domain).
     """
-    from attninf.pipelines.select import SelectConfig, run_select
+    from attninf.pipelines.select import SelectConfig, ranking_line, run_select
 
     m = run_select(SelectConfig(scores=scores, out=out, frac=None if tokens is not None else frac,
                                 tokens=tokens, by=by, max_repetition=max_repetition))
+    click.echo(f"attninf: {ranking_line(m)}", err=m["by"] == "global")
     click.echo(f"{'domain':<16}{'documents':>10}{'eligible':>10}{'kept':>8}{'tokens kept':>13}  threshold")
     for g, v in m["groups"].items():
         thr = "-" if v["threshold"] is None else f"{v['threshold']:.5f}"

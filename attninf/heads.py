@@ -1,11 +1,14 @@
-"""Retrieval-head detection (DESIGN.md step 1) and the ablation check.
+"""Retrieval-head detection (docs/method.md, step 1) and the ablation check.
 
 A head *copies* at answer position t when the argmax of its attention row
-(the query position that predicts answer token t) lands on a prompt position
-whose token equals that answer token (Wu et al. 2024). Its retrieval score is
-hits / answer tokens, averaged over probes; the top `top_frac` of all heads
-are the retrieval heads. Only the answer rows of attention are computed: a
-(Hq, answer, S) block per layer, never S x S.
+(the query position that predicts answer token t) lands inside the needle,
+the queried value's tokens in the JSON context, on a token equal to that
+answer token (AttentionInfluence Eq. 4, after Wu et al. 2024). An equal token
+elsewhere in the prompt (another value, a solved example, the instruction)
+is not a copy. Its retrieval score is hits / answer tokens, averaged over
+probes; the top `top_frac` of all heads are the retrieval heads. Only the
+answer rows of attention are computed: a (Hq, answer, S) block per layer,
+never S x S.
 
 The ablation: teacher-forced probe accuracy (the model's argmax equals the
 answer token) with no mask, with the selected heads masked to uniform
@@ -29,6 +32,7 @@ from . import __version__
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
 from .plugin import install, masked_heads, recording
+from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
 
@@ -42,6 +46,9 @@ class DetectConfig:
     top_frac: float = field(default=0.05, metadata={"help": "fraction of all heads kept as retrieval heads"})
     seed: int = field(default=0, metadata={"help": "seed of the probes and of the random-head control"})
     random_trials: int = field(default=4, metadata={"help": "draws of random heads in the ablation control"})
+    doc_prefix: str | None = field(default=None, metadata={
+        "help": "token put before every probe and document: auto (what the tokenizer adds, else its "
+                "end-of-text separator), a token, or none"})
 
     def check(self) -> None:
         if not 0 < self.top_frac <= 1:
@@ -61,19 +68,25 @@ def _progress(iterable, desc: str, total: int, enabled: bool):
                 dynamic_ncols=True, mininterval=1.0)
 
 
+HEADS_VERSION = 2  # 2: hits only inside the needle, documents start with the doc prefix
+HIT_RULE = "needle-span"
+
+
 def _answer_rows(probe: Probe) -> torch.Tensor:
     """Query positions that predict the answer tokens: P-1 .. P+A-2."""
-    P, A = len(probe.prompt_ids), len(probe.answer_ids)
+    P, A = probe.prompt_len, len(probe.answer_ids)
     return torch.arange(P - 1, P - 1 + A)
 
 
 def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
-              prompt_len: int, scale: float | None = None) -> torch.Tensor:
+              needle: tuple[int, int], scale: float | None = None) -> torch.Tensor:
     """Per query head, the fraction of answer rows whose attention argmax copies.
 
     query (1, Hq, S, D), key (1, Hkv, S, D), ids (S,) token ids, rows (A,)
-    query positions, prompt_len P. Row r predicts token ids[r + 1]; it copies
-    when argmax_j attn[r, j] < P and ids[j] == ids[r + 1]. Returns (Hq,).
+    query positions, needle [start, end) positions of the queried value in
+    the context. Row r predicts token ids[r + 1]; it copies when
+    j = argmax_j attn[r, j] has start <= j < end and ids[j] == ids[r + 1].
+    Returns (Hq,).
     """
     _, Hq, S, D = query.shape
     Hkv = key.shape[1]
@@ -90,7 +103,8 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     top = logits.argmax(-1)  # (Hq, A)
     ids = ids.to(query.device)
     target = ids[rows + 1]  # (A,)
-    hit = (top < prompt_len) & (ids[top] == target.view(1, A))
+    start, end = needle
+    hit = (top >= start) & (top < end) & (ids[top] == target.view(1, A))
     return hit.float().mean(-1).cpu()
 
 
@@ -107,10 +121,9 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
     for probe in _progress(probes, "detect heads", len(probes), progress):
         ids = torch.tensor(probe.input_ids, device=device)
         rows = _answer_rows(probe)
-        P = len(probe.prompt_ids)
 
         def rec(layer, query, key, scale):
-            total[layer] += copy_hits(query, key, ids, rows, P, scale).double()
+            total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale).double()
 
         with recording(model, rec):
             correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
@@ -170,7 +183,9 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     Hkv = getattr(model.config, "num_key_value_heads", None) or H
     t0 = time.perf_counter()
-    probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens)
+    prefix = resolve_doc_prefix(lm.tokenizer, cfg.doc_prefix)
+    log(f"documents start with {prefix.describe()}")
+    probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, prefix.ids)
     t_probes = time.perf_counter() - t0
     lengths = [len(p) for p in probes]
     log(f"built {len(probes)} probes: {min(lengths)}-{max(lengths)} tokens, "
@@ -193,6 +208,9 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     mean = lambda key: sum(t[key] for t in trials) / len(trials) if trials else None  # noqa: E731
 
     return {
+        "heads_version": HEADS_VERSION,
+        "hit": HIT_RULE,
+        "doc_prefix": prefix.to_json(),
         "attninf_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {**lm.fingerprint, "path": lm.path, "model_type": model.config.model_type,
@@ -207,6 +225,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
             "num_probes": cfg.num_probes, "context_tokens": cfg.context_tokens, "seed": cfg.seed,
             "source": PROBE_SOURCE, "min_tokens": min(lengths), "max_tokens": max(lengths),
             "mean_answer_tokens": sum(len(p.answer_ids) for p in probes) / len(probes),
+            "mean_needle_tokens": sum(p.needle[1] - p.needle[0] for p in probes) / len(probes),
         },
         "ablation": {
             "metric": "teacher-forced answer-token accuracy, mean over probes",
@@ -263,6 +282,11 @@ def read_heads(path: str | Path) -> dict:
     for key in ("model", "heads", "num_layers", "num_heads"):
         if key not in data:
             raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
+    version = data.get("heads_version", 1)
+    if version != HEADS_VERSION or data.get("hit") != HIT_RULE:
+        raise AttninfError(f"{p} was made by an older detect-heads (heads version {version}, copies counted "
+                           f"anywhere in the prompt); its heads are not the retrieval heads of version "
+                           f"{HEADS_VERSION}: run `attninf detect-heads --out {p}` again")
     return data
 
 
@@ -313,6 +337,8 @@ def summary_table(result: dict) -> str:
         f"model      {result['model']['name']}  ({result['num_layers']} layers x {result['num_heads']} heads, "
         f"fingerprint {result['model']['fingerprint']})",
         f"heads      {len(result['heads'])} selected (layer.head): {heads}",
+        f"documents  start with {' '.join(result['doc_prefix']['tokens']) or 'nothing'} "
+        f"({result['doc_prefix']['rule']}); a copy counts inside the needle only",
         "",
         "ablation: teacher-forced probe accuracy   token   exact",
         f"  {'no mask':<38}{fmt(ab['no_mask'])}   {fmt(em.get('no_mask'))}",

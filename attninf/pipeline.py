@@ -178,14 +178,15 @@ class Runner:
         self._stage("score", k_score, work / "scores" / "manifest.json", score)
 
         # select
-        from .pipelines.select import SelectConfig, run_select
+        from .pipelines.select import SelectConfig, ranking_line, run_select
 
         sel = SelectConfig(scores=str(work / "scores"), out=str(work / "selected"), **(cfg.get("select") or {}))
         k_select = _digest(["select", k_score, dataclasses.asdict(sel)])
 
         def select():
             m = run_select(sel)
-            return {"groups": m["groups"]}
+            self.say(ranking_line(m))
+            return {"groups": m["groups"], "by": m["by"], "by_why": m["by_why"]}
         self._stage("select", k_select, work / "selected" / "manifest.json", select)
 
         # mix

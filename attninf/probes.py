@@ -37,19 +37,26 @@ HEADER = ("Extract the value corresponding to the specified key in the JSON obje
 class Probe:
     prompt: str
     answer: str  # the queried value; answer_ids also cover its closing quote
-    prompt_ids: list[int]
+    prompt_ids: list[int]  # the prompt text's tokens, without the document prefix
     answer_ids: list[int]
     query_key: str
     query_index: int  # position of the queried pair inside the JSON object
     num_pairs: int
+    needle: tuple[int, int] = (0, 0)  # [start, end) of the queried value's tokens in input_ids
+    prefix_ids: list[int] = field(default_factory=list)  # the document start (attninf.docstart)
     meta: dict = field(default_factory=dict)
 
     @property
     def input_ids(self) -> list[int]:
-        return self.prompt_ids + self.answer_ids
+        return self.prefix_ids + self.prompt_ids + self.answer_ids
+
+    @property
+    def prompt_len(self) -> int:
+        """Tokens before the answer, the document prefix included."""
+        return len(self.prefix_ids) + len(self.prompt_ids)
 
     def __len__(self) -> int:
-        return len(self.prompt_ids) + len(self.answer_ids)
+        return len(self.prefix_ids) + len(self.prompt_ids) + len(self.answer_ids)
 
 
 @lru_cache(maxsize=1)
@@ -66,45 +73,73 @@ def _pair_line(key: str, value: str) -> str:
     return f"  {json.dumps(key)}: {json.dumps(value)}"
 
 
-def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str) -> str:
-    """The prompt text, ending just before the answer: `Value: "`."""
-    body = "{\n" + ",\n".join(_pair_line(k, v) for k, v in pairs) + "\n}\n\n"
+def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str) -> tuple[str, tuple[int, int]]:
+    """The prompt text, ending just before the answer (`Value: "`), and the
+    character span of the needle: the queried value inside the JSON object,
+    with its closing quote (the answer is scored with its closing quote too)."""
+    lines, needle, pos = [], None, len(HEADER) + 2  # after HEADER + "{\n"
+    for k, v in pairs:
+        line = _pair_line(k, v)
+        if k == query_key:
+            value = json.dumps(v)  # '"..."' as it appears in the JSON
+            start = pos + len(line) - len(value) + 1  # after the opening quote
+            needle = (start, pos + len(line))  # up to and with the closing quote
+        lines.append(line)
+        pos += len(line) + 2  # ",\n"
+    body = "{\n" + ",\n".join(lines) + "\n}\n\n"
     demo = "".join(f'Key: "{k}"\nValue: "{v}"\n\n' for k, v in shots)
-    return HEADER + body + demo + f'Key: "{query_key}"\nValue: "'
+    if needle is None:
+        raise ValueError(f"query key {query_key!r} is not among the pairs")
+    return HEADER + body + demo + f'Key: "{query_key}"\nValue: "', needle
 
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_probe(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+def encode_probe(tokenizer, prompt: str, answer: str,
+                 needle_chars: tuple[int, int] | None = None) -> tuple[list[int], list[int], tuple[int, int]]:
     """Token ids of the prompt and of the answer *as one text*, the answer
-    closed by its quote: `...Value: "` + `I doubt not of your wisdom."`.
+    closed by its quote: `...Value: "` + `I doubt not of your wisdom."`; and
+    the token span [start, end) of the needle, given as characters of the prompt.
 
     Tokenizing the answer alone would split `."` into `.` + `"`, a sequence
     the model never sees in the JSON, so its last token could never be right.
-    The split point is the first token that starts inside the answer.
+    The split point is the first token that starts inside the answer. A
+    needle token is any token that overlaps the needle's characters, so a
+    token merged across the value's opening quote (` "I`) still belongs to it.
     """
     full = prompt + answer + '"'
     try:
         enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError:  # slow tokenizers have no offsets
-        return _encode(tokenizer, prompt), _encode(tokenizer, answer + '"')
+    except NotImplementedError:  # slow tokenizers have no offsets: count tokens of prefixes
+        span = (0, 0)
+        if needle_chars is not None:
+            span = (len(_encode(tokenizer, prompt[:needle_chars[0]])), len(_encode(tokenizer, prompt[:needle_chars[1]])))
+        return _encode(tokenizer, prompt), _encode(tokenizer, answer + '"'), span
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     cut = next((i for i, (a, _) in enumerate(offsets) if a >= len(prompt)), len(ids))
-    return ids[:cut], ids[cut:]
+    span = (0, 0)
+    if needle_chars is not None:
+        cs, ce = needle_chars
+        inside = [i for i, (a, b) in enumerate(offsets[:cut]) if a < ce and b > cs]
+        span = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return ids[:cut], ids[cut:], span
 
 
-def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096) -> Probe:
-    """Probe number `index` of the family `seed`, total length < context_tokens.
+def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
+               prefix_ids: list[int] | tuple[int, ...] = ()) -> Probe:
+    """Probe number `index` of the family `seed`, total length < context_tokens,
+    the document prefix (attninf.docstart) included.
 
     Deterministic in (seed, index, tokenizer): each probe has its own random
     stream, so probe 7 is the same whether 8 or 800 are built.
     """
     rng = random.Random(f"attninf-probe:{seed}:{index}")
     pool = sentences()
-    budget = context_tokens - 1  # strictly under the context
-    # value sentences short enough to be an answer (DESIGN.md: ~30 tokens at most)
+    prefix_ids = list(prefix_ids)
+    budget = context_tokens - 1 - len(prefix_ids)  # strictly under the context
+    # value sentences short enough to be an answer (the paper: ~30 tokens at most)
     def draw_value() -> tuple[str, int]:
         for _ in range(100):
             v = rng.choice(pool)
@@ -139,8 +174,8 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096)
     shots = [pairs[i] for i in shot_idx]
     query_key, answer = pairs[query_index]
     while True:
-        prompt = render(pairs, shots, query_key)
-        prompt_ids, answer_ids = encode_probe(tokenizer, prompt, answer)
+        prompt, needle_chars = render(pairs, shots, query_key)
+        prompt_ids, answer_ids, needle = encode_probe(tokenizer, prompt, answer, needle_chars)
         if len(prompt_ids) + len(answer_ids) <= budget:
             break
         # the estimate ran over: drop a pair that is neither queried nor a shot
@@ -152,12 +187,17 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096)
         else:
             raise AttninfError(f"--context-tokens {context_tokens} is too small for a probe")
     query_index = next(i for i, (k, _) in enumerate(pairs) if k == query_key)
+    if needle[1] <= needle[0]:
+        raise AttninfError(f"probe {index}: the queried value was not found among the prompt's tokens")
+    P0 = len(prefix_ids)
     return Probe(prompt=prompt, answer=answer, prompt_ids=prompt_ids, answer_ids=answer_ids,
                  query_key=query_key, query_index=query_index, num_pairs=len(pairs),
+                 needle=(P0 + needle[0], P0 + needle[1]), prefix_ids=prefix_ids,
                  meta={"seed": seed, "index": index})
 
 
-def make_probes(tokenizer, num_probes: int, seed: int = 0, context_tokens: int = 4096) -> list[Probe]:
+def make_probes(tokenizer, num_probes: int, seed: int = 0, context_tokens: int = 4096,
+                prefix_ids: list[int] | tuple[int, ...] = ()) -> list[Probe]:
     if num_probes < 1:
         raise AttninfError(f"--num-probes must be at least 1, got {num_probes}")
-    return [make_probe(tokenizer, i, seed, context_tokens) for i in range(num_probes)]
+    return [make_probe(tokenizer, i, seed, context_tokens, prefix_ids) for i in range(num_probes)]

@@ -1,4 +1,4 @@
-"""The scoring engine (DESIGN.md step 3), with no Dask inside: a batch of
+"""The scoring engine (docs/method.md, step 3), with no Dask inside: a batch of
 texts in, per document `loss_base`, `loss_masked`, `score`, `n_tokens`,
 `status` out, where score = (L_masked - L_base) / L_base (AttentionInfluence,
 arXiv 2505.07293).
@@ -15,10 +15,13 @@ Where the time goes, and what this file does about it:
 * No logits tensor. The loss comes from the final hidden states through
   token_nll, in fp32.
 
-Long documents are scored over windows of `max_tokens` that overlap by one
-token, so every token after the first is predicted exactly once; the document
-loss is the token-weighted mean over all windows. Documents are prefixed with
-BOS where the tokenizer has one.
+Long documents are scored over strided windows of `max_tokens`: every window
+after the first re-reads the previous `context_overlap` tokens as context and
+predicts only the new ones, so every token after the first is predicted
+exactly once, never from less than `context_overlap` tokens of its document;
+the document loss is the token-weighted mean over all windows. Every document
+starts with the document prefix of attninf.docstart, the same as the probes
+the heads were found with.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .docstart import DocPrefix, resolve_doc_prefix
 from .errors import AttninfError
 from .model import LoadedModel
 from .plugin import head_mask_tensors, install, lm_head, set_layer_masks, token_losses
@@ -44,13 +48,14 @@ STATUS_TOO_SHORT = "too_short"  # a single token: nothing to predict
 # families whose forward is embed -> decoder layers -> final norm, with rotary
 # position embeddings computed once: the layered (shared-prefix) path runs them
 LAYERED_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2"}
-SCORING_VERSION = 2  # bump when the numbers a given config produces change
+SCORING_VERSION = 3  # bump when the numbers a given config produces change
 
 
 @dataclass
 class Window:
     doc: int  # index of the document in the batch
     ids: list[int]
+    ctx: int = 1  # leading tokens that are context only: targets start at ids[ctx]
 
 
 def repetition(text: str | None, n: int = 4) -> float:
@@ -66,14 +71,26 @@ def repetition(text: str | None, n: int = 4) -> float:
     return 1.0 - len({tuple(words[i:i + n]) for i in range(total)}) / total
 
 
-def window_ids(ids: list[int], max_tokens: int, truncate: bool = False) -> list[list[int]]:
-    """Split a document into windows of at most max_tokens overlapping by one
-    token: window k predicts tokens [k*(M-1)+1, (k+1)*(M-1)], each exactly once."""
+def window_ids(ids: list[int], max_tokens: int, context_overlap: int = 1,
+               truncate: bool = False) -> list[tuple[list[int], int]]:
+    """Strided windows: [(window ids, ctx)], where the window predicts its
+    tokens ids[ctx:] and reads the ones before as context.
+
+    Window k starts at k * (M - C) for M = max_tokens, C = context_overlap;
+    the first predicts tokens 1..M-1, every later one re-reads the C tokens
+    before its new ones, so each token after the first is predicted exactly
+    once (C = 1: windows that overlap by one token, the shortest context)."""
     if len(ids) < 2:
         return []
-    step = max_tokens - 1
-    out = [ids[s:s + max_tokens] for s in range(0, len(ids) - 1, step)]
-    return out[:1] if truncate else out
+    if not 1 <= context_overlap < max_tokens:
+        raise AttninfError(f"--context-overlap must be in [1, max_tokens - 1], got {context_overlap} "
+                           f"with --max-tokens {max_tokens}")
+    stride = max_tokens - context_overlap
+    out, start = [(ids[:max_tokens], 1)], 0
+    while start + max_tokens < len(ids) and not truncate:
+        start += stride
+        out.append((ids[start:start + max_tokens], context_overlap))
+    return out
 
 
 def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -109,7 +126,8 @@ class Scorer:
     """
 
     def __init__(self, lm: LoadedModel, heads: list, max_tokens: int | None = None,
-                 batch_tokens: int = 16384, truncate: bool = False, layered: bool | None = None):
+                 batch_tokens: int = 16384, truncate: bool = False, layered: bool | None = None,
+                 context_overlap: int | None = None, doc_prefix: DocPrefix | str | None = None):
         self.lm = lm
         self.model = lm.model
         self.tok = lm.tokenizer
@@ -130,7 +148,14 @@ class Scorer:
             raise AttninfError(f"--max-tokens must be at least 2, got {self.max_tokens}")
         self.batch_tokens = max(int(batch_tokens), self.max_tokens)
         self.truncate = truncate
-        self.bos = self.tok.bos_token_id
+        self.context_overlap = int(context_overlap if context_overlap is not None else self.max_tokens // 2)
+        if not 1 <= self.context_overlap < self.max_tokens:
+            raise AttninfError(f"--context-overlap must be in [1, max_tokens - 1 = {self.max_tokens - 1}], "
+                               f"got {self.context_overlap}")
+        self.doc_prefix = (doc_prefix if isinstance(doc_prefix, DocPrefix)
+                           else resolve_doc_prefix(self.tok, doc_prefix))
+        if len(self.doc_prefix.ids) >= self.max_tokens:
+            raise AttninfError(f"--max-tokens {self.max_tokens} leaves no room after the document prefix")
         install(self.model)
         can_layer = self._layered_ok()
         if layered and not can_layer:
@@ -156,13 +181,14 @@ class Scorer:
     # ----------------------------------------------------------- tokenize
 
     def encode(self, texts: Sequence[str | None]) -> list[list[int] | None]:
-        """Token ids per text (BOS first where the tokenizer has one); None for empty text."""
+        """Token ids per text, the document prefix first; None for empty text."""
         keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
         out: list[list[int] | None] = [None] * len(texts)
+        prefix = list(self.doc_prefix.ids)
         if keep:
             enc = self.tok([texts[i] for i in keep], add_special_tokens=False)["input_ids"]
             for i, ids in zip(keep, enc):
-                out[i] = ([self.bos] if self.bos is not None else []) + list(ids)
+                out[i] = prefix + list(ids)
         return out
 
     # ------------------------------------------------------------- score
@@ -179,10 +205,10 @@ class Scorer:
             if ids is None:
                 status[d] = STATUS_EMPTY
                 continue
-            ws = window_ids(ids, self.max_tokens, self.truncate)
+            ws = window_ids(ids, self.max_tokens, self.context_overlap, self.truncate)
             if not ws:
                 status[d] = STATUS_TOO_SHORT
-            windows.extend(Window(d, w) for w in ws)
+            windows.extend(Window(d, w, ctx) for w, ctx in ws)
         sums = np.zeros((2, n), dtype=np.float64)  # summed NLL: row 0 plain, row 1 masked
         counts = np.zeros(n, dtype=np.int64)
         if self.layered:
@@ -225,10 +251,14 @@ class Scorer:
         finally:
             set_layer_masks(self.model, [None] * self.L)
         hidden = base.norm(hidden)  # (2, T, H)
-        # position j predicts j+1 inside its window; the last position of each window predicts nothing
+        # position j predicts j+1 inside its window; the last position of each window predicts nothing,
+        # and in a later window the positions before ctx-1 predict context tokens, already scored
         targets = torch.roll(ids[0], -1)
         last = cu[1:].long() - 1
         targets[last] = -100
+        for w, start in zip(ws, cu[:-1].tolist()):
+            if w.ctx > 1:
+                targets[start:start + w.ctx - 1] = -100
         nll = self._nll(hidden, targets)  # (2, T) fp32
         doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
                                              torch.tensor(lens, device=dev))
@@ -266,14 +296,16 @@ class Scorer:
                 chunk = ws[s:s + per]
                 ids = torch.full((len(chunk), S), pad, device=dev)
                 mask = torch.zeros((len(chunk), S), dtype=torch.long, device=dev)
+                scored = torch.zeros((len(chunk), S - 1), dtype=torch.bool, device=dev)  # (rows, S-1) targets
                 for r, w in enumerate(chunk):
                     ids[r, :len(w.ids)] = torch.tensor(w.ids, device=dev)
                     mask[r, :len(w.ids)] = 1
+                    scored[r, w.ctx - 1:len(w.ids) - 1] = True
                 plain = token_losses(self.model, ids, attention_mask=mask)
                 with masked_heads(self.model, self.heads):
                     masked = token_losses(self.model, ids, attention_mask=mask)
                 nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
-                valid = mask[:, 1:].reshape(-1).bool()
+                valid = scored.reshape(-1)
                 doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
                 self._accumulate(nll, doc, valid, sums, counts)
 
@@ -285,11 +317,14 @@ def _out(x):
 
 def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", device: str = "auto",
                 max_tokens: int | None = None, batch_tokens: int = 16384, truncate: bool = False,
-                allow_pickle: bool = False, trust_remote_code: bool = False) -> Scorer:
+                allow_pickle: bool = False, trust_remote_code: bool = False,
+                context_overlap: int | None = None, doc_prefix: str | None = None) -> Scorer:
     """Load the model named by --model, or the one heads.json was made with, and its heads.
 
     Refuses a model whose fingerprint differs from the heads file's: the heads
-    of one model mean nothing in another."""
+    of one model mean nothing in another. Documents start the way the probes
+    of heads.json did, unless doc_prefix says otherwise."""
+    from .docstart import prefix_from_json
     from .heads import check_model, read_heads
     from .model import load_model
 
@@ -299,4 +334,6 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
                     trust_remote_code=trust_remote_code)
     check_model(heads, heads_path, spec, lm.fingerprint["fingerprint"],
                 (lm.config.num_hidden_layers, lm.config.num_attention_heads))
-    return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate)
+    prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else prefix_from_json(heads.get("doc_prefix"))
+    return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
+                  context_overlap=context_overlap, doc_prefix=prefix)

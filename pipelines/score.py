@@ -1,9 +1,10 @@
 """`attninf score`: every document of a Parquet corpus gets its
 AttentionInfluence score, one output file per input file, on Dask.
 
-Contract (DESIGN.md): scores/<same relative path>.parquet, rows in input
-order, columns id, score, loss_base, loss_masked, n_tokens, status (+ domain
-when the corpus has one); scores/manifest.json holds the run fingerprint.
+Contract (docs/method.md, "Outputs"): scores/<same relative path>.parquet,
+rows in input order, columns id, score, loss_base, loss_masked, n_tokens,
+status, repetition, domain (from a column, from the top-level folder, or null
+when the corpus has none); scores/manifest.json holds the run fingerprint.
 
 Crash safety: an output file is written under a temporary name and renamed
 when complete, so its existence means it is finished; a rerun with the same
@@ -45,7 +46,14 @@ class ScoreConfig:
     text_column: str = field(default="text", metadata={"help": "column holding the document text"})
     id_column: str = field(default="id", metadata={"help": "id column; absent: <file>:<row>"})
     domain_column: str = field(default="domain", metadata={"help": "domain column, copied when present"})
+    domain_from: str = field(default="auto", metadata={
+        "help": "column, dir (the first folder under the corpus root), none, or auto (the column where "
+                "the corpus has one, else the folder when there are several top-level folders)"})
     max_tokens: int | None = field(default=None, metadata={"help": "window length; default min(context, 4096)"})
+    context_overlap: int | None = field(default=None, metadata={
+        "help": "tokens of context every window after the first re-reads; default half the window"})
+    doc_prefix: str | None = field(default=None, metadata={
+        "help": "token put before every document; default: the one heads.json's probes used"})
     batch_tokens: int = field(default=16384, metadata={"help": "tokens per packed forward pass"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 where fast), float32, bfloat16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
@@ -73,13 +81,15 @@ def list_files(corpus: str | Path) -> list[str]:
     return files
 
 
-def inspect(corpus: str | Path, files: list[str], text_column: str) -> tuple[dict[str, int], dict[str, str]]:
-    """Rows per readable file, and {file: error} for unreadable ones. A text
-    column missing from a readable file is an error before any work starts."""
+def inspect(corpus: str | Path, files: list[str], text_column: str,
+            domain_column: str | None = None) -> tuple[dict[str, int], dict[str, str], set[str]]:
+    """Rows per readable file, {file: error} for unreadable ones, and the
+    files that have the domain column. A text column missing from a readable
+    file is an error before any work starts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows, bad = {}, {}
+    rows, bad, with_domain = {}, {}, set()
     for rel in files:
         try:
             pf = pq.ParquetFile(Path(corpus) / rel)
@@ -94,7 +104,41 @@ def inspect(corpus: str | Path, files: list[str], text_column: str) -> tuple[dic
         t = schema.field(text_column).type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
             raise AttninfError(f"{rel}: column {text_column!r} holds {t}, not text (choose one with --text-column)")
-    return rows, bad
+        if domain_column and domain_column in schema.names:
+            with_domain.add(rel)
+    return rows, bad, with_domain
+
+
+DOMAIN_MODES = ("auto", "column", "dir", "none")
+
+
+def resolve_domains(mode: str, files: list[str], with_column: set[str], column: str) -> tuple[str, str]:
+    """(column | dir | none, why): where each document's domain comes from.
+    The paper ranks only within a domain, so a corpus that has one in a
+    column or in its folder layout must never be ranked globally by accident."""
+    if mode not in DOMAIN_MODES:
+        raise AttninfError(f"--domain-from must be one of {', '.join(DOMAIN_MODES)}, got {mode!r}")
+    tops = {f.split("/", 1)[0] for f in files if "/" in f}
+    at_root = [f for f in files if "/" not in f]
+    if mode == "auto":
+        if with_column:
+            mode = "column"
+        elif len(tops) > 1 and not at_root:
+            return "dir", f"no {column!r} column; one domain per top-level folder ({', '.join(sorted(tops))})"
+        else:
+            return "none", (f"no {column!r} column and " + ("a single top-level folder" if not at_root else
+                            "files at the corpus root") + ": one global ranking")
+    if mode == "column":
+        lacking = [f for f in files if f not in with_column]
+        if lacking:
+            raise AttninfError(f"{lacking[0]} has no {column!r} column but {sorted(with_column)[0] if with_column else 'no file'} "
+                               f"has: every file needs it ({len(lacking)} lack it), or use --domain-from dir")
+        return "column", f"the {column!r} column"
+    if mode == "dir":
+        if at_root:
+            raise AttninfError(f"--domain-from dir: {at_root[0]} sits at the corpus root, not in a domain folder")
+        return "dir", f"the top-level folder ({', '.join(sorted(tops))})"
+    return "none", "--domain-from none: one global ranking"
 
 
 def _one_line(e: BaseException) -> str:
@@ -119,6 +163,9 @@ def run_fingerprint(cfg: ScoreConfig) -> dict:
         "model": mfp["fingerprint"],
         "heads_sha256": heads_digest(heads["heads"]),
         "max_tokens": cfg.max_tokens,
+        "context_overlap": cfg.context_overlap,
+        "doc_prefix": cfg.doc_prefix or (heads.get("doc_prefix") or {}).get("tokens"),
+        "domain_from": cfg.domain_from,
         "truncate": cfg.truncate,
         "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
         "text_column": cfg.text_column,
@@ -136,13 +183,15 @@ _SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worke
 def _scorer(cfg: ScoreConfig, device: str):
     from attninf.scoring import load_scorer
 
-    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate])
+    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
+                      cfg.context_overlap, cfg.doc_prefix])
     if key not in _SCORERS:
         _SCORERS.clear()  # one model per worker
         _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
                                     max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
                                     truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
-                                    trust_remote_code=cfg.trust_remote_code)
+                                    trust_remote_code=cfg.trust_remote_code,
+                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix)
     return _SCORERS[key]
 
 
@@ -187,8 +236,12 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     pf = pq.ParquetFile(src)
     names = pf.schema_arrow.names
-    has_id, has_domain = cfg.id_column in names, cfg.domain_column in names
-    cols = [cfg.text_column] + ([cfg.id_column] if has_id else []) + ([cfg.domain_column] if has_domain else [])
+    has_id = cfg.id_column in names
+    from_column = cfg.domain_from == "column"
+    if from_column and cfg.domain_column not in names:
+        raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
+    folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
+    cols = [cfg.text_column] + ([cfg.id_column] if has_id else []) + ([cfg.domain_column] if from_column else [])
     stats = {"file": rel, "documents": 0, "ok": 0, "empty": 0, "too_short": 0, "tokens": 0,
              "duplicate_ids": 0}
     seen: set = set()
@@ -214,8 +267,11 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
                 "status": pa.array(res["status"].tolist(), pa.string()),
                 "repetition": pa.array(res["repetition"], pa.float64(), from_pandas=True),
             }
-            if has_domain:
-                data["domain"] = batch.column(cfg.domain_column)
+            if from_column:
+                dom = batch.column(cfg.domain_column)
+                data["domain"] = dom if pa.types.is_string(dom.type) else dom.cast(pa.string())
+            else:
+                data["domain"] = pa.array([folder] * n, pa.string())
             table = pa.table(data)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema)
@@ -229,9 +285,7 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
             empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
                      "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
                      "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string()),
-                     "repetition": pa.array([], pa.float64())}
-            if has_domain:
-                empty["domain"] = pa.array([], pa.string())
+                     "repetition": pa.array([], pa.float64()), "domain": pa.array([], pa.string())}
             writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
         writer.close()
         writer = None
@@ -318,7 +372,10 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
 
     t0 = time.perf_counter()
     files = list_files(cfg.corpus)
-    rows, bad = inspect(cfg.corpus, files, cfg.text_column)
+    rows, bad, with_domain = inspect(cfg.corpus, files, cfg.text_column, cfg.domain_column)
+    mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
+    say(f"domains: {why}")
+    cfg = dataclasses.replace(cfg, domain_from=mode)
     fp = run_fingerprint(cfg)
     _check_out_dir(cfg, fp)
     out = Path(cfg.out)
@@ -326,6 +383,7 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     _clean_tmp(out)
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
+                "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
     _write_json(out / MANIFEST, manifest)
 
@@ -410,7 +468,7 @@ def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) ->
     import pyarrow.parquet as pq
 
     files = list_files(cfg.corpus)
-    rows, bad = inspect(cfg.corpus, files, cfg.text_column)
+    rows, bad, _ = inspect(cfg.corpus, files, cfg.text_column)
     total_docs = sum(rows.values())
     texts: list = []
     for rel in files:

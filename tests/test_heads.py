@@ -1,5 +1,6 @@
 """Head detection against a slow reference built on eager attention's full
-attention matrices, on a tiny random Llama in float64."""
+attention matrices, on a tiny random Llama in float64; the needle-span copy
+rule on hand-built attention."""
 import json
 
 import pytest
@@ -8,7 +9,9 @@ from click.testing import CliRunner
 from transformers import LlamaForCausalLM
 
 from attninf.cli import main
-from attninf.heads import accuracy, probe_accuracy, random_heads, retrieval_scores, select_top
+from attninf.errors import AttninfError
+from attninf.heads import (accuracy, copy_hits, probe_accuracy, random_heads, read_heads, retrieval_scores,
+                           select_top)
 from attninf.model import load_model
 from attninf.probes import make_probes
 
@@ -23,7 +26,8 @@ def _reference_scores(model, probes):
     accs = []
     for p in probes:
         ids = torch.tensor(p.input_ids)
-        P, A = len(p.prompt_ids), len(p.answer_ids)
+        P, A = p.prompt_len, len(p.answer_ids)
+        start, end = p.needle
         with torch.no_grad():
             out = ref(ids.view(1, -1), output_attentions=True)
         for layer, att in enumerate(out.attentions):  # (1, H, S, S)
@@ -32,7 +36,7 @@ def _reference_scores(model, probes):
                 for t in range(A):
                     r = P - 1 + t
                     j = int(att[0, h, r].argmax())
-                    hits += int(j < P and ids[j] == ids[r + 1])
+                    hits += int(start <= j < end and ids[j] == ids[r + 1])
                 total[layer, h] += hits / A
         pred = out.logits[0, P - 1:P - 1 + A].argmax(-1)
         accs.append((pred == ids[P:]).double().mean().item())
@@ -47,7 +51,7 @@ def tiny(tiny_model_dir):
 
 
 def test_scores_match_eager_reference(tiny):
-    probes = make_probes(tiny.tokenizer, 3, seed=5, context_tokens=800)
+    probes = make_probes(tiny.tokenizer, 3, seed=5, context_tokens=800, prefix_ids=[0])
     scores, correct = retrieval_scores(tiny, probes, progress=False)
     ref, ref_acc = _reference_scores(tiny.model, probes)
     assert ref.sum() > 0, "the reference found no copy at all: the test would be vacuous"
@@ -87,6 +91,9 @@ def test_detect_heads_cli(tiny_model_dir, tmp_path):
     assert set(ab) >= {"no_mask", "selected_masked", "random_masked"}
     assert d["probes"]["seed"] == 0 and d["probes"]["num_probes"] == 2 and "Shakespeare" in d["probes"]["source"]
     assert (tmp_path / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert d["hit"] == "needle-span" and d["heads_version"] == 2
+    assert d["doc_prefix"] == {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}
+    assert read_heads(out)["heads"] == d["heads"]
     assert "selected heads masked" in res.output
 
 
@@ -105,3 +112,59 @@ def test_detect_heads_config_file(tiny_model_dir, tmp_path):
     bad.write_text("detect:\n  num_probs: 3\n")
     res = CliRunner().invoke(main, ["detect-heads", "--config", str(bad)])
     assert res.exit_code == 2 and "unknown detect setting(s) num_probs" in res.output
+
+
+def _one_hot_attention(S, targets, Hkv):
+    """query (1, Hq, S, S), key (1, Hkv, S, S): key j is the unit vector e_j,
+    and query head h at row r is 10 * e_targets[h][r], so the argmax of that
+    attention row is exactly targets[h][r]."""
+    Hq = len(targets)
+    key = torch.eye(S).expand(1, Hkv, S, S).clone()
+    query = torch.zeros(1, Hq, S, S)
+    for h, rows in enumerate(targets):
+        for r, j in rows.items():
+            query[0, h, r, j] = 10.0
+    return query, key
+
+
+@pytest.mark.parametrize("Hkv", [1, 2, 4])
+def test_copy_hits_needle_span(Hkv):
+    #        0  1  2  3  4  5  6  7 | 8  9   positions; prompt 0..7, answer 8..9
+    ids = torch.tensor([4, 7, 9, 7, 3, 7, 8, 2, 7, 8])
+    needle = (4, 7)  # tokens 3 7 8: the queried value
+    rows = torch.tensor([7, 8])  # row 7 predicts ids[8] = 7, row 8 predicts ids[9] = 8
+    targets = [
+        {7: 1, 8: 6},  # equal token outside the needle (an instruction / other value), then inside: 1 of 2
+        {7: 5, 8: 6},  # both inside and equal: 2 of 2
+        {7: 4, 8: 5},  # inside the needle but a different token: 0 of 2
+        {7: 3, 8: 8},  # equal token before the needle; the answer itself (outside): 0 of 2
+    ]
+    query, key = _one_hot_attention(10, targets, Hkv)
+    got = copy_hits(query, key, ids, rows, needle, scale=1.0)
+    # independent reference: plain loops over float64 softmax rows
+    want = []
+    for h in range(4):
+        kh = key[0, h // (4 // Hkv)].double()
+        hits = 0
+        for r in rows.tolist():
+            logits = query[0, h, r].double() @ kh.T
+            logits[r + 1:] = float("-inf")
+            j = int(torch.softmax(logits, -1).argmax())
+            hits += needle[0] <= j < needle[1] and int(ids[j]) == int(ids[r + 1])
+        want.append(hits / len(rows))
+    assert want == [0.5, 1.0, 0.0, 0.0]
+    assert got.tolist() == want
+
+
+def test_copy_hits_ignores_future_positions():
+    ids = torch.tensor([1, 2, 3, 2, 3])
+    query, key = _one_hot_attention(5, [{2: 4}], 1)  # row 2 would pick position 4, which it cannot see
+    got = copy_hits(query, key, ids, torch.tensor([2]), (0, 5), scale=1.0)
+    assert got.tolist() == [0.0]  # the causal argmax lands on a zero logit at position 0, token 1 != 2
+
+
+def test_old_heads_json_refused(tmp_path):
+    p = tmp_path / "heads.json"
+    p.write_text(json.dumps({"model": {"name": "x"}, "heads": [[0, 0]], "num_layers": 1, "num_heads": 1}))
+    with pytest.raises(AttninfError, match="older detect-heads.*run `attninf detect-heads"):
+        read_heads(p)

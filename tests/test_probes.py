@@ -64,3 +64,55 @@ def test_probes_deterministic(tiny_tokenizer):
 def test_probe_budget_too_small(tiny_tokenizer):
     with pytest.raises(AttninfError, match="too small"):
         make_probe(tiny_tokenizer, 0, context_tokens=64)
+
+
+def _check_needle(tok, p):
+    """The needle is the smallest token span of the prompt that holds the
+    queried value and its closing quote, inside the JSON object."""
+    s, e = p.needle
+    ids = p.input_ids
+    assert len(p.prefix_ids) <= s < e <= p.prompt_len
+    want = p.answer + '"'
+    assert want in tok.decode(ids[s:e])
+    assert want not in tok.decode(ids[s + 1:e]) and want not in tok.decode(ids[s:e - 1])
+    # it is the copy in the JSON object (before the solved examples), not a shot or the query
+    json_end = len(p.prefix_ids) + len(tok(p.prompt[:p.prompt.index("\n}\n\n")], add_special_tokens=False)["input_ids"])
+    assert e <= json_end + 1
+
+
+@pytest.mark.parametrize("prefix", [[], [0]])
+def test_needle_span_tiny_tokenizer(tiny_tokenizer, prefix):
+    for i in range(6):
+        p = make_probe(tiny_tokenizer, i, seed=4, context_tokens=900, prefix_ids=prefix)
+        assert p.prefix_ids == prefix and p.input_ids[:len(prefix)] == prefix
+        assert len(p) < 900
+        _check_needle(tiny_tokenizer, p)
+    # the prefix shifts the span, nothing else
+    a = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900)
+    b = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900 + 1, prefix_ids=[0])
+    assert a.prompt_ids == b.prompt_ids and b.needle == (a.needle[0] + 1, a.needle[1] + 1)
+
+
+def test_needle_span_merged_quote():
+    """A tokenizer that merges the value's opening quote with its first word
+    (`"Hark` as one token): the merged token still belongs to the needle."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from attninf.probes import encode_probe, render
+
+    words = ['"Hark', '"', 'Hark', ' ye', '.",', '."', '.', ',', '\n', ' ', ':', '{', '}', 'Key', 'Value', 'k1', 'k2',
+             'Extract', 'Answer']
+    vocab = {w: i for i, w in enumerate(["<unk>"] + words)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=1000))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_next")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    pairs = [("k1", "Hark ye."), ("k2", "Hark.")]
+    prompt, chars = render(pairs, [], "k1")
+    assert prompt[chars[0] - 1:chars[1]] == '"Hark ye."'
+    _, _, (s, e) = encode_probe(fast, prompt, "Hark ye.", chars)
+    enc = fast(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    first, last = prompt[slice(*offsets[s])], prompt[slice(*offsets[e - 1])]
+    assert offsets[s][0] < chars[0] and first.endswith('"Hark')  # merged across the opening quote: kept
+    assert '."' in last and offsets[s - 1][1] <= chars[0] and offsets[e][0] >= chars[1]

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from attninf.cli import main
+from attninf.heads import HEADS_VERSION, HIT_RULE
 from attninf.model import load_model, model_fingerprint
 from attninf.probes import sentences
 from attninf.scoring import Scorer
@@ -30,7 +31,8 @@ def heads_file(tiny_model_dir, tmp_path_factory):
     fp = model_fingerprint(str(tiny_model_dir))
     p = tmp_path_factory.mktemp("heads") / "heads.json"
     p.write_text(json.dumps({"model": {**fp, "name": str(tiny_model_dir)}, "heads": HEADS,
-                             "num_layers": 4, "num_heads": 6}))
+                             "num_layers": 4, "num_heads": 6, "heads_version": HEADS_VERSION, "hit": HIT_RULE,
+                             "doc_prefix": {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}}))
     return p
 
 
