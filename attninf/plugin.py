@@ -131,7 +131,7 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     else:
         # padding, sliding windows or a KV cache: the general masked path.
         # A zero query gives equal logits, so softmax under the mask is uniform
-        # over exactly the positions the head may see (DESIGN.md step 2).
+        # over exactly the positions the head may see (docs/method.md, step 2).
         if cu_seqlens is not None:
             raise AttninfError("packed documents (cu_seqlens) cannot be combined with an attention mask")
         if head_mask is not None:  # (Hq,) or (B, Hq)

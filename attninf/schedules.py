@@ -9,7 +9,7 @@ and the Hugging Face Trainer (`optimizers=(opt, make_scheduler(opt, ...))`).
 * Power (arXiv 2408.13359): lr = min(lr_max, batch * a * tokens^b).
 * cosine to a floor, and cyclic cosine with hard restarts, as baselines.
 
-Formulas and reference values: ../shared/SCHEDULES.md.
+Formulas and reference values: docs/method.md, "Learning-rate schedules".
 """
 from __future__ import annotations
 

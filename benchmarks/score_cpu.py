@@ -114,8 +114,10 @@ def run_mode(mode: str, corpus_file: str, heads_file: str, result_file: str) -> 
     else:
         lm = load_model("smollm2-135m", dtype="float32")
         install(lm.model)
-        bos = lm.tokenizer.bos_token_id
-        enc = [[bos] + lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        from attninf.docstart import resolve_doc_prefix
+
+        start = list(resolve_doc_prefix(lm.tokenizer).ids)  # the engine's document start
+        enc = [start + lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
         def losses(ids):
             x = torch.tensor(ids).view(1, -1)

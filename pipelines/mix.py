@@ -1,5 +1,5 @@
 """`attninf mix`: the full corpus plus the selected documents `repeat` more
-times, shuffled by seed, as Parquet shards a trainer can stream (DESIGN.md
+times, shuffled by seed, as Parquet shards a trainer can stream (docs/method.md,
 step 5).
 
 Two passes, neither holding the corpus in memory: each corpus file (read
@@ -111,10 +111,10 @@ def _split_file(cfg_d, rel, file_idx, scores, text_col, id_col, domain_col, n_sh
         rows = np.arange(start, start + n, dtype=np.int64)
         text = batch.column(text_col)
         ids = sc["id"].slice(start, n).cast(pa.string())  # corpus ids, or <file>:<row> made by score
-        if domain_col in names:
-            dom = batch.column(domain_col).cast(pa.string())
-        elif "domain" in sc.column_names:
+        if "domain" in sc.column_names:  # the domain the selection ranked by (column or folder)
             dom = sc["domain"].slice(start, n).cast(pa.string())
+        elif domain_col in names:
+            dom = batch.column(domain_col).cast(pa.string())
         else:
             dom = pa.nulls(n, pa.string())
         ntok = sc["n_tokens"].slice(start, n).to_numpy(zero_copy_only=False)

@@ -29,7 +29,7 @@ def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=N
 
 def zero_query_model(model, heads):
     """An independent masked model: a float32 eager copy with the masked
-    heads' rows of q_proj zeroed (zero query = uniform attention, DESIGN.md
+    heads' rows of q_proj zeroed (zero query = uniform attention, docs/method.md,
     step 2). Llama-family layout (model.model.layers[i].self_attn.q_proj)."""
     import copy
 

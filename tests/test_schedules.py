@@ -1,4 +1,4 @@
-"""Schedules at hand-checked steps (../shared/SCHEDULES.md) and against
+"""Schedules at hand-checked steps (docs/method.md, "Learning-rate schedules") and against
 transformers' get_wsd_schedule at every step."""
 
 import pytest

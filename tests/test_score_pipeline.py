@@ -143,6 +143,71 @@ def test_fingerprint_guard_and_resume_skip(tmp_path, heads_file):
     res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "32", "--overwrite"])
     assert res.exit_code == 0
     assert read_scores(out).keys() == first.keys()
+    # the document start and the window context decide the numbers too
+    for flag, value, key in (("--doc-prefix", "none", "doc_prefix"), ("--context-overlap", "4", "context_overlap"),
+                             ("--domain-from", "dir", "domain_from")):
+        res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "32", flag, value])
+        assert res.exit_code == 2 and key in res.output, (flag, res.output)
+
+
+def _flat_corpus(root: Path, layout: dict):
+    """layout: relative path -> domain column values (None: no column)."""
+    rng = random.Random(3)
+    for rel, dom in layout.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cols = {"text": _docs(rng, 3)}
+        if dom is not None:
+            cols["domain"] = dom
+        pq.write_table(pa.table(cols), p)
+    return root
+
+
+@pytest.mark.parametrize("layout,mode,want", [
+    # folders, no column: auto takes the first folder under the root
+    ({"cosmopedia/a/0.parquet": None, "cosmopedia/1.parquet": None, "python-edu/0.parquet": None},
+     "auto", {"cosmopedia/a/0.parquet": "cosmopedia", "cosmopedia/1.parquet": "cosmopedia",
+              "python-edu/0.parquet": "python-edu"}),
+    # a column wins over folders in auto
+    ({"x/0.parquet": ["m", "m", "n"], "y/0.parquet": ["n", "n", "n"]}, "auto",
+     {"x/0.parquet": ["m", "m", "n"], "y/0.parquet": "n"}),
+    # and the folder when asked
+    ({"x/0.parquet": ["m", "m", "n"], "y/0.parquet": ["n", "n", "n"]}, "dir", {"x/0.parquet": "x", "y/0.parquet": "y"}),
+    # one folder, no column: no domain, said as such
+    ({"only/0.parquet": None, "only/1.parquet": None}, "auto", {"only/0.parquet": None, "only/1.parquet": None}),
+])
+def test_domain_from(tmp_path, heads_file, layout, mode, want):
+    corpus = _flat_corpus(tmp_path / "c", layout)
+    out = tmp_path / "s"
+    res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--domain-from", mode])
+    assert res.exit_code == 0, res.output
+    assert "domains: " in res.output
+    got = read_scores(out)
+    for rel, dom in want.items():
+        assert got[rel]["domain"] == (dom if isinstance(dom, list) else [dom] * 3)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["domains"]["from"] in ("column", "dir", "none")
+
+
+@pytest.mark.parametrize("layout,mode,message", [
+    ({"a.parquet": ["x"] * 3, "b.parquet": None}, "auto", "b.parquet has no 'domain' column"),
+    ({"a.parquet": None, "d/b.parquet": None}, "dir", "a.parquet sits at the corpus root"),
+    ({"a.parquet": None}, "column", "a.parquet has no 'domain' column"),
+])
+def test_domain_from_errors(tmp_path, heads_file, layout, mode, message):
+    corpus = _flat_corpus(tmp_path / "c", layout)
+    res = run([corpus, "--heads", heads_file, "--out", tmp_path / "s", "--workers", "0", "--domain-from", mode])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_domains_reach_select(tmp_path, heads_file):
+    corpus = _flat_corpus(tmp_path / "c", {"web/0.parquet": None, "code/0.parquet": None})
+    assert run([corpus, "--heads", heads_file, "--out", tmp_path / "s", "--workers", "0"]).exit_code == 0
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--frac", "0.34"])
+    assert res.exit_code == 0 and "ranking within domains: 2 domain(s): code, web" in res.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["by"] == "domain" and {g: v["selected"] for g, v in m["groups"].items()} == {"code": 1, "web": 1}
 
 
 def test_dry_run_writes_nothing(tmp_path, heads_file):
@@ -245,3 +310,17 @@ def test_worker_killed_is_replaced(tmp_path, heads_file):
     assert p.wait(timeout=600) == 0, p.stdout.read()
     assert len(list(out.rglob("*.parquet"))) == 12
     assert read_scores(out) == read_scores(tmp_path / "ref")
+
+
+def test_mix_uses_the_domain_the_selection_ranked_by(tmp_path, heads_file):
+    """--domain-from dir on a corpus that also has a domain column: the
+    mixture carries the folder, the domain that select ranked within."""
+    corpus = _flat_corpus(tmp_path / "c", {"web/0.parquet": ["x", "y", "x"], "code/0.parquet": ["x", "x", "y"]})
+    assert run([corpus, "--heads", heads_file, "--out", tmp_path / "s", "--workers", "0",
+                "--domain-from", "dir"]).exit_code == 0
+    r = CliRunner()
+    assert r.invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o")]).exit_code == 0
+    res = r.invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "o"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(tmp_path / "m").to_pydict()
+    assert sorted(set(t["domain"])) == ["code", "web"] and len(t["domain"]) == 6 + 2

@@ -43,8 +43,34 @@ def test_selected_heads_collapse_retrieval(smol):
     assert ab["selected_masked"] <= 0.5 * ab["random_masked"], ab
     assert ab["exact_match"]["selected_masked"] <= 0.2 * max(ab["exact_match"]["random_masked"], 1e-9) or \
         ab["exact_match"]["selected_masked"] == 0
-    # DESIGN.md: SmolLM2's retrieval heads sit in its upper-middle layers
+    # SmolLM2's retrieval heads sit in its upper-middle layers (docs/method.md)
     assert min(layer for layer, _ in res["heads"]) >= 12
+    assert res["hit"] == "needle-span" and res["doc_prefix"]["tokens"] == ["<|endoftext|>"]
+
+
+def test_document_start_is_the_pretraining_separator(smol):
+    """SmolLM2's tokenizer adds nothing by itself and calls the chat turn end
+    <|im_end|> its eos; documents were separated by <|endoftext|> (id 0)."""
+    from attninf.docstart import resolve_doc_prefix
+
+    tok = smol.tokenizer
+    assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|im_start|>"
+    assert resolve_doc_prefix(tok).ids == (0,) and tok.convert_ids_to_tokens(0) == "<|endoftext|>"
+
+
+def test_needle_span_real_tokenizer(smol):
+    """On the real BPE the value's closing quote merges with what follows
+    (`.",`): the needle still covers the value and its quote, nothing more."""
+    from attninf.probes import make_probes
+
+    tok = smol.tokenizer
+    for p in make_probes(tok, 6, seed=2, context_tokens=1024, prefix_ids=[0]):
+        s, e = p.needle
+        ids = p.input_ids
+        text = tok.decode(ids[s:e])
+        assert p.answer + '"' in text, text
+        assert p.answer + '"' not in tok.decode(ids[s + 1:e]) and p.answer + '"' not in tok.decode(ids[s:e - 1])
+        assert ids[0] == 0 and s < p.prompt_len - 40  # in the JSON, far before the query
 
 
 def test_scores_equal_fp32_reference(smol):
@@ -67,9 +93,8 @@ def test_scores_equal_fp32_reference(smol):
     plain = copy.deepcopy(smol.model).float()
     plain.set_attn_implementation("sdpa")
     masked = zero_query_model(plain, heads)
-    bos = smol.tokenizer.bos_token_id
     for i, text in enumerate(texts):
-        ids = torch.tensor([[bos] + smol.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([[0] + smol.tokenizer(text, add_special_tokens=False)["input_ids"]])  # <|endoftext|>
         with torch.no_grad():
             lb = F.cross_entropy(plain(ids).logits[0, :-1].double(), ids[0, 1:]).item()
             lm_ = F.cross_entropy(masked(ids).logits[0, :-1].double(), ids[0, 1:]).item()
