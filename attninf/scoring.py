@@ -334,6 +334,10 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
                     trust_remote_code=trust_remote_code)
     check_model(heads, heads_path, spec, lm.fingerprint["fingerprint"],
                 (lm.config.num_hidden_layers, lm.config.num_attention_heads))
-    prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else prefix_from_json(heads.get("doc_prefix"))
+    recorded = prefix_from_json(heads.get("doc_prefix"))
+    prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else recorded
+    if recorded is not None and prefix.ids != recorded.ids:
+        log.warning("documents start with %s but the heads of %s were found with %s before every probe",
+                    prefix.describe(), heads_path, recorded.describe())
     return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
                   context_overlap=context_overlap, doc_prefix=prefix)

@@ -168,3 +168,14 @@ def test_old_heads_json_refused(tmp_path):
     p.write_text(json.dumps({"model": {"name": "x"}, "heads": [[0, 0]], "num_layers": 1, "num_heads": 1}))
     with pytest.raises(AttninfError, match="older detect-heads.*run `attninf detect-heads"):
         read_heads(p)
+
+
+def test_detect_heads_doc_prefix_flag(tiny_model_dir, tmp_path):
+    args = ["detect-heads", "--model", str(tiny_model_dir), "--num-probes", "1", "--context-tokens", "600",
+            "--random-trials", "0", "--quiet", "--dtype", "float32"]
+    out = tmp_path / "h.json"
+    res = CliRunner().invoke(main, [*args, "--doc-prefix", "none", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["doc_prefix"] == {"ids": [], "tokens": [], "rule": "none"}
+    res = CliRunner().invoke(main, [*args, "--doc-prefix", "<|nope|>", "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "is not a token of this tokenizer" in res.output
