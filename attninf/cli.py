@@ -316,14 +316,15 @@ def mix_cmd(corpus, selected, out, repeat, seed, shard_rows) -> None:
 @click.argument("scores", type=click.Path(file_okay=False))
 @click.option("--selected", default=None, type=click.Path(file_okay=False), help="Output of `attninf select`.")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False))
+@click.option("--top", type=int, default=3, show_default=True, help="Top and bottom documents shown per domain.")
 @_user_errors
-def report_cmd(scores, selected, out) -> None:
+def report_cmd(scores, selected, out, top) -> None:
     """Write an HTML report (with PNG plots) of the scores and the selection:
     score histograms with thresholds, lengths of selected vs all documents,
     score against repetition, top and bottom documents per domain."""
     from .report import build_report
 
-    page = build_report(scores, out, selected)
+    page = build_report(scores, out, selected, top=top)
     click.echo(f"report: {page.resolve()}")
 
 

@@ -33,6 +33,7 @@ from .errors import AttninfError
 STAGES = ("corpus", "heads", "score", "select", "mix", "report")
 SECTIONS = {"demo_corpus", "detect", "score", "select", "mix", "report"}
 TOP = {"model", "dtype", "device", "seed", "workdir", "corpus"}
+REPORT_KEYS = {"top"}  # build_report's settings
 
 
 def _digest(obj) -> str:
@@ -101,7 +102,11 @@ class Runner:
         p = self.stage_dir / f"{stage}.json"
         if not p.exists() or not output.exists():
             return False
-        return json.loads(p.read_text()).get("key") == key
+        try:
+            marker = json.loads(p.read_text())
+        except (ValueError, OSError):  # empty or truncated: the stage is not known to be done
+            return False
+        return isinstance(marker, dict) and marker.get("key") == key
 
     def _mark(self, stage: str, key: str, info: dict | None = None) -> None:
         self.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -202,11 +207,15 @@ class Runner:
         self._stage("mix", k_mix, work / "mixed" / ".manifest.json", do_mix)
 
         # report
-        k_report = _digest(["report", k_select, cfg.get("report")])
+        rep = dict(cfg.get("report") or {})
+        unknown = sorted(set(rep) - REPORT_KEYS)
+        if unknown:
+            raise AttninfError(f"unknown report setting(s): {', '.join(unknown)}; known: {', '.join(sorted(REPORT_KEYS))}")
+        k_report = _digest(["report", k_select, rep])
 
         def report():
             from .report import build_report
 
-            return {"page": str(build_report(work / "scores", work / "report", work / "selected"))}
+            return {"page": str(build_report(work / "scores", work / "report", work / "selected", **rep))}
         self._stage("report", k_report, work / "report" / "index.html", report)
         return {"ran": self.ran, "times": self.times, "report": str((work / "report" / "index.html").resolve())}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifacts import NO_DOMAIN, domain_name
 from .errors import AttninfError
 
 MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
@@ -40,11 +41,22 @@ def _load_scores(scores: Path, seed: int = 0):
         cols["row"].extend(range(n))
     d = {k: np.array(v, dtype=object) for k, v in cols.items()}
     d["id"] = np.array([str(x) for x in d["id"]], dtype=object)
-    d["domain"] = np.array(["(none)" if x is None else str(x) for x in d["domain"]], dtype=object)
+    d["domain"] = np.array([domain_name(x) for x in d["domain"]], dtype=object)
     d["score"] = np.array([np.nan if x is None else x for x in d["score"]], dtype=float)
     d["repetition"] = np.array([np.nan if x is None else x for x in d["repetition"]], dtype=float)
     d["n_tokens"] = d["n_tokens"].astype(float)
     return d
+
+
+def _check_selection(selected: Path, sel_man: dict, scores: Path) -> None:
+    """A selection shown over other scores than it was made from would draw
+    wrong thresholds and mark wrong documents: refused."""
+    from .artifacts import scores_digest
+
+    want = sel_man.get("scores", {}).get("digest")
+    if want and scores_digest(scores, sel_man.get("files", [])) != want:
+        raise AttninfError(f"{selected} was not selected from the scores now in {scores} (rescored since?): "
+                           "run `attninf select` again")
 
 
 def _excerpt(corpus: Path | None, text_col: str, rel: str, row: int) -> str:
@@ -59,6 +71,23 @@ def _excerpt(corpus: Path | None, text_col: str, rel: str, row: int) -> str:
         return f"(unreadable: {e})"
     text = " ".join(text.split())
     return text[:EXCERPT] + ("…" if len(text) > EXCERPT else "")
+
+
+def plot_sample(domain: np.ndarray, ok: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ~limit ok rows for the plots, drawn per domain
+    in proportion to its size but never fewer than min(its size, limit / 100):
+    a small domain is never sampled away."""
+    idx = np.nonzero(ok)[0]
+    if len(idx) <= limit:
+        return idx
+    rng = np.random.default_rng(seed)
+    floor = max(1, limit // 100)
+    parts = []
+    for dom in sorted(set(domain[idx].tolist())):
+        rows = idx[domain[idx] == dom]
+        k = min(len(rows), max(floor, int(round(limit * len(rows) / len(idx)))))
+        parts.append(rows if k == len(rows) else rng.choice(rows, k, replace=False))
+    return np.sort(np.concatenate(parts))
 
 
 def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3) -> Path:
@@ -79,6 +108,9 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         if not sp.is_file():
             raise AttninfError(f"{selected} is not a selection (no manifest.json)")
         sel_man = json.loads(sp.read_text())
+        _check_selection(Path(selected), sel_man, scores)
+    if top < 0:
+        raise AttninfError(f"report: top must be 0 or more, got {top}")
     d = _load_scores(scores)
     ok = (d["status"] == "ok") & ~np.isnan(d["score"])
     chosen = np.zeros(len(ok), dtype=bool)
@@ -91,11 +123,8 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
             if p.exists():
                 for r in pq.read_table(p, columns=["row"])["row"].to_pylist():
                     chosen[key[(f, r)]] = True
-    rng = np.random.default_rng(0)
-    plot_idx = np.nonzero(ok)[0]
-    if len(plot_idx) > MAX_POINTS:
-        plot_idx = np.sort(rng.choice(plot_idx, MAX_POINTS, replace=False))
-    domains = sorted(set(d["domain"][ok].tolist())) or ["(none)"]
+    domains = sorted(set(d["domain"][ok].tolist())) or [NO_DOMAIN]
+    plot_idx = plot_sample(d["domain"], ok, MAX_POINTS)
     out.mkdir(parents=True, exist_ok=True)
     thresholds = {}
     if sel_man:
@@ -130,6 +159,9 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         ax.set_xlabel("score (L_masked − L_base) / L_base")
 
     def lengths_panel(ax, dom, m):
+        if len(m) == 0:
+            ax.set_title(f"{dom} (no scored document)", fontsize=10)
+            return
         lens = np.maximum(d["n_tokens"][m], 1)
         bins = np.logspace(0, np.log10(max(lens.max(), 10)), 30)
         ax.hist(lens, bins=bins, alpha=0.6, density=True, color="#4c72b0", label=f"all (median {np.median(lens):.0f})")

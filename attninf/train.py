@@ -105,6 +105,7 @@ class PackedStream:
         self._rows = pq.read_table(self.files[self.file], columns=[self.col])[self.col].to_pylist()
 
     def next(self) -> list[int]:
+        barren = 0  # files read in a row that gave no token: a whole pass of them means no text at all
         while len(self.buffer) < self.n:
             if self._rows is None:
                 self._load()
@@ -112,13 +113,44 @@ class PackedStream:
                 self.file, self.row, self._rows = self.file + 1, 0, None
                 if self.file >= len(self.files):
                     self.file, self.epoch = 0, self.epoch + 1
+                barren += 1
+                if barren > len(self.files):
+                    raise AttninfError(f"no text in column {self.col!r} of any of the {len(self.files)} "
+                                       "training shard(s): every row is null or empty")
                 continue
             text = self._rows[self.row]
             self.row += 1
             if text:
+                barren = 0
                 self.buffer.extend(self.tok(text, add_special_tokens=False)["input_ids"] + [self.eos])
         seq, self.buffer = self.buffer[:self.n], self.buffer[self.n:]
         return seq
+
+
+def mixture_files(data: str | Path) -> list[Path]:
+    """The shards a complete `attninf mix` wrote, as its manifest lists them.
+
+    The manifest is written last, so a directory without one is a mixture
+    that did not finish (or not a mixture): refused, never trained on."""
+    from .pipelines.mix import MANIFEST
+
+    root = Path(data)
+    man = root / MANIFEST
+    if not man.is_file():
+        if not root.is_dir():
+            raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")
+        raise AttninfError(f"{root} has no {MANIFEST}: not a finished `attninf mix` output "
+                           "(rerun the mix; a killed one leaves no manifest)")
+    try:
+        m = json.loads(man.read_text())
+        names = m.get("files") or [f"part-{i:05d}-of-{m['shards']:05d}.parquet" for i in range(m["shards"])]
+    except (ValueError, KeyError, TypeError) as e:
+        raise AttninfError(f"{man} is damaged ({e}): rerun `attninf mix`") from e
+    files = [root / n for n in names]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise AttninfError(f"{root}: {len(missing)} shard(s) its manifest lists are missing, e.g. {missing[0]}")
+    return files
 
 
 def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
@@ -172,26 +204,33 @@ def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column:
     import pyarrow.parquet as pq
     import torch
 
-    files = sorted(Path(data).rglob("*.parquet"))
+    files = sorted(p for p in Path(data).rglob("*.parquet")
+                   if not any(part.startswith(".") for part in p.relative_to(data).parts))
     if not files:
         raise AttninfError(f"no Parquet files in --eval-data {data}")
     per: dict[str, list[float]] = {}
-    model.eval()
-    with torch.no_grad():
+    budget, used = n_seq * seq_len, 0  # predicted tokens, over all files together
+
+    def documents():
         for f in files:
             t = pq.read_table(f)
             doms = t["domain"].to_pylist() if "domain" in t.column_names else ["all"] * len(t)
-            for text, dom in zip(t[text_column].to_pylist(), doms):
-                ids = tokenizer(text or "", add_special_tokens=False)["input_ids"][: seq_len + 1]
-                if len(ids) < 2:
-                    continue
-                x = torch.tensor(ids).view(1, -1)
-                loss = model(x, labels=x).loss.item()
-                s = per.setdefault(str(dom), [0.0, 0])
-                s[0] += loss * (len(ids) - 1)
-                s[1] += len(ids) - 1
-                if sum(v[1] for v in per.values()) >= n_seq * seq_len:
-                    break
+            yield from zip(t[text_column].to_pylist(), doms)
+
+    model.eval()
+    with torch.no_grad():
+        for text, dom in documents():
+            if used >= budget:
+                break
+            ids = tokenizer(text or "", add_special_tokens=False)["input_ids"][: seq_len + 1]
+            if len(ids) < 2:
+                continue
+            x = torch.tensor(ids).view(1, -1)
+            loss = model(x, labels=x).loss.item()
+            s = per.setdefault(str(dom), [0.0, 0])
+            s[0] += loss * (len(ids) - 1)
+            s[1] += len(ids) - 1
+            used += len(ids) - 1
     model.train()
     return {d: v[0] / v[1] for d, v in per.items() if v[1]}
 
@@ -203,9 +242,7 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
 
     from .model import OFFLINE_MODELS, cpu_has_bf16, pull_model
 
-    files = sorted(Path(cfg.data).rglob("*.parquet"))
-    if not files:
-        raise AttninfError(f"no Parquet shards in {cfg.data} (run `attninf mix` first)")
+    files = mixture_files(cfg.data)
     tok_path = str(pull_model(cfg.tokenizer, quiet=True)) if cfg.tokenizer in OFFLINE_MODELS else cfg.tokenizer
     tok = AutoTokenizer.from_pretrained(tok_path)
     out = Path(cfg.out)
@@ -281,7 +318,8 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
             logf.flush()
             bar.update(1)
             bar.set_postfix_str(f"loss {total:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
-            if step % cfg.save_every == 0 or step == cfg.total_steps or step in keep_steps:
+            # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
+            if step % cfg.save_every == 0 or step == end or step in keep_steps:
                 _save(out, step, model, opt, sched, stream, cfg, keep=step in keep_steps)
     finally:
         bar.close()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attninf.artifacts import corpus_mismatch
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -54,10 +55,28 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def row_keys(seed: int, file_idx: int, rows: np.ndarray, copy: int) -> np.ndarray:
     with np.errstate(over="ignore"):
-        h = _mix64(np.full(rows.shape, seed, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        # any integer seed: negative or >= 2**64 ones are taken modulo 2**64
+        h = _mix64(np.full(rows.shape, seed % (1 << 64), dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
         h = _mix64(h ^ np.uint64(file_idx))
         h = _mix64(h ^ np.uint64(copy))
         return _mix64(h ^ rows.astype(np.uint64))
+
+
+def selection_scores(sel: Path, sm: dict) -> Path:
+    """The scores directory a selection was made from, checked to hold the
+    same scores still: found beside the selection (a moved or copied workdir)
+    or where it was; refused when rescored since."""
+    from attninf.artifacts import scores_digest
+
+    rec = sm["scores"]
+    candidates = ([sel / rec["relpath"]] if rec.get("relpath") else []) + [Path(rec["path"])]
+    scores = next((c for c in candidates if (c / "manifest.json").is_file()), None)
+    if scores is None:
+        raise AttninfError(f"the scores behind {sel} are gone: {rec['path']}")
+    if rec.get("digest") and scores_digest(scores, sm["files"]) != rec["digest"]:
+        raise AttninfError(f"the scores in {scores} changed since {sel} was selected from them "
+                           "(rescored?): run `attninf select` again")
+    return scores
 
 
 def _plan(cfg: MixConfig):
@@ -65,14 +84,17 @@ def _plan(cfg: MixConfig):
     if not (sel / "manifest.json").is_file():
         raise AttninfError(f"{sel} is not a selection (no manifest.json): run `attninf select` first")
     sm = json.loads((sel / "manifest.json").read_text())
-    scores = Path(sm["scores"]["path"])
-    if not (scores / "manifest.json").is_file():
-        raise AttninfError(f"the scores behind {sel} are gone: {scores}")
-    score_cfg = json.loads((scores / "manifest.json").read_text()).get("config", {})
+    scores = selection_scores(sel, sm)
+    smanifest = json.loads((scores / "manifest.json").read_text())
+    score_cfg = smanifest.get("config", {})
     corpus = Path(cfg.corpus)
     if not corpus.is_dir():
         raise AttninfError(f"corpus directory not found: {corpus}")
-    if sm["scores"].get("corpus") and Path(sm["scores"]["corpus"]).resolve() != corpus.resolve():
+    if "corpus_files" in smanifest:  # the corpus by its files' sizes and rows, wherever it lies now
+        why = corpus_mismatch(corpus, smanifest["corpus_files"], sm["files"])
+        if why:
+            raise AttninfError(f"{corpus} is not the corpus {scores} was scored from: {why}")
+    elif sm["scores"].get("corpus") and Path(sm["scores"]["corpus"]).resolve() != corpus.resolve():
         raise AttninfError(f"{sel} was selected from scores of {sm['scores']['corpus']}, not {corpus}")
     if cfg.repeat < 0:
         raise AttninfError("--repeat cannot be negative")
@@ -210,7 +232,8 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": cfg_d, "corpus": str(Path(cfg.corpus).resolve()),
         "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sm["selected"]},
-        "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards, "domains": per,
+        "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards,
+        "files": [f"part-{s:05d}-of-{n_shards:05d}.parquet" for s in range(n_shards)], "domains": per,
     }
     if manifest["rows"] != total:
         raise AttninfError(f"internal error: wrote {manifest['rows']} rows, expected {total}")

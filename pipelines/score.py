@@ -382,7 +382,10 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
+    from attninf.artifacts import corpus_signature
+
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
+                "corpus_files": corpus_signature(cfg.corpus, [f for f in files if f in rows]),
                 "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
     _write_json(out / MANIFEST, manifest)

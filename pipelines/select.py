@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -36,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from attninf.artifacts import NO_DOMAIN, domain_name, scores_digest
 from attninf.errors import AttninfError
 
 BINS = 1024
 GATHER = 20_000  # rows inside the cut interval that are gathered and sorted exactly
 ALL = "(all)"
-NO_DOMAIN = "(none)"
 
 
 @dataclass
@@ -92,7 +91,7 @@ def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
         rep = t["repetition"].to_numpy(zero_copy_only=False).astype(np.float64)
         rep_excl = ok & (rep > cfg.max_repetition)
     domain = t["domain"].to_pylist() if "domain" in cols else [None] * len(score)
-    groups = (np.array([NO_DOMAIN if d is None else str(d) for d in domain], dtype=object)
+    groups = (np.array([domain_name(d) for d in domain], dtype=object)
               if by_domain else np.full(len(score), ALL, dtype=object))
     ids = np.array([str(x) for x in t["id"].to_pylist()], dtype=object)
     ntok = t["n_tokens"].to_numpy(zero_copy_only=False).astype(np.int64)
@@ -326,9 +325,10 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "config": dataclasses.asdict(cfg),
         "by": "domain" if by_domain else "global",
         "by_why": why,
-        "scores": {"path": str(Path(root).resolve()), "fingerprint": scores_manifest.get("fingerprint"),
-                   "corpus": scores_manifest.get("corpus"),
-                   "digest": _digest_scores(root, files)},
+        "scores": {"path": str(Path(root).resolve()),
+                   "relpath": os.path.relpath(Path(root).resolve(), out.resolve()),  # survives moving the workdir
+                   "fingerprint": scores_manifest.get("fingerprint"), "corpus": scores_manifest.get("corpus"),
+                   "digest": scores_digest(root, files)},
         "groups": groups,
         "selected": sum(v["selected"] for v in groups.values()),
         "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
@@ -362,11 +362,3 @@ def ranking_line(manifest: dict) -> str:
     if manifest["by"] == "global":
         return f"ranking globally: {manifest['by_why']}"
     return f"ranking within domains: {manifest['by_why']}"
-
-
-def _digest_scores(root, files) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        st = (Path(root) / f).stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from attninf.artifacts import corpus_signature
 from attninf.cli import main
 from attninf.pipelines.mix import MixConfig, run_mix
 from attninf.pipelines.select import SelectConfig, run_select
@@ -35,8 +36,10 @@ def make_scored_corpus(tmp: Path, files=3, rows=40, seed=0, with_ids=True):
         pq.write_table(pa.table({"id": sid, "score": [rng.random() for _ in range(n)], "loss_base": [1.0] * n,
                                  "loss_masked": [1.1] * n, "n_tokens": [rng.randint(5, 50) for _ in range(n)],
                                  "status": ["ok"] * n, "repetition": [0.0] * n, "domain": dom}), scores / rel)
+    rels = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.parquet"))
     (scores / "manifest.json").write_text(json.dumps({
         "fingerprint": {"model": "x"}, "corpus": str(corpus.resolve()),
+        "corpus_files": corpus_signature(corpus, rels),
         "config": {"text_column": "text", "id_column": "id", "domain_column": "domain"}}))
     return corpus, scores
 
@@ -112,3 +115,51 @@ def test_mix_errors(tmp_path):
     res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
     assert "rows" in res.output
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64 + 5, 2**80])
+def test_any_integer_seed(tmp_path, seed):
+    corpus, scores = make_scored_corpus(tmp_path, files=1, rows=20)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out",
+                                    str(tmp_path / "m"), "--seed", str(seed)])
+    assert res.exit_code == 0, res.output
+    run_mix(MixConfig(corpus=str(corpus), selected=str(tmp_path / "sel"), out=str(tmp_path / "same"),
+                      seed=seed % 2**64))
+    assert _mixed_rows(tmp_path / "m") == _mixed_rows(tmp_path / "same")  # taken modulo 2**64
+
+
+def test_selection_from_other_scores_is_refused(tmp_path):
+    corpus, scores = make_scored_corpus(tmp_path, files=2, rows=20)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    # rescored since: one score differs
+    p = scores / "a" / "part-0.parquet"
+    t = pq.read_table(p).to_pydict()
+    t["score"][3] += 0.5
+    pq.write_table(pa.table(t), p)
+    res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "changed since" in res.output and "attninf select" in res.output
+    res = CliRunner().invoke(main, ["report", str(scores), "--selected", str(tmp_path / "sel"), "--out",
+                                    str(tmp_path / "r")])
+    assert res.exit_code == 2 and "was not selected from the scores now in" in res.output
+
+
+def test_moved_workdir_and_corpus(tmp_path):
+    """Scores and selection moved together, the corpus copied elsewhere: mix
+    finds the scores beside the selection and knows the corpus by its files."""
+    import shutil
+
+    corpus, scores = make_scored_corpus(tmp_path / "old", files=2, rows=20)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "old" / "sel")))
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    shutil.rmtree(tmp_path / "old")
+    res = CliRunner().invoke(main, ["mix", str(tmp_path / "new" / "corpus"), "--selected",
+                                    str(tmp_path / "new" / "sel"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    # a corpus file that changed is named
+    p = tmp_path / "new" / "corpus" / "a" / "part-0.parquet"
+    t = pq.read_table(p).to_pydict()
+    pq.write_table(pa.table({k: v[:-1] for k, v in t.items()}), p)
+    res = CliRunner().invoke(main, ["mix", str(tmp_path / "new" / "corpus"), "--selected",
+                                    str(tmp_path / "new" / "sel"), "--out", str(tmp_path / "m2")])
+    assert res.exit_code == 2 and "a/part-0.parquet changed since it was scored" in res.output

@@ -60,3 +60,62 @@ def test_bad_pipeline_file(tmp_path):
     cfg.write_text("workdir: w\n")
     res = CliRunner().invoke(main, ["run", str(cfg)])
     assert res.exit_code == 2 and "corpus" in res.output
+
+
+def test_corrupt_markers_redo_and_report_settings(tmp_path, tiny_model_dir):
+    corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"""
+model: {tiny_model_dir}
+dtype: float32
+device: cpu
+workdir: {tmp_path / 'work'}
+corpus: {corpus}
+detect: {{num_probes: 1, context_tokens: 600, random_trials: 0, top_frac: 0.1}}
+score: {{max_tokens: 64, workers: 0}}
+""")
+    _run(cfg)
+    stages = tmp_path / "work" / ".stages"
+    (stages / "select.json").write_text("")  # a marker cut short by a crash
+    (stages / "mix.json").write_text("[]")
+    out = _run(cfg, "report.top=5")
+    assert "[select] done" in out and "[mix] done" in out and "[report] done" in out
+    page = (tmp_path / "work" / "report" / "index.html").read_text()
+    assert page.count("<tr><td>top</td>") == 10  # 5 per domain, 2 domains
+    res = CliRunner().invoke(main, ["run", str(cfg), "--quiet", "--set", "report.tops=5"])
+    assert res.exit_code == 2 and "unknown report setting(s): tops" in res.output
+
+
+def test_copied_workdir_mixes(tmp_path, tiny_model_dir):
+    """A workdir copied elsewhere (corpus inside it): `run` finds its stages
+    done and a fresh `mix` over the copy agrees."""
+    import shutil
+
+    corpus = make_corpus(tmp_path / "a" / "corpus", files=2, rows=10)
+    cfg = tmp_path / "a" / "p.yaml"
+    body = f"""
+model: {tiny_model_dir}
+dtype: float32
+device: cpu
+workdir: work
+corpus: corpus
+detect: {{num_probes: 1, context_tokens: 600, random_trials: 0, top_frac: 0.1}}
+score: {{max_tokens: 64, workers: 0}}
+"""
+    cfg.write_text(body)
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path / "a")
+        _run(cfg)
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        shutil.rmtree(tmp_path / "a" / "work")
+        os.chdir(tmp_path / "b")
+        out = _run(tmp_path / "b" / "p.yaml")
+        assert out.count("up to date") == 5, out
+        res = CliRunner().invoke(main, ["mix", "corpus", "--selected", "work/selected", "--out", "m2"])
+        assert res.exit_code == 0, res.output
+    finally:
+        os.chdir(here)
+    assert corpus.exists()

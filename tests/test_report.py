@@ -47,3 +47,52 @@ def test_report_without_selection(tmp_path):
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
     assert res.exit_code == 2 and "not a scores directory" in res.output
+
+
+def test_small_domain_survives_the_plot_sample(tmp_path, monkeypatch):
+    """Beyond MAX_POINTS rows the plots use a sample; a domain of one
+    document used to vanish from it and crash the length plot."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import attninf.report as report
+
+    monkeypatch.setattr(report, "MAX_POINTS", 500)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    n = 5000
+    rng = np.random.default_rng(0)
+    dom = ["big"] * (n - 1) + ["tiny"]
+    pq.write_table(pa.table({"id": [f"i{i}" for i in range(n)], "score": rng.random(n), "n_tokens": rng.integers(5, 99, n),
+                             "status": ["ok"] * n, "repetition": np.zeros(n), "domain": dom}), scores / "f.parquet")
+    (scores / "manifest.json").write_text(json.dumps({"fingerprint": {"model": "x"}}))
+    res = CliRunner().invoke(main, ["report", str(scores), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    idx = report.plot_sample(np.array(dom, dtype=object), np.ones(n, dtype=bool), 500)
+    assert len(idx) <= 510 and (np.array(dom, dtype=object)[idx] == "tiny").sum() == 1
+
+
+def test_null_domain_has_one_name(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    n = 20
+    pq.write_table(pa.table({"id": [f"i{i}" for i in range(n)], "score": [i / n for i in range(n)],
+                             "n_tokens": [10] * n, "status": ["ok"] * n, "repetition": [0.0] * n,
+                             "domain": pa.array(["web", None] * (n // 2), pa.string())}), scores / "f.parquet")
+    (scores / "manifest.json").write_text(json.dumps({"fingerprint": {"model": "x"}}))
+    m = run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel"), frac=0.2))
+    assert set(m["groups"]) == {"web", "(none)"}
+    res = CliRunner().invoke(main, ["report", str(scores), "--selected", str(tmp_path / "sel"), "--out",
+                                    str(tmp_path / "r"), "--top", "4"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<td>(none)</td>" in page and "<h3>(none)</h3>" in page and "<td>None</td>" not in page
+    assert page.count("<tr><td>top</td>") == 8  # --top reaches the page: 4 per domain

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from attninf.errors import AttninfError
 from attninf.probes import sentences
 from attninf.schedules import wsd, wsd_s
 from attninf.train import TrainConfig, train
@@ -27,7 +28,16 @@ def data(tmp_path_factory):
     texts = [" ".join(pool[i:i + 4]) for i in range(0, 400, 4)]
     pq.write_table(pa.table({"text": texts[:60], "domain": ["plays"] * 60}), d / "part-00000-of-00002.parquet")
     pq.write_table(pa.table({"text": texts[60:], "domain": ["plays"] * 40}), d / "part-00001-of-00002.parquet")
+    _manifest(d, 2)
     return d
+
+
+def _manifest(d, shards):
+    """What a finished `attninf mix` writes last."""
+    import json
+
+    names = [f"part-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
+    (d / ".manifest.json").write_text(json.dumps({"shards": shards, "files": names}))
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +111,55 @@ def test_kill_and_resume_same_weights(data, model_yaml, tiny_model_dir, tmp_path
         assert torch.equal(a[k], b[k]), k
     assert [r["step"] for r in _log(out)] == [str(s) for s in range(1, 61)]
     assert [r["loss"] for r in _log(out)] == [r["loss"] for r in _log(tmp_path / "ref")]
+
+
+def test_eval_token_budget_spans_files(model_yaml, tiny_model_dir, tmp_path):
+    """5 files of one long document each, a budget of 32 tokens: one document
+    is evaluated, not one per file."""
+    from transformers import AutoTokenizer
+
+    from attninf.train import build_model, evaluate
+
+    long_doc = " ".join(list(sentences())[:40])
+    for i in range(5):
+        pq.write_table(pa.table({"text": [long_doc], "domain": [f"d{i}"]}), tmp_path / f"e{i}.parquet")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = build_model(str(model_yaml), len(tok), 32, 0)
+    got = evaluate(model, tok, str(tmp_path), seq_len=32, n_seq=1)
+    assert list(got) == ["d0"]
+
+
+def test_max_steps_this_run_saves_and_progresses(data, model_yaml, tiny_model_dir, tmp_path):
+    cfg = _cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", save_every=50, max_steps_this_run=6)
+    assert train(cfg, progress=False)["step"] == 6
+    assert train(cfg, progress=False)["step"] == 12  # the second call goes on from step 6
+    assert [int(r["step"]) for r in _log(tmp_path / "run")] == list(range(1, 13))
+
+
+def test_no_text_is_an_error_not_a_hang(model_yaml, tiny_model_dir, tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    pq.write_table(pa.table({"text": pa.array([None, "", None], pa.string())}), d / "part-00000-of-00001.parquet")
+    _manifest(d, 1)
+    with pytest.raises(AttninfError, match="no text in column 'text'"):
+        train(_cfg(d, model_yaml, tiny_model_dir, tmp_path / "run"), progress=False)
+
+
+def test_reads_only_a_finished_mixture(data, model_yaml, tiny_model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "mixed"
+    shutil.copytree(data, d)
+    (d / ".manifest.json").unlink()
+    with pytest.raises(AttninfError, match="no .manifest.json: not a finished `attninf mix` output"):
+        train(_cfg(d, model_yaml, tiny_model_dir, tmp_path / "run"), progress=False)
+    # a killed mix's unfinished pieces sit in a hidden folder: never read
+    _manifest(d, 2)
+    (d / ".pieces" / "00000").mkdir(parents=True)
+    pq.write_table(pa.table({"text": ["zzzz " * 50] * 30}), d / ".pieces" / "00000" / "x.parquet")
+    from attninf.train import mixture_files
+
+    assert [p.name for p in mixture_files(d)] == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    (d / "part-00001-of-00002.parquet").unlink()
+    with pytest.raises(AttninfError, match="1 shard\\(s\\) its manifest lists are missing"):
+        mixture_files(d)

@@ -1,0 +1,66 @@
+"""What the stages' outputs promise each other, in one place: the name of the
+missing domain, and the digests that tie a selection to the scores it was
+made from and scores to the corpus they were made of.
+
+The corpus signature reads only Parquet footers (paths, sizes, row counts),
+the scores digest the score column; neither depends on modification times or
+absolute paths: a workdir copied or moved elsewhere keeps its digests, a
+rescore or a changed corpus does not.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
+
+
+def domain_name(value) -> str:
+    """The group name of a domain value: its text, or NO_DOMAIN for null."""
+    return NO_DOMAIN if value is None else str(value)
+
+
+def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list[int]]:
+    """{relative path: [size in bytes, rows]} of corpus files; rows -1 where
+    the file cannot be read."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for rel in sorted(files):
+        p = Path(root) / rel
+        try:
+            rows = pq.ParquetFile(p).metadata.num_rows
+        except Exception:  # noqa: BLE001 - an unreadable file still has a size
+            rows = -1
+        out[rel] = [p.stat().st_size, rows]
+    return out
+
+
+def corpus_mismatch(root: str | Path, recorded: dict[str, list[int]], files: list[str]) -> str | None:
+    """Why the corpus at root is not the one recorded (for these files), or None."""
+    for rel in files:
+        p = Path(root) / rel
+        if rel not in recorded:
+            return f"{rel} was not part of the scored corpus"
+        if not p.is_file():
+            return f"{rel} is missing"
+        now = corpus_signature(root, [rel])[rel]
+        if now != list(recorded[rel]):
+            return f"{rel} changed since it was scored (size, rows {now} vs {recorded[rel]})"
+    return None
+
+
+def scores_digest(root: str | Path, files: list[str]) -> str:
+    """Which scores files, with their row counts and every score: a rescore
+    changes it, a copy does not. Reads the score column only (8 bytes a row)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        col = pq.read_table(Path(root) / rel, columns=["score"])["score"]
+        values = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+        h.update(f"{rel}|{len(values)}|".encode())
+        h.update(np.ascontiguousarray(values).tobytes())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
