@@ -33,19 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x), dtype=np.float64)
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=r)
-    return sums[inv] / counts[inv]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+from heads_rule import spearman  # this folder: the benchmark scripts run from it
 
 
 def load_corpus(root: Path):
