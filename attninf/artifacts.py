@@ -10,9 +10,45 @@ rescore or a changed corpus does not.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
+
+
+@contextmanager
+def atomic_path(dst: str | Path) -> Iterator[Path]:
+    """A temporary name beside dst (`.<name>.tmp-<hex>`) to write to, a file or
+    a directory; renamed onto dst when the block ends without error, removed
+    when it fails. So dst either does not exist or is complete: what resume
+    logic relies on. (A directory dst must not exist when the block ends.)"""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(obj, path: str | Path, indent: int = 1) -> None:
+    """JSON written atomically (non-JSON values, e.g. numpy scalars, as str)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=str))
+
+
+def write_text(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def domain_name(value) -> str:

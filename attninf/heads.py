@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from . import __version__
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
 from .plugin import install, masked_heads, recording
+from .artifacts import write_json
 from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
@@ -257,17 +257,9 @@ def run_detect(cfg: DetectConfig, out: str | Path, plot: str | Path | None = Non
         f"{lm.config.num_attention_heads} heads) in {time.perf_counter() - t0:.1f}s")
     result = detect_heads(lm, cfg, progress=progress, log=say)
     result["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
-    write_json_atomic(result, out)
+    write_json(result, out)
     plot_heads(result, plot or Path(out).with_suffix(".png"))
     return result
-
-
-def write_json_atomic(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def read_heads(path: str | Path) -> dict:

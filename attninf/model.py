@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .artifacts import write_text
 from .errors import AttninfError
 
 log = logging.getLogger("attninf")
@@ -112,10 +113,7 @@ def _file_sha256(path: Path) -> str:
     digest = h.hexdigest()
     cache[key] = digest
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
+        write_text(json.dumps(cache), cache_file)
     except OSError:
         pass  # a read-only home only costs a re-hash next time
     return digest

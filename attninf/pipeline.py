@@ -21,12 +21,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from .artifacts import write_json
 from .config import read_yaml
 from .errors import AttninfError
 
@@ -109,10 +108,7 @@ class Runner:
         return isinstance(marker, dict) and marker.get("key") == key
 
     def _mark(self, stage: str, key: str, info: dict | None = None) -> None:
-        self.stage_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.stage_dir / f".{stage}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps({"key": key, "finished": time.time(), **(info or {})}))
-        os.replace(tmp, self.stage_dir / f"{stage}.json")
+        write_json({"key": key, "finished": time.time(), **(info or {})}, self.stage_dir / f"{stage}.json")
 
     def _stage(self, stage: str, key: str, output: Path, fn: Callable[[], Any]) -> None:
         if self._done(stage, key, output):

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import NO_DOMAIN, domain_name
+from .artifacts import NO_DOMAIN, domain_name, write_text
 from .errors import AttninfError
 
 MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
@@ -249,7 +247,5 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
-    tmp = out / f".index.html.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out / "index.html")
+    write_text(page, out / "index.html")
     return out / "index.html"

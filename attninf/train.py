@@ -17,14 +17,13 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .artifacts import atomic_path
 from .errors import AttninfError
 
 
@@ -175,14 +174,13 @@ def _save(out: Path, step: int, model, opt, sched, stream: PackedStream, cfg: Tr
     ck = out / "checkpoints"
     ck.mkdir(parents=True, exist_ok=True)
     final = ck / f"step-{step:07d}"
-    tmp = ck / f".step-{step:07d}.tmp-{uuid.uuid4().hex[:6]}"
-    model.save_pretrained(tmp)
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
-                "keep": keep}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        model.save_pretrained(tmp)
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
+                    "keep": keep}, tmp / "trainer_state.pt")
+        if final.exists():  # the same step saved again (a resumed run): replaced whole
+            shutil.rmtree(final)
     # rotate: keep the newest `keep_last` plus the ones marked keep (WSD-S budgets)
     steps = sorted(p for p in ck.glob("step-*") if p.is_dir())
     rotating = [p for p in steps if not (p / "KEEP").exists()]

@@ -20,15 +20,13 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import corpus_mismatch
+from attninf.artifacts import atomic_path, corpus_mismatch, write_json
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -180,10 +178,8 @@ def _write_shard(shard: int, n_shards: int, pieces: str, out: str) -> int:
         t = t.select(["text", "id", "domain", "source"]).cast(schema)
     else:
         t = schema.empty_table()
-    dst = Path(out) / f"part-{shard:05d}-of-{n_shards:05d}.parquet"
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(t, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(Path(out) / f"part-{shard:05d}-of-{n_shards:05d}.parquet") as tmp:
+        pq.write_table(t, tmp)
     return len(t)
 
 
@@ -237,7 +233,5 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
     }
     if manifest["rows"] != total:
         raise AttninfError(f"internal error: wrote {manifest['rows']} rows, expected {total}")
-    tmp = out / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    write_json(manifest, out / MANIFEST)
     return manifest

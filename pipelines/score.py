@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from attninf.artifacts import atomic_path, write_json
 from attninf.errors import AttninfError
 
 log = logging.getLogger("attninf")
@@ -232,8 +233,6 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
     scorer = _scorer(cfg, _worker_device(cfg.device))
     src = Path(cfg.corpus) / rel
     dst = Path(cfg.out) / rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     pf = pq.ParquetFile(src)
     names = pf.schema_arrow.names
     has_id = cfg.id_column in names
@@ -247,64 +246,55 @@ def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
     seen: set = set()
     writer = None
     row0 = 0
-    try:
-        for batch in pf.iter_batches(batch_size=cfg.rows_per_chunk, columns=cols):
-            texts = batch.column(cfg.text_column).to_pylist()
-            res = scorer.score_texts(texts)
-            n = len(texts)
-            ids = (batch.column(cfg.id_column) if has_id
-                   else pa.array([f"{rel}:{row0 + i}" for i in range(n)], pa.string()))
-            for x in ids.to_pylist():
-                if x in seen or x is None:
-                    stats["duplicate_ids"] += 1
-                seen.add(x)
-            data = {
-                "id": ids,
-                "score": pa.array(res["score"], pa.float64(), from_pandas=True),
-                "loss_base": pa.array(res["loss_base"], pa.float64(), from_pandas=True),
-                "loss_masked": pa.array(res["loss_masked"], pa.float64(), from_pandas=True),
-                "n_tokens": pa.array(res["n_tokens"], pa.int64()),
-                "status": pa.array(res["status"].tolist(), pa.string()),
-                "repetition": pa.array(res["repetition"], pa.float64(), from_pandas=True),
-            }
-            if from_column:
-                dom = batch.column(cfg.domain_column)
-                data["domain"] = dom if pa.types.is_string(dom.type) else dom.cast(pa.string())
-            else:
-                data["domain"] = pa.array([folder] * n, pa.string())
-            table = pa.table(data)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            row0 += n
-            stats["documents"] += n
-            stats["tokens"] += int(res["n_tokens"].sum())
-            for s in ("ok", "empty", "too_short"):
-                stats[s] += int(np.sum(res["status"] == s))
-        if writer is None:  # a file with no rows still gets its (empty) output
-            empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
-                     "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
-                     "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string()),
-                     "repetition": pa.array([], pa.float64()), "domain": pa.array([], pa.string())}
-            writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
-        writer.close()
-        writer = None
-        stats["seconds"] = round(time.perf_counter() - t0, 3)
-        _write_json(Path(cfg.out) / STATS_DIR / f"{rel}.json", stats)  # before the rename: output => stats
-        os.replace(tmp, dst)
-    finally:
-        if writer is not None:
+    with atomic_path(dst) as tmp:  # renamed onto dst only when the whole file is scored
+        try:
+            for batch in pf.iter_batches(batch_size=cfg.rows_per_chunk, columns=cols):
+                texts = batch.column(cfg.text_column).to_pylist()
+                res = scorer.score_texts(texts)
+                n = len(texts)
+                ids = (batch.column(cfg.id_column) if has_id
+                       else pa.array([f"{rel}:{row0 + i}" for i in range(n)], pa.string()))
+                for x in ids.to_pylist():
+                    if x in seen or x is None:
+                        stats["duplicate_ids"] += 1
+                    seen.add(x)
+                data = {
+                    "id": ids,
+                    "score": pa.array(res["score"], pa.float64(), from_pandas=True),
+                    "loss_base": pa.array(res["loss_base"], pa.float64(), from_pandas=True),
+                    "loss_masked": pa.array(res["loss_masked"], pa.float64(), from_pandas=True),
+                    "n_tokens": pa.array(res["n_tokens"], pa.int64()),
+                    "status": pa.array(res["status"].tolist(), pa.string()),
+                    "repetition": pa.array(res["repetition"], pa.float64(), from_pandas=True),
+                }
+                if from_column:
+                    dom = batch.column(cfg.domain_column)
+                    data["domain"] = dom if pa.types.is_string(dom.type) else dom.cast(pa.string())
+                else:
+                    data["domain"] = pa.array([folder] * n, pa.string())
+                table = pa.table(data)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                row0 += n
+                stats["documents"] += n
+                stats["tokens"] += int(res["n_tokens"].sum())
+                for s in ("ok", "empty", "too_short"):
+                    stats[s] += int(np.sum(res["status"] == s))
+            if writer is None:  # a file with no rows still gets its (empty) output
+                empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
+                         "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
+                         "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string()),
+                         "repetition": pa.array([], pa.float64()), "domain": pa.array([], pa.string())}
+                writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
             writer.close()
-        if tmp.exists():
-            tmp.unlink()
+            writer = None
+            stats["seconds"] = round(time.perf_counter() - t0, 3)
+            write_json(stats, Path(cfg.out) / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
+        finally:
+            if writer is not None:
+                writer.close()
     return stats
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------- driver
@@ -388,7 +378,7 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
                 "corpus_files": corpus_signature(cfg.corpus, [f for f in files if f in rows]),
                 "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
-    _write_json(out / MANIFEST, manifest)
+    write_json(manifest, out / MANIFEST)
 
     todo = [f for f in files if f in rows and not (out / f).exists()]
     done = [f for f in files if f in rows and (out / f).exists()]
@@ -457,7 +447,7 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
                "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(time.perf_counter() - t_work, 1e-9), 1),
                "workers": workers}
     manifest.update({"finished": _now(), "summary": summary, "complete": not failures})
-    _write_json(out / MANIFEST, manifest)
+    write_json(manifest, out / MANIFEST)
     return summary
 
 

@@ -29,13 +29,12 @@ import datetime as dt
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import NO_DOMAIN, domain_name, scores_digest
+from attninf.artifacts import NO_DOMAIN, atomic_path, domain_name, scores_digest, write_json
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -292,11 +291,8 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
                                              pa.string()),
                           "score": pa.array(d["score"][idx], pa.float64()),
                           "n_tokens": pa.array(d["n_tokens"][idx], pa.int64())})
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, dst)
+        with atomic_path(out / rel) as tmp:
+            pq.write_table(table, tmp)
         per = {}
         for i in idx:
             g = d["group"][i]
@@ -334,9 +330,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
         "files": files,
     }
-    tmp = out / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
+    write_json(manifest, out / "manifest.json")
     return manifest
 
 
