@@ -86,17 +86,28 @@ def corpus_mismatch(root: str | Path, recorded: dict[str, list[int]], files: lis
     return None
 
 
-def scores_digest(root: str | Path, files: list[str]) -> str:
-    """Which scores files, with their row counts and every score: a rescore
-    changes it, a copy does not. Reads the score column only (8 bytes a row)."""
+def score_file_digest(scores) -> str:
+    """Digest of one scores file's score column (float64, nulls as NaN)."""
     import numpy as np
+
+    values = np.ascontiguousarray(np.asarray(scores, dtype=np.float64))
+    return hashlib.sha256(f"{len(values)}|".encode() + values.tobytes()).hexdigest()
+
+
+def combine_digests(per_file: dict[str, str]) -> str:
+    """One digest of a scores directory from its files' digests, in path order."""
+    h = hashlib.sha256()
+    for rel in sorted(per_file):
+        h.update(f"{rel}|{per_file[rel]}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def scores_digest(root: str | Path, files: list[str]) -> str:
+    """Which scores files, with every score: a rescore changes it, a copy does
+    not. Reads the score column only (8 bytes a row); a stage that reads the
+    scores anyway combines score_file_digest of what it read instead."""
     import pyarrow.parquet as pq
 
-    h = hashlib.sha256()
-    for rel in sorted(files):
-        col = pq.read_table(Path(root) / rel, columns=["score"])["score"]
-        values = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
-        h.update(f"{rel}|{len(values)}|".encode())
-        h.update(np.ascontiguousarray(values).tobytes())
-        h.update(b"\n")
-    return h.hexdigest()[:16]
+    return combine_digests({rel: score_file_digest(
+        pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
+        for rel in files})

@@ -46,13 +46,15 @@ def _load_scores(scores: Path, seed: int = 0):
     return d
 
 
-def _check_selection(selected: Path, sel_man: dict, scores: Path) -> None:
+def _check_selection(selected: Path, sel_man: dict, scores: Path, d: dict) -> None:
     """A selection shown over other scores than it was made from would draw
-    wrong thresholds and mark wrong documents: refused."""
-    from .artifacts import scores_digest
+    wrong thresholds and mark wrong documents: refused. Digests the scores
+    already loaded (d), no second read."""
+    from .artifacts import combine_digests, score_file_digest
 
     want = sel_man.get("scores", {}).get("digest")
-    if want and scores_digest(scores, sel_man.get("files", [])) != want:
+    got = combine_digests({f: score_file_digest(d["score"][d["file"] == f]) for f in sel_man.get("files", [])})
+    if want and got != want:
         raise AttninfError(f"{selected} was not selected from the scores now in {scores} (rescored since?): "
                            "run `attninf select` again")
 
@@ -106,10 +108,11 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
         if not sp.is_file():
             raise AttninfError(f"{selected} is not a selection (no manifest.json)")
         sel_man = json.loads(sp.read_text())
-        _check_selection(Path(selected), sel_man, scores)
     if top < 0:
         raise AttninfError(f"report: top must be 0 or more, got {top}")
     d = _load_scores(scores)
+    if sel_man is not None:
+        _check_selection(Path(selected), sel_man, scores, d)
     ok = (d["status"] == "ok") & ~np.isnan(d["score"])
     chosen = np.zeros(len(ok), dtype=bool)
     if sel_man is not None:

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import NO_DOMAIN, atomic_path, domain_name, scores_digest, write_json
+from attninf.artifacts import (NO_DOMAIN, atomic_path, combine_digests, domain_name, score_file_digest,
+                               write_json)
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -100,6 +101,7 @@ def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
 
 
 def _stats(root, rel, cfg, by_domain):
+    """Per group counts, tokens and score range of one file, and the digest of its scores."""
     d = _load(root, rel, cfg, by_domain)
     out = {}
     for g in set(d["group"].tolist()):
@@ -111,7 +113,7 @@ def _stats(root, rel, cfg, by_domain):
                   "tokens_candidates": int(d["n_tokens"][c].sum()),
                   "min": float(d["score"][c].min()) if c.any() else None,
                   "max": float(d["score"][c].max()) if c.any() else None}
-    return out
+    return out, score_file_digest(d["score"])
 
 
 def _inside(d, g, lo, hi):
@@ -196,7 +198,9 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
     delayed = dask.delayed
 
     # pass 1: counts, tokens and score range per domain, merged into one group when ranking globally
-    per_domain = _merge_stats(_compute([delayed(_stats)(root, f, cfg, True) for f in files], scheduler))
+    parts = _compute([delayed(_stats)(root, f, cfg, True) for f in files], scheduler)
+    per_domain = _merge_stats([groups for groups, _ in parts])
+    digest = combine_digests({f: fd for f, (_, fd) in zip(files, parts)})  # ties the selection to these scores
     named = sorted(g for g in per_domain if g != NO_DOMAIN)
     if cfg.by == "global":
         by_domain, why = False, "--by global"
@@ -324,7 +328,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "scores": {"path": str(Path(root).resolve()),
                    "relpath": os.path.relpath(Path(root).resolve(), out.resolve()),  # survives moving the workdir
                    "fingerprint": scores_manifest.get("fingerprint"), "corpus": scores_manifest.get("corpus"),
-                   "digest": scores_digest(root, files)},
+                   "digest": digest},
         "groups": groups,
         "selected": sum(v["selected"] for v in groups.values()),
         "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
