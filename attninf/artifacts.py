@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Iterator
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
+MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
+
+
+def parquet_files(root: str | Path, skip: tuple[str, ...] = (".",)) -> list[str]:
+    """Relative paths (posix, sorted) of the Parquet files under root, leaving
+    out any whose path has a part starting with one of `skip` (temporaries,
+    a killed job's pieces, `_stats`)."""
+    root = Path(root)
+    return sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*.parquet") if p.is_file())
+                  if not any(part.startswith(skip) for part in rel.split("/")))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import NO_DOMAIN, domain_name, write_text
+from .artifacts import NO_DOMAIN, domain_name, parquet_files, write_text
 from .errors import AttninfError
 
 MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
@@ -25,8 +25,7 @@ EXCERPT = 400
 def _load_scores(scores: Path, seed: int = 0):
     import pyarrow.parquet as pq
 
-    files = sorted(p for p in scores.rglob("*.parquet")
-                   if not any(part.startswith((".", "_")) for part in p.relative_to(scores).parts))
+    files = [scores / rel for rel in parquet_files(scores, skip=(".", "_"))]
     if not files:
         raise AttninfError(f"{scores} holds no scores")
     cols = {"id": [], "score": [], "n_tokens": [], "status": [], "repetition": [], "domain": [], "file": [], "row": []}

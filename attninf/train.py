@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import atomic_path
+from .artifacts import MIX_MANIFEST, atomic_path, parquet_files
 from .errors import AttninfError
 
 
@@ -131,14 +131,12 @@ def mixture_files(data: str | Path) -> list[Path]:
 
     The manifest is written last, so a directory without one is a mixture
     that did not finish (or not a mixture): refused, never trained on."""
-    from .pipelines.mix import MANIFEST
-
     root = Path(data)
-    man = root / MANIFEST
+    man = root / MIX_MANIFEST
     if not man.is_file():
         if not root.is_dir():
             raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")
-        raise AttninfError(f"{root} has no {MANIFEST}: not a finished `attninf mix` output "
+        raise AttninfError(f"{root} has no {MIX_MANIFEST}: not a finished `attninf mix` output "
                            "(rerun the mix; a killed one leaves no manifest)")
     try:
         m = json.loads(man.read_text())
@@ -202,8 +200,7 @@ def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column:
     import pyarrow.parquet as pq
     import torch
 
-    files = sorted(p for p in Path(data).rglob("*.parquet")
-                   if not any(part.startswith(".") for part in p.relative_to(data).parts))
+    files = [Path(data) / rel for rel in parquet_files(data)]
     if not files:
         raise AttninfError(f"no Parquet files in --eval-data {data}")
     per: dict[str, list[float]] = {}

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import atomic_path, corpus_mismatch, write_json
+from attninf.artifacts import MIX_MANIFEST, atomic_path, corpus_mismatch, write_json
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
-MANIFEST = ".manifest.json"
+MANIFEST = MIX_MANIFEST
 
 
 @dataclass

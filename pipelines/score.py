@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attninf.artifacts import atomic_path, write_json
+from attninf.artifacts import atomic_path, parquet_files, write_json
 from attninf.errors import AttninfError
 
 log = logging.getLogger("attninf")
@@ -75,8 +75,7 @@ def list_files(corpus: str | Path) -> list[str]:
     root = Path(corpus)
     if not root.is_dir():
         raise AttninfError(f"corpus directory not found: {root}")
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = parquet_files(root)
     if not files:
         raise AttninfError(f"no .parquet files under {root}")
     return files

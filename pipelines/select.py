@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (NO_DOMAIN, atomic_path, combine_digests, domain_name, score_file_digest,
-                               write_json)
+from attninf.artifacts import (NO_DOMAIN, atomic_path, combine_digests, domain_name, parquet_files,
+                               score_file_digest, write_json)
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -66,8 +66,7 @@ def score_files(scores_dir: str | Path) -> list[str]:
     root = Path(scores_dir)
     if not (root / "manifest.json").is_file():
         raise AttninfError(f"{root} is not a scores directory (no manifest.json): run `attninf score` first")
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
-                   if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts))
+    files = parquet_files(root, skip=(".", "_"))
     if not files:
         raise AttninfError(f"{root} holds no scores")
     return files
