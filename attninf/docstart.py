@@ -40,11 +40,6 @@ class DocPrefix:
         return "nothing" if not self.ids else f"{' '.join(self.tokens)} (id {', '.join(map(str, self.ids))}; {self.rule})"
 
 
-def _vocab_id(tokenizer, token: str) -> int | None:
-    vocab = tokenizer.get_vocab()
-    return vocab.get(token)
-
-
 def _added_by_tokenizer(tokenizer) -> list[int]:
     """The ids the tokenizer puts before a text by itself."""
     probe = "Document"
@@ -63,7 +58,7 @@ def resolve_doc_prefix(tokenizer, spec: str | None = None) -> DocPrefix:
     if spec is not None and spec not in ("auto", ""):
         if spec.lower() == "none":
             return DocPrefix((), (), "none")
-        tid = _vocab_id(tokenizer, spec)
+        tid = tokenizer.get_vocab().get(spec)
         if tid is None:
             raise AttninfError(f"--doc-prefix {spec!r} is not a token of this tokenizer "
                                "(give one token, e.g. '<|endoftext|>', or 'none')")
@@ -73,10 +68,10 @@ def resolve_doc_prefix(tokenizer, spec: str | None = None) -> DocPrefix:
         return DocPrefix(tuple(added), tuple(tokenizer.convert_ids_to_tokens(added)), "tokenizer")
     eos = tokenizer.eos_token
     candidates = ([eos] if eos and eos not in CHAT_TURN_TOKENS else []) + list(SEPARATOR_TOKENS)
+    vocab = tokenizer.get_vocab()  # built anew on every call: once here
     for tok in candidates:
-        tid = _vocab_id(tokenizer, tok)
-        if tid is not None:
-            return DocPrefix((tid,), (tok,), "separator")
+        if tok in vocab:
+            return DocPrefix((vocab[tok],), (tok,), "separator")
     return DocPrefix((), (), "none")
 
 

@@ -71,6 +71,12 @@ def repetition(text: str | None, n: int = 4) -> float:
     return 1.0 - len({tuple(words[i:i + n]) for i in range(total)}) / total
 
 
+def _check_overlap(max_tokens: int, context_overlap: int) -> None:
+    if not 1 <= context_overlap < max_tokens:
+        raise AttninfError(f"--context-overlap must be in [1, max_tokens - 1 = {max_tokens - 1}], "
+                           f"got {context_overlap}")
+
+
 def window_ids(ids: list[int], max_tokens: int, context_overlap: int = 1,
                truncate: bool = False) -> list[tuple[list[int], int]]:
     """Strided windows: [(window ids, ctx)], where the window predicts its
@@ -82,9 +88,7 @@ def window_ids(ids: list[int], max_tokens: int, context_overlap: int = 1,
     once (C = 1: windows that overlap by one token, the shortest context)."""
     if len(ids) < 2:
         return []
-    if not 1 <= context_overlap < max_tokens:
-        raise AttninfError(f"--context-overlap must be in [1, max_tokens - 1], got {context_overlap} "
-                           f"with --max-tokens {max_tokens}")
+    _check_overlap(max_tokens, context_overlap)
     stride = max_tokens - context_overlap
     out, start = [(ids[:max_tokens], 1)], 0
     while start + max_tokens < len(ids) and not truncate:
@@ -149,9 +153,7 @@ class Scorer:
         self.batch_tokens = max(int(batch_tokens), self.max_tokens)
         self.truncate = truncate
         self.context_overlap = int(context_overlap if context_overlap is not None else self.max_tokens // 2)
-        if not 1 <= self.context_overlap < self.max_tokens:
-            raise AttninfError(f"--context-overlap must be in [1, max_tokens - 1 = {self.max_tokens - 1}], "
-                               f"got {self.context_overlap}")
+        _check_overlap(self.max_tokens, self.context_overlap)  # fail before any document is read
         self.doc_prefix = (doc_prefix if isinstance(doc_prefix, DocPrefix)
                            else resolve_doc_prefix(self.tok, doc_prefix))
         if len(self.doc_prefix.ids) >= self.max_tokens:
