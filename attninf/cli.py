@@ -5,34 +5,17 @@
 """
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import time
 
 import click
 
-from .errors import AttninfError
+from .cli_schedules import schedules
+from .errors import user_errors
 from .model import DEFAULT_MODEL, OFFLINE_MODELS
 
 log = logging.getLogger("attninf")
-
-
-def _user_errors(fn):
-    """Turn a user's mistake (AttninfError) into one line on stderr and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AttninfError as e:
-            click.echo(f"attninf: error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("attninf: interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,7 +53,7 @@ def model() -> None:
 @model.command("pull")
 @click.argument("name", default=DEFAULT_MODEL)
 @click.option("--force", is_flag=True, help="Rebuild even if the model is already in the cache.")
-@_user_errors
+@user_errors
 def model_pull(name: str, force: bool) -> None:
     """Build an offline model in the cache and print its directory."""
     from .model import pull_model
@@ -97,7 +80,7 @@ model_pull.help = (
               help="Model name, directory, .gguf file or hub id.")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
-@_user_errors
+@user_errors
 def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> None:
     """Load a model and print its shape and fingerprint."""
     import json
@@ -137,7 +120,7 @@ def model_info(model_spec: str, allow_pickle: bool, trust_remote_code: bool) -> 
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights; they can run code.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_user_errors
+@user_errors
 def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context_tokens, seed, random_trials,
                      dtype, device, doc_prefix, plot, allow_pickle, trust_remote_code, quiet) -> None:
     """Find the retrieval heads of a model and check them by ablation.
@@ -206,7 +189,7 @@ def detect_heads_cmd(model_spec, out, config_path, top_frac, num_probes, context
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights; they can run code.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_column, domain_from, max_tokens,
               context_overlap, doc_prefix, truncate, batch_tokens, dtype, device, workers, scheduler, limit,
               overwrite, allow_pickle, trust_remote_code, quiet) -> None:
@@ -261,7 +244,7 @@ def score_cmd(corpus, heads, out, model_spec, text_column, id_column, domain_col
               help="Rank within each domain (auto: when the scores have one) or over the whole corpus.")
 @click.option("--max-repetition", type=float, default=None,
               help="Exclude documents whose repetition (repeated word 4-grams) is above this, e.g. 0.5.")
-@_user_errors
+@user_errors
 def select_cmd(scores, out, frac, tokens, by, max_repetition) -> None:
     """Keep the top documents of each domain by AttentionInfluence score.
 
@@ -292,7 +275,7 @@ def select_cmd(scores, out, frac, tokens, by, max_repetition) -> None:
               help="Extra copies of each selected document (the paper: 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
 @click.option("--shard-rows", type=int, default=100_000, show_default=True, help="About this many rows per shard.")
-@_user_errors
+@user_errors
 def mix_cmd(corpus, selected, out, repeat, seed, shard_rows) -> None:
     """Write the training mixture: the whole corpus plus the selected documents.
 
@@ -317,7 +300,7 @@ def mix_cmd(corpus, selected, out, repeat, seed, shard_rows) -> None:
 @click.option("--selected", default=None, type=click.Path(file_okay=False), help="Output of `attninf select`.")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False))
 @click.option("--top", type=int, default=3, show_default=True, help="Top and bottom documents shown per domain.")
-@_user_errors
+@user_errors
 def report_cmd(scores, selected, out, top) -> None:
     """Write an HTML report (with PNG plots) of the scores and the selection:
     score histograms with thresholds, lengths of selected vs all documents,
@@ -333,7 +316,7 @@ def report_cmd(scores, selected, out, top) -> None:
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a setting of the file, e.g. --set score.max_tokens=1024 --set workdir=out2.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_user_errors
+@user_errors
 def run_cmd(config, sets, quiet) -> None:
     """Run the whole chain from one YAML file: heads -> score -> select -> mix -> report.
 
@@ -349,107 +332,6 @@ def run_cmd(config, sets, quiet) -> None:
     if r["times"]:
         click.echo("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in r["times"].items()))
     click.echo(f"report: {r['report']}")
-
-
-def _schedule_options(fn):
-    opts = [
-        click.option("--schedule", "schedules_", multiple=True, default=["wsd"], show_default=True,
-                     type=click.Choice(["wsd", "wsd-s", "cosine", "cyclic-cosine", "power", "constant"]),
-                     help="Schedule (repeat the flag in `plot` to compare several)."),
-        click.option("--total-steps", type=int, default=1000, show_default=True),
-        click.option("--warmup-steps", type=int, default=0, show_default=True),
-        click.option("--decay-steps", type=int, default=None, help="WSD decay length  [default: 10% of total]"),
-        click.option("--decay-frac", type=float, default=None, help="WSD / WSD-S decay as a fraction of the total "
-                                                                   "(of each budget for WSD-S)  [default: 0.1]"),
-        click.option("--decay", type=click.Choice(["linear", "cosine", "1-sqrt", "exponential", "inverse"]),
-                     default="linear", show_default=True),
-        click.option("--min-lr-ratio", type=float, default=0.0, show_default=True),
-        click.option("--half-life", type=float, default=None, help="Exponential decay half-life in steps."),
-        click.option("--budgets", default=None, help="WSD-S budgets in steps, comma-separated, e.g. 200,500,1000."),
-        click.option("--cycle-steps", type=int, default=None, help="Cyclic cosine cycle length."),
-        click.option("--lr-max", type=float, default=0.02, show_default=True, help="Power: the LR cap."),
-        click.option("--tokens-per-step", type=float, default=1.0, show_default=True,
-                     help="Power: tokens per step (n = step x this)."),
-        click.option("--batch-size", type=int, default=1, show_default=True, help="Power: batch size (beta)."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
-
-
-def _schedule_fn(name, total_steps, warmup_steps, decay_steps, decay_frac, decay, min_lr_ratio, half_life, budgets,
-                 cycle_steps, lr_max, tokens_per_step, batch_size):
-    from .errors import AttninfError
-    from .schedules import lr_lambda
-
-    if name == "wsd":
-        return lr_lambda("wsd", total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps,
-                         decay_frac=decay_frac, decay=decay, min_lr_ratio=min_lr_ratio, half_life=half_life)
-    if name == "wsd-s":
-        if not budgets:
-            raise AttninfError("--schedule wsd-s needs --budgets, e.g. --budgets 200,500,1000")
-        return lr_lambda("wsd-s", budgets=[int(b) for b in budgets.split(",")], decay_frac=decay_frac or 0.1,
-                         warmup_steps=warmup_steps, decay=decay, min_lr_ratio=min_lr_ratio, half_life=half_life)
-    if name == "cosine":
-        return lr_lambda("cosine", total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-    if name == "cyclic-cosine":
-        return lr_lambda("cyclic-cosine", cycle_steps=cycle_steps or max(1, total_steps // 4),
-                         warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-    if name == "power":
-        return lr_lambda("power", tokens_per_step=tokens_per_step, lr_max=lr_max, batch_size=batch_size,
-                         warmup_tokens=warmup_steps * tokens_per_step)
-    return lr_lambda("constant", warmup_steps=warmup_steps)
-
-
-@main.group()
-def schedules() -> None:
-    """See learning-rate schedules before you launch (WSD, WSD-S, power, cosine)."""
-
-
-@schedules.command("show")
-@_schedule_options
-@click.option("--csv", "as_csv", is_flag=True, help="Print step,lr_multiplier for every step.")
-@_user_errors
-def schedules_show(schedules_, as_csv, **kw) -> None:
-    """Print a schedule's LR multiplier at every step (a table, or CSV)."""
-    fn = _schedule_fn(schedules_[0], **kw)
-    total = kw["total_steps"]
-    if as_csv:
-        click.echo("step,lr_multiplier")
-        for s in range(total):
-            click.echo(f"{s},{fn(s):.6f}")
-        return
-    marks = sorted({0, kw["warmup_steps"], total - 1} | {round(total * f) for f in (0.25, 0.5, 0.75, 0.9, 0.95)})
-    click.echo(f"{'step':>8}  lr_multiplier")
-    for s in marks:
-        if 0 <= s < total:
-            click.echo(f"{s:>8}  {fn(s):.6f}  {'#' * round(40 * fn(s))}")
-
-
-@schedules.command("plot")
-@_schedule_options
-@click.option("--out", default="lr.png", show_default=True, type=click.Path(dir_okay=False))
-@_user_errors
-def schedules_plot(schedules_, out, **kw) -> None:
-    """Draw one or several schedules against steps into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    steps = range(kw["total_steps"])
-    for name in schedules_:
-        fn = _schedule_fn(name, **kw)
-        ax.plot(list(steps), [fn(s) for s in steps], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("LR multiplier")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    click.echo(f"wrote {out}")
 
 
 @main.command("train")
@@ -477,7 +359,7 @@ def schedules_plot(schedules_, out, **kw) -> None:
               help="Held-out Parquet (text, domain): loss per domain at the end.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
-@_user_errors
+@user_errors
 def train_cmd(data, model_config, out, tokenizer, seq_len, batch_size, grad_accum, total_steps, lr, warmup_steps,
               schedule, decay, decay_steps, decay_frac, min_lr_ratio, budgets, save_every, eval_data, seed,
               quiet) -> None:
@@ -502,6 +384,8 @@ def train_cmd(data, model_config, out, tokenizer, seq_len, batch_size, grad_accu
     for d, v in (r.get("eval_loss") or {}).items():
         click.echo(f"eval loss {d}: {v:.4f}")
 
+
+main.add_command(schedules)
 
 if __name__ == "__main__":
     main()
