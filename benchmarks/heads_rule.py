@@ -35,6 +35,14 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(_ranks(np.ravel(a)), _ranks(np.ravel(b)))[0, 1])
 
 
+def append_results(lines: list[str], path: str) -> None:
+    """Print a results table and append it to the results file."""
+    text = "\n".join(lines)
+    print(text)
+    with open(path, "a") as f:
+        f.write("\n" + text)
+
+
 @torch.inference_mode()
 def both_rules(lm, probes):
     """(L, H) copy rates under the anywhere and the needle rule, one pass per probe."""
@@ -100,10 +108,7 @@ def main() -> None:
     top_out = 1 - sum(n0[l, h] for l, h in old) / max(sum(a0[l, h] for l, h in old), 1e-12)
     lines += ["", f"Copies outside the needle under the version 1 rule: {outside:.1%} of all, "
                   f"{top_out:.1%} of those of its top heads.", ""]
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "a") as f:
-        f.write("\n" + text)
+    append_results(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heads_rule import spearman  # this folder: the benchmark scripts run from it
+from heads_rule import append_results, spearman  # this folder: the benchmark scripts run from it
 
 
 def load_corpus(root: Path):
@@ -136,10 +136,7 @@ def main() -> None:
         lines.append(f"| {name} | {sp_all:.4f} | " + " | ".join(f"{x:.4f}" for x in sps) +
                      f" | {dmax:.4f} | {kept}/{total} | " + " | ".join(f"{x:.4f}" for x in thr) + " |")
     lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "a") as f:
-        f.write("\n" + text)
+    append_results(lines, args.out)
 
 
 if __name__ == "__main__":

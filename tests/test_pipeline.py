@@ -10,6 +10,14 @@ from attninf.cli import main
 from test_score_pipeline import make_corpus
 
 
+def _pipeline_yaml(path, model, workdir, corpus, detect="{num_probes: 1, context_tokens: 600, random_trials: 0, "
+                   "top_frac: 0.1}", extra=""):
+    """A pipeline file for the tiny model, CPU, float32, scoring in process."""
+    path.write_text(f"model: {model}\ndtype: float32\ndevice: cpu\nworkdir: {workdir}\ncorpus: {corpus}\n"
+                    f"detect: {detect}\nscore: {{max_tokens: 64, workers: 0}}\n{extra}")
+    return path
+
+
 def _run(cfg, *sets):
     res = CliRunner().invoke(main, ["run", str(cfg), "--quiet", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
@@ -18,18 +26,9 @@ def _run(cfg, *sets):
 
 def test_chain_and_stage_skipping(tmp_path, tiny_model_dir):
     corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
-    cfg = tmp_path / "p.yaml"
-    cfg.write_text(f"""
-model: {tiny_model_dir}
-dtype: float32
-device: cpu
-workdir: {tmp_path / 'work'}
-corpus: {corpus}
-detect: {{num_probes: 2, context_tokens: 800, random_trials: 1, top_frac: 0.1}}
-score: {{max_tokens: 64, workers: 0}}
-select: {{frac: 0.3}}
-mix: {{repeat: 2, shard_rows: 7}}
-""")
+    cfg = _pipeline_yaml(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "work", corpus,
+                         detect="{num_probes: 2, context_tokens: 800, random_trials: 1, top_frac: 0.1}",
+                         extra="select: {frac: 0.3}\nmix: {repeat: 2, shard_rows: 7}\n")
     out = _run(cfg)
     work = tmp_path / "work"
     for stage in ("heads", "score", "select", "mix", "report"):
@@ -64,16 +63,7 @@ def test_bad_pipeline_file(tmp_path):
 
 def test_corrupt_markers_redo_and_report_settings(tmp_path, tiny_model_dir):
     corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
-    cfg = tmp_path / "p.yaml"
-    cfg.write_text(f"""
-model: {tiny_model_dir}
-dtype: float32
-device: cpu
-workdir: {tmp_path / 'work'}
-corpus: {corpus}
-detect: {{num_probes: 1, context_tokens: 600, random_trials: 0, top_frac: 0.1}}
-score: {{max_tokens: 64, workers: 0}}
-""")
+    cfg = _pipeline_yaml(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "work", corpus)
     _run(cfg)
     stages = tmp_path / "work" / ".stages"
     (stages / "select.json").write_text("")  # a marker cut short by a crash
@@ -92,17 +82,7 @@ def test_copied_workdir_mixes(tmp_path, tiny_model_dir):
     import shutil
 
     corpus = make_corpus(tmp_path / "a" / "corpus", files=2, rows=10)
-    cfg = tmp_path / "a" / "p.yaml"
-    body = f"""
-model: {tiny_model_dir}
-dtype: float32
-device: cpu
-workdir: work
-corpus: corpus
-detect: {{num_probes: 1, context_tokens: 600, random_trials: 0, top_frac: 0.1}}
-score: {{max_tokens: 64, workers: 0}}
-"""
-    cfg.write_text(body)
+    cfg = _pipeline_yaml(tmp_path / "a" / "p.yaml", tiny_model_dir, "work", "corpus")  # relative: the copy works
     import os
 
     here = os.getcwd()
