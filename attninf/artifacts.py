@@ -15,11 +15,20 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Iterator
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
+
+
+class Status(str, Enum):
+    """Why a document has (or lacks) a score; written as its value."""
+
+    OK = "ok"
+    EMPTY = "empty"  # null, empty or whitespace-only text
+    TOO_SHORT = "too_short"  # a single token: nothing to predict
 
 
 def parquet_files(root: str | Path, skip: tuple[str, ...] = (".",)) -> list[str]:

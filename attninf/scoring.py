@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .artifacts import Status
 from .docstart import DocPrefix, resolve_doc_prefix
 from .errors import AttninfError
 from .model import LoadedModel
@@ -41,9 +42,6 @@ from .plugin import head_mask_tensors, install, lm_head, set_layer_masks, token_
 
 log = logging.getLogger("attninf")
 
-STATUS_OK = "ok"
-STATUS_EMPTY = "empty"  # null, empty or whitespace-only text
-STATUS_TOO_SHORT = "too_short"  # a single token: nothing to predict
 
 # families whose forward is embed -> decoder layers -> final norm, with rotary
 # position embeddings computed once: the layered (shared-prefix) path runs them
@@ -127,6 +125,10 @@ class Scorer:
 
     >>> scorer = Scorer(load_model("smollm2-135m"), heads=[[17, 3], [20, 5]])
     >>> scorer.score_texts(["some text", "def f(x): return x"])
+
+    The forward passes are a strategy: SharedPrefix where the architecture
+    allows it (layers below the first masked one run once), TwoPass otherwise.
+    Both add the same per-document NLL sums; only their cost differs.
     """
 
     def __init__(self, lm: LoadedModel, heads: list, max_tokens: int | None = None,
@@ -136,16 +138,9 @@ class Scorer:
         self.model = lm.model
         self.tok = lm.tokenizer
         cfg = self.model.config
-        self.L, self.H = cfg.num_hidden_layers, cfg.num_attention_heads
         self.heads = sorted([int(l), int(h)] for l, h in heads)
         if not self.heads:
             raise AttninfError("heads.json selects no head: there is nothing to mask")
-        self.masks = head_mask_tensors(self.L, self.H, self.heads)
-        self.first_masked = min(l for l, _ in self.heads)
-        self.device = next(self.model.parameters()).device
-        # the forked batch: row 0 plain, row 1 with the retrieval heads masked, per layer (2, Hq)
-        self.fork_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(self.device)
-                           for m in self.masks]
         ctx = getattr(cfg, "max_position_embeddings", None) or 4096
         self.max_tokens = int(max_tokens or min(ctx, 4096))
         if self.max_tokens < 2:
@@ -159,28 +154,24 @@ class Scorer:
         if len(self.doc_prefix.ids) >= self.max_tokens:
             raise AttninfError(f"--max-tokens {self.max_tokens} leaves no room after the document prefix")
         install(self.model)
-        can_layer = self._layered_ok()
-        if layered and not can_layer:
+        can_share = SharedPrefix.supports(self.model, self.max_tokens)
+        if layered and not can_share:
             raise AttninfError(f"the shared-prefix path does not support {cfg.model_type} models")
-        self.layered = can_layer if layered is None else layered
-        if not self.layered:
+        if layered is None:
+            layered = can_share
+        if not layered:
             log.warning("%s: no shared-prefix path for this architecture; scoring with two full passes "
                         "over padded batches", cfg.model_type)
+        self.forward = (SharedPrefix if layered else TwoPass)(self.model, self.heads, self.batch_tokens,
+                                                              self.tok.pad_token_id)
 
-    # ----------------------------------------------------------- identity
+    @property
+    def layered(self) -> bool:
+        return isinstance(self.forward, SharedPrefix)
 
-    def _layered_ok(self) -> bool:
-        cfg = self.model.config
-        if cfg.model_type not in LAYERED_FAMILIES:
-            return False
-        base = self.model.base_model
-        if not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
-            return False
-        window = getattr(cfg, "sliding_window", None)
-        uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
-        return not (uses_window and window and window < self.max_tokens)
-
-    # ----------------------------------------------------------- tokenize
+    @property
+    def first_masked(self) -> int:
+        return min(l for l, _ in self.heads)
 
     def encode(self, texts: Sequence[str | None]) -> list[list[int] | None]:
         """Token ids per text, the document prefix first; None for empty text."""
@@ -193,49 +184,108 @@ class Scorer:
                 out[i] = prefix + list(ids)
         return out
 
-    # ------------------------------------------------------------- score
+    def windows(self, encoded: list[list[int] | None]) -> tuple[list[Window], np.ndarray]:
+        """The windows of every document and each document's status."""
+        windows: list[Window] = []
+        status = np.array([Status.OK.value] * len(encoded), dtype=object)
+        for d, ids in enumerate(encoded):
+            if ids is None:
+                status[d] = Status.EMPTY.value
+                continue
+            ws = window_ids(ids, self.max_tokens, self.context_overlap, self.truncate)
+            if not ws:
+                status[d] = Status.TOO_SHORT.value
+            windows.extend(Window(d, w, ctx) for w, ctx in ws)
+        return windows, status
 
     @torch.inference_mode()
     def score_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
         """Per text: loss_base, loss_masked, score (NaN where status != ok),
-        n_tokens, status, repetition."""
+        n_tokens, status, repetition (numpy arrays; artifacts.scores_table
+        turns them into rows of a scores file)."""
         n = len(texts)
-        encoded = self.encode(texts)
-        windows: list[Window] = []
-        status = np.array([STATUS_OK] * n, dtype=object)
-        for d, ids in enumerate(encoded):
-            if ids is None:
-                status[d] = STATUS_EMPTY
-                continue
-            ws = window_ids(ids, self.max_tokens, self.context_overlap, self.truncate)
-            if not ws:
-                status[d] = STATUS_TOO_SHORT
-            windows.extend(Window(d, w, ctx) for w, ctx in ws)
+        windows, status = self.windows(self.encode(texts))
         sums = np.zeros((2, n), dtype=np.float64)  # summed NLL: row 0 plain, row 1 masked
         counts = np.zeros(n, dtype=np.int64)
-        if self.layered:
-            for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
-                self._score_packed([windows[i] for i in bin_], sums, counts)
-        else:
-            self._score_padded(windows, sums, counts)
+        self.forward.run(windows, sums, counts)
         with np.errstate(invalid="ignore", divide="ignore"):
             base = sums[0] / counts
             masked = sums[1] / counts
             score = (masked - base) / base
-        bad = status != STATUS_OK
+        bad = status != Status.OK.value
         for arr in (base, masked, score):
             arr[bad] = np.nan
         return {"loss_base": base, "loss_masked": masked, "score": score, "n_tokens": counts,
                 "status": status.astype(str),
                 "repetition": np.array([repetition(t) for t in texts], dtype=np.float64)}
 
-    def _score_packed(self, ws: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+
+def _accumulate(nll, doc_of_pos, valid, sums, counts) -> None:
+    """Add per-position NLL (2, P) of valid positions to their documents' sums."""
+    docs = doc_of_pos[valid].cpu().numpy()
+    vals = nll[:, valid].double().cpu().numpy()  # (2, P)
+    np.add.at(sums[0], docs, vals[0])
+    np.add.at(sums[1], docs, vals[1])
+    np.add.at(counts, docs, 1)
+
+
+class SharedPrefix:
+    """Windows packed first-fit into rows of batch_tokens, no padding; layers
+    below the first masked one run once, then the hidden states fork into a
+    plain and a masked row, run as a batch of two with per-row head masks."""
+
+    def __init__(self, model, heads: list, batch_tokens: int, pad_id: int | None = None):
+        self.model = model
+        cfg = model.config
+        self.L = cfg.num_hidden_layers
+        self.first_masked = min(l for l, _ in heads)
+        self.batch_tokens = batch_tokens
+        self.device = next(model.parameters()).device
+        masks = head_mask_tensors(self.L, cfg.num_attention_heads, heads)
+        # the forked batch: row 0 plain, row 1 with the retrieval heads masked, per layer (2, Hq)
+        self.fork_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(self.device)
+                           for m in masks]
+
+    @staticmethod
+    def supports(model, max_tokens: int) -> bool:
+        """embed -> decoder layers -> final norm with rotary embeddings computed
+        once, and no sliding window shorter than a scoring window."""
+        cfg = model.config
+        if cfg.model_type not in LAYERED_FAMILIES:
+            return False
+        base = model.base_model
+        if not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
+        return not (uses_window and window and window < max_tokens)
+
+    def run(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+        for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
+            self._row([windows[i] for i in bin_], sums, counts)
+
+    def _row(self, ws: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
         """One packed row: shared layers once, then plain and masked branches as a batch of 2."""
         dev = self.device
         lens = [len(w.ids) for w in ws]
         ids = torch.tensor([t for w in ws for t in w.ids], device=dev).view(1, -1)
         pos = torch.cat([torch.arange(n, device=dev) for n in lens]).view(1, -1)
         cu = torch.tensor([0, *np.cumsum(lens).tolist()], device=dev, dtype=torch.int32)
+        hidden = self._hidden(ids, pos, cu)  # (2, T, H)
+        # position j predicts j+1 inside its window; the last position of each window predicts nothing,
+        # and in a later window the positions before ctx-1 predict context tokens, already scored
+        targets = torch.roll(ids[0], -1)
+        targets[cu[1:].long() - 1] = -100
+        for w, start in zip(ws, cu[:-1].tolist()):
+            if w.ctx > 1:
+                targets[start:start + w.ctx - 1] = -100
+        nll = self._nll(hidden, targets)  # (2, T) fp32
+        doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
+                                             torch.tensor(lens, device=dev))
+        _accumulate(nll, doc_of_pos, targets != -100, sums, counts)
+
+    def _hidden(self, ids: torch.Tensor, pos: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+        """(1, T) packed ids -> (2, T, H) final hidden states: row 0 plain, row 1 masked."""
         base = self.model.base_model
         hidden = base.embed_tokens(ids)
         pe = base.rotary_emb(hidden, position_ids=pos)
@@ -244,28 +294,14 @@ class Scorer:
         layers = base.layers
         for i in range(self.first_masked):
             hidden = _out(layers[i](hidden, **kw))
-        # fork: row 0 plain, row 1 with the retrieval heads masked
-        hidden = torch.cat([hidden, hidden], dim=0)
+        hidden = torch.cat([hidden, hidden], dim=0)  # fork
         set_layer_masks(self.model, self.fork_masks)
         try:
             for i in range(self.first_masked, self.L):
                 hidden = _out(layers[i](hidden, **kw))
         finally:
             set_layer_masks(self.model, [None] * self.L)
-        hidden = base.norm(hidden)  # (2, T, H)
-        # position j predicts j+1 inside its window; the last position of each window predicts nothing,
-        # and in a later window the positions before ctx-1 predict context tokens, already scored
-        targets = torch.roll(ids[0], -1)
-        last = cu[1:].long() - 1
-        targets[last] = -100
-        for w, start in zip(ws, cu[:-1].tolist()):
-            if w.ctx > 1:
-                targets[start:start + w.ctx - 1] = -100
-        nll = self._nll(hidden, targets)  # (2, T) fp32
-        doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
-                                             torch.tensor(lens, device=dev))
-        valid = targets != -100
-        self._accumulate(nll, doc_of_pos, valid, sums, counts)
+        return base.norm(hidden)
 
     def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         from attninf.kernels import token_nll
@@ -274,42 +310,44 @@ class Scorer:
         B, T, Hd = hidden.shape
         return token_nll(hidden.reshape(B * T, Hd), weight, targets.repeat(B), bias).view(B, T)
 
-    @staticmethod
-    def _accumulate(nll, doc_of_pos, valid, sums, counts) -> None:
-        docs = doc_of_pos[valid].cpu().numpy()
-        vals = nll[:, valid].double().cpu().numpy()  # (2, P)
-        np.add.at(sums[0], docs, vals[0])
-        np.add.at(sums[1], docs, vals[1])
-        np.add.at(counts, docs, 1)
 
-    def _score_padded(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
-        """Fallback for architectures without a layered path: two full passes
-        over right-padded batches of similar lengths."""
-        from .plugin import masked_heads
+class TwoPass:
+    """Any architecture: two full forward passes (plain, then with the heads
+    masked) over right-padded batches of windows of similar lengths."""
 
-        dev = self.device
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+    def __init__(self, model, heads: list, batch_tokens: int, pad_id: int | None = None):
+        self.model = model
+        self.heads = heads
+        self.batch_tokens = batch_tokens
+        self.pad = pad_id if pad_id is not None else 0
+        self.device = next(model.parameters()).device
+
+    def run(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
         for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
             ws = [windows[i] for i in bin_]
             S = max(len(w.ids) for w in ws)
             # padded rows cost S each: split the bin so that rows x S stays within budget
             per = max(1, self.batch_tokens // S)
             for s in range(0, len(ws), per):
-                chunk = ws[s:s + per]
-                ids = torch.full((len(chunk), S), pad, device=dev)
-                mask = torch.zeros((len(chunk), S), dtype=torch.long, device=dev)
-                scored = torch.zeros((len(chunk), S - 1), dtype=torch.bool, device=dev)  # (rows, S-1) targets
-                for r, w in enumerate(chunk):
-                    ids[r, :len(w.ids)] = torch.tensor(w.ids, device=dev)
-                    mask[r, :len(w.ids)] = 1
-                    scored[r, w.ctx - 1:len(w.ids) - 1] = True
-                plain = token_losses(self.model, ids, attention_mask=mask)
-                with masked_heads(self.model, self.heads):
-                    masked = token_losses(self.model, ids, attention_mask=mask)
-                nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
-                valid = scored.reshape(-1)
-                doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
-                self._accumulate(nll, doc, valid, sums, counts)
+                self._batch(ws[s:s + per], S, sums, counts)
+
+    def _batch(self, chunk: list[Window], S: int, sums: np.ndarray, counts: np.ndarray) -> None:
+        from .plugin import masked_heads
+
+        dev = self.device
+        ids = torch.full((len(chunk), S), self.pad, device=dev)
+        mask = torch.zeros((len(chunk), S), dtype=torch.long, device=dev)
+        scored = torch.zeros((len(chunk), S - 1), dtype=torch.bool, device=dev)  # (rows, S-1) targets
+        for r, w in enumerate(chunk):
+            ids[r, :len(w.ids)] = torch.tensor(w.ids, device=dev)
+            mask[r, :len(w.ids)] = 1
+            scored[r, w.ctx - 1:len(w.ids) - 1] = True
+        plain = token_losses(self.model, ids, attention_mask=mask)
+        with masked_heads(self.model, self.heads):
+            masked = token_losses(self.model, ids, attention_mask=mask)
+        nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
+        doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
+        _accumulate(nll, doc, scored.reshape(-1), sums, counts)
 
 
 def _out(x):
