@@ -11,24 +11,11 @@ The torch twin with the same signature is attention_torch.masked_attention_torch
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
-    """a @ b with fp32 accumulation. IEEE: exact fp32 (no tf32). UPCAST: the
-    Triton interpreter computes bf16 dots wrongly, so there the (already
-    bf16-rounded) operands are multiplied in fp32: the same values, exactly."""
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    elif IEEE:
-        return tl.dot(a, b, input_precision="ieee")
-    else:
-        return tl.dot(a, b)
+from ._triton_common import dot, dot_flags, interpreter_block
 
 
 @triton.jit
@@ -56,12 +43,14 @@ def _masked_attention_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hq
-    h = pid_bh % Hq
+    # Indices that multiply a stride are int64: b * stride_b or row * stride_s
+    # overflows int32 once a tensor spans 2**31 elements.
+    b = (pid_bh // Hq).to(tl.int64)
+    h = (pid_bh % Hq).to(tl.int64)
     kvh = h // G  # grouped-query attention: query head h reads kv head h // G
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows
+    offs_n = tl.arange(0, BLOCK_N).to(tl.int64)  # (BLOCK_N,) key columns, from n0
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < S
 
@@ -99,7 +88,7 @@ def _masked_attention_kernel(
             v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
             p = tl.where(ok, 1.0, 0.0)
             l_i += tl.sum(p, axis=1)
-            acc += _dot(p.to(v.dtype), v, IEEE, UPCAST)
+            acc += dot(p.to(v.dtype), v, IEEE, UPCAST)
     else:
         q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqs + offs_d[None, :] * sqd,
                     mask=row_ok[:, None], other=0.0)
@@ -108,7 +97,7 @@ def _masked_attention_kernel(
             cols = n0 + offs_n
             ok = _visible(cols, offs_m, start, end, S, CAUSAL)
             k = tl.load(k_base + cols[:, None] * sks + offs_d[None, :] * skd, mask=cols[:, None] < S, other=0.0)
-            s = _dot(q, tl.trans(k), IEEE, UPCAST)
+            s = dot(q, tl.trans(k), IEEE, UPCAST)
             s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
@@ -116,17 +105,12 @@ def _masked_attention_kernel(
             p = tl.exp2(s - m_safe[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE, UPCAST)
+            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE, UPCAST)
             m_i = m_new
 
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     o_ptrs = O + b * sob + h * soh + offs_m[:, None] * sos + offs_d[None, :] * sod
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
-
-
-def interpreted() -> bool:
-    """True under the Triton interpreter (TRITON_INTERPRET=1, CPU tests)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _doc_bounds(cu_seqlens: torch.Tensor, S: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,8 +124,8 @@ def _doc_bounds(cu_seqlens: torch.Tensor, S: int, device) -> tuple[torch.Tensor,
 
 def _blocks(D: int, S: int, device) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for this head dim and device."""
-    if device.type != "cuda":  # the interpreter: few, large blocks are fastest
-        b = max(16, min(64, triton.next_power_of_2(S)))
+    if device.type != "cuda":
+        b = interpreter_block(S, 64)
         return b, b, 4, 1
     if D <= 64:
         return 128, 64, 4, 3
@@ -190,7 +174,6 @@ def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=Non
         S, Hq, Hq // k.shape[1], scale * 1.4426950408889634,
         HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=bool(causal), HAS_DOCS=cu_seqlens is not None, HAS_MASK=has_mask,
-        IEEE=q.dtype == torch.float32, UPCAST=interpreted() and q.dtype == torch.bfloat16,
-        num_warps=warps, num_stages=stages,
+        **dot_flags(q.dtype), num_warps=warps, num_stages=stages,
     )
     return out

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention_triton import _dot, interpreted
+from ._triton_common import dot, dot_flags, interpreter_block
 
 
 @triton.jit
@@ -24,13 +24,15 @@ def _token_nll_kernel(
     HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Token rows and vocabulary columns are int64: row * stride overflows int32
+    # once hidden or weight spans 2**31 elements.
+    rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) tokens
     row_ok = rows < N
     t = tl.load(T + rows, mask=row_ok, other=ignore_index).to(tl.int32)
     m = tl.zeros([BLOCK_N], dtype=tl.float32) - float("inf")
     l = tl.zeros([BLOCK_N], dtype=tl.float32)
     tgt = tl.zeros([BLOCK_N], dtype=tl.float32)
-    offs_v = tl.arange(0, BLOCK_V)
+    offs_v = tl.arange(0, BLOCK_V).to(tl.int64)  # (BLOCK_V,) vocabulary rows, from v0
     offs_k = tl.arange(0, BLOCK_K)
     for v0 in range(0, V, BLOCK_V):
         cols = v0 + offs_v
@@ -43,7 +45,7 @@ def _token_nll_kernel(
                         mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(W + cols[:, None] * swv + ks[None, :] * swk,
                         mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            logits += _dot(h, tl.trans(w), IEEE, UPCAST)
+            logits += dot(h, tl.trans(w), IEEE, UPCAST)
         if HAS_BIAS:
             logits += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
@@ -57,9 +59,9 @@ def _token_nll_kernel(
 
 
 def _blocks(device, N: int, V: int, H: int):
-    if device.type != "cuda":  # interpreter: large blocks, few steps
-        return (max(16, min(64, triton.next_power_of_2(N))), max(16, min(256, triton.next_power_of_2(V))),
-                max(16, min(128, triton.next_power_of_2(H))), 4, 1)
+    """(BLOCK_N, BLOCK_V, BLOCK_K, num_warps, num_stages) for this device."""
+    if device.type != "cuda":
+        return interpreter_block(N, 64), interpreter_block(V, 256), interpreter_block(H, 128), 4, 1
     return 64, 128, 64, 8, 3
 
 
@@ -82,7 +84,6 @@ def token_nll_triton(hidden, weight, targets, bias=None, ignore_index=-100, chun
         hidden, weight, bias if bias is not None else hidden, targets, out,
         N, V, H, *hidden.stride(), *weight.stride(), ignore_index,
         BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, HAS_BIAS=bias is not None,
-        IEEE=hidden.dtype == torch.float32, UPCAST=interpreted() and hidden.dtype == torch.bfloat16,
-        num_warps=warps, num_stages=stages,
+        **dot_flags(hidden.dtype), num_warps=warps, num_stages=stages,
     )
     return out

@@ -142,3 +142,71 @@ def test_token_nll_torch_chunks_and_float64():
     torch.testing.assert_close(
         token_nll_torch(hidden, weight, targets),
         F.cross_entropy(hidden @ weight.T, targets, reduction="none"), rtol=1e-5, atol=1e-5)
+
+
+# int64 pointer offsets, on a real storage of 2**32 + a few thousand float16
+# elements: 8 GiB of address space of which only a few KiB are ever written, so
+# on a CPU it costs no real memory (the interpreter reads the storage in place).
+# The views put stride BIG_STRIDE (< 2**31, so Triton passes it as int32) on one
+# dim of size 3: index 2 times that stride passes 2**31, and int32 offsets would
+# land 2**32 elements too low, still inside this storage because the views start
+# at 2**31, so a regression gives wrong numbers and NaN-poisoned output, not a crash.
+BIG_STRIDE = 2**30 + 8192
+VIEW_START = 2**31
+SLOT = 2048  # elements of one view per index of its big dim; views sit SLOT apart
+
+
+@pytest.fixture
+def huge_storage():
+    n = VIEW_START + 4 * SLOT + 2 * BIG_STRIDE  # room for four views
+    if DEVICE == "cuda" and torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
+        pytest.skip("the GPU has too little memory for an 8 GiB storage")
+    try:
+        return torch.empty(n, dtype=torch.float16, device=DEVICE)  # never touched as a whole
+    except (RuntimeError, MemoryError) as e:
+        pytest.skip(f"cannot reserve 8 GiB of address space: {e}")
+
+
+def _huge_view(buf, slot, shape, big_dim, gen):
+    """A view of `shape` (shape[big_dim] == 3) with stride BIG_STRIDE on big_dim
+    and the other dims packed in order, filled with fresh normal values."""
+    small = [d for d in range(len(shape)) if d != big_dim]
+    strides, step = [0] * len(shape), 1
+    for d in reversed(small):
+        strides[d], step = step, step * shape[d]
+    assert step <= SLOT and shape[big_dim] == 3
+    strides[big_dim] = BIG_STRIDE
+    view = buf.as_strided(shape, strides, VIEW_START + slot * SLOT)
+    view.copy_(torch.randn(shape, generator=gen))
+    return view
+
+
+@pytest.mark.parametrize("big_dim", [0, 1, 2])  # batch, head or sequence carries the huge stride
+def test_attention_int64_offsets(huge_storage, big_dim):
+    """Offsets past 2**31 elements on q, k, v and out, through the batch, head
+    or row index."""
+    gen = torch.Generator().manual_seed(big_dim)
+    shape = [1, 2, 16, 16]  # (B, H, S, D)
+    shape[big_dim] = 3
+    q, k, v, out = (_huge_view(huge_storage, i, shape, big_dim, gen) for i in range(4))
+    out.fill_(float("nan"))
+    B, H = shape[:2]
+    hm = torch.zeros(B, H, dtype=torch.bool, device=DEVICE)
+    hm[:, 0] = True  # head 0 takes the masked path (reads only v), the others read q and k
+    res = masked_attention_triton(q, k, v, hm, out=out, block_m=16, block_n=16)
+    assert res.data_ptr() == out.data_ptr()
+    assert not out.isnan().any()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    torch.testing.assert_close(out.cpu().double(), attention_f64(q.cpu(), k.cpu(), v.cpu(), hm.cpu()),
+                               rtol=TOL[torch.float16][0], atol=TOL[torch.float16][1])
+
+
+def test_token_nll_int64_offsets(huge_storage):
+    """Token 2 of hidden and vocabulary row 2 of weight lie past 2**31 elements."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = _huge_view(huge_storage, 0, (3, 64), 0, gen)
+    weight = _huge_view(huge_storage, 1, (3, 64), 0, gen)
+    targets = torch.tensor([2, 0, 2], device=DEVICE)
+    out = token_nll_triton(hidden, weight, targets, out=torch.full((3,), float("nan"), device=DEVICE))
+    ref = nll_f64(hidden.cpu().contiguous(), weight.cpu().contiguous(), targets.cpu())
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=1e-4)
