@@ -1,6 +1,9 @@
-"""What the stages' outputs promise each other, in one place: the name of the
-missing domain, and the digests that tie a selection to the scores it was
-made from and scores to the corpus they were made of.
+"""The on-disk contracts between stages, in one place: how a file is written
+(atomically), how a directory's Parquet files are listed, the scores schema
+and statuses, and one type per stage output (Scores, Selection, Mixture)
+that reads its manifest; the digests that tie a selection to the scores it
+was made from and scores to the corpus they were made of. docs/design.md
+describes each.
 
 The corpus signature reads only Parquet footers (paths, sizes, row counts),
 the scores digest the score column; neither depends on modification times or
@@ -15,9 +18,12 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Iterator
+
+from .errors import AttninfError
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
@@ -130,3 +136,200 @@ def scores_digest(root: str | Path, files: list[str]) -> str:
     return combine_digests({rel: score_file_digest(
         pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
         for rel in files})
+
+
+# ------------------------------------------------------------ stage outputs
+
+MANIFEST = "manifest.json"  # of a scores directory and of a selection
+STATS_DIR = "_stats"  # per scored file counters, beside the scores
+SCORE_COLUMNS = ("id", "score", "loss_base", "loss_masked", "n_tokens", "status", "repetition", "domain")
+
+
+def _read_manifest(path: Path, what: str, fix: str) -> dict:
+    if not path.is_file():
+        raise AttninfError(f"{path.parent} is not {what} (no {path.name}): {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise AttninfError(f"{path} is damaged ({e}): {fix}") from e
+    if not isinstance(data, dict):
+        raise AttninfError(f"{path} is damaged (not a mapping): {fix}")
+    return data
+
+
+def scores_schema(id_type=None):
+    """The Arrow schema of a scores file; `id` keeps the corpus column's type
+    (string when score made the ids)."""
+    import pyarrow as pa
+
+    f64, s = pa.float64(), pa.string()
+    return pa.schema([("id", id_type or s), ("score", f64), ("loss_base", f64), ("loss_masked", f64),
+                      ("n_tokens", pa.int64()), ("status", s), ("repetition", f64), ("domain", s)])
+
+
+def scores_table(ids, result: dict | None = None, domain=None):
+    """Rows of a scores file: ids (an Arrow array), Scorer.score_texts'
+    result, the domain (an Arrow array, or one value for every row). With no
+    result, the empty table of the schema."""
+    import pyarrow as pa
+
+    if result is None:
+        return scores_schema().empty_table()
+    n = len(ids)
+    if not isinstance(domain, (pa.Array, pa.ChunkedArray)):
+        domain = pa.array([domain] * n, pa.string())
+    cols = [ids] + [pa.array(result[c] if c != "status" else result[c].tolist(), t, from_pandas=True)
+                    for c, t in zip(SCORE_COLUMNS[1:7], scores_schema().types[1:7])] + [domain.cast(pa.string())]
+    return pa.Table.from_arrays(cols, schema=scores_schema(ids.type))
+
+
+@dataclass
+class Scores:
+    """A scores directory: scores/<corpus file's relative path> in the
+    scores schema, rows in input order; manifest.json (fingerprint, config,
+    corpus signature, summary); _stats/<file>.json per scored file."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "Scores":
+        root = Path(root)
+        return cls(root, _read_manifest(root / MANIFEST, "a scores directory", "run `attninf score` first"))
+
+    @staticmethod
+    def write_manifest(root: str | Path, manifest: dict) -> None:
+        write_json(manifest, Path(root) / MANIFEST)
+
+    def files(self) -> list[str]:
+        files = parquet_files(self.root, skip=(".", "_"))
+        if not files:
+            raise AttninfError(f"{self.root} holds no scores")
+        return files
+
+    @property
+    def config(self) -> dict:
+        """The ScoreConfig the scores were made with, as a mapping."""
+        return self.manifest.get("config") or {}
+
+    def column(self, name: str) -> str:
+        """The corpus column the scores read for text, id or domain."""
+        return self.config.get(f"{name}_column", name)
+
+    @property
+    def corpus(self) -> Path | None:
+        return Path(self.manifest["corpus"]) if self.manifest.get("corpus") else None
+
+    @property
+    def corpus_files(self) -> dict | None:
+        return self.manifest.get("corpus_files")
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.manifest.get("fingerprint") or {}
+
+    @property
+    def summary(self) -> dict:
+        return self.manifest.get("summary") or {}
+
+    def file_stats(self, rel: str) -> dict | None:
+        p = self.root / STATS_DIR / f"{rel}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+
+@dataclass
+class Selection:
+    """A selection directory: selected/<scores file> holding the kept rows
+    (row, id, domain, score, n_tokens); manifest.json with the cut per
+    group and where the scores are."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "Selection":
+        root = Path(root)
+        return cls(root, _read_manifest(root / MANIFEST, "a selection", "run `attninf select` first"))
+
+    @staticmethod
+    def write_manifest(root: str | Path, manifest: dict) -> None:
+        write_json(manifest, Path(root) / MANIFEST)
+
+    @property
+    def files(self) -> list[str]:
+        """The scores files the selection ranked (each has a file here)."""
+        return self.manifest["files"]
+
+    @property
+    def groups(self) -> dict:
+        return self.manifest["groups"]
+
+    def thresholds(self) -> dict:
+        return {g: v.get("threshold") for g, v in self.groups.items()}
+
+    def rows(self, rel: str):
+        """Selected row indices (into the corpus file) of one file, ascending."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        p = self.root / rel
+        if not p.exists():
+            return np.zeros(0, dtype=np.int64)
+        return pq.read_table(p, columns=["row"])["row"].to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def scores(self) -> Scores:
+        """The scores the selection was made from, checked to hold the same
+        scores still: found beside the selection (a moved or copied workdir)
+        or where they were; refused when rescored since."""
+        rec = self.manifest["scores"]
+        candidates = ([self.root / rec["relpath"]] if rec.get("relpath") else []) + [Path(rec["path"])]
+        root = next((c for c in candidates if (c / MANIFEST).is_file()), None)
+        if root is None:
+            raise AttninfError(f"the scores behind {self.root} are gone: {rec['path']}")
+        if rec.get("digest") and scores_digest(root, self.files) != rec["digest"]:
+            raise AttninfError(f"the scores in {root} changed since {self.root} was selected from them "
+                               "(rescored?): run `attninf select` again")
+        return Scores.read(root)
+
+
+def shard_name(shard: int, shards: int) -> str:
+    return f"part-{shard:05d}-of-{shards:05d}.parquet"
+
+
+@dataclass
+class Mixture:
+    """A training mixture: mixed/part-NNNNN-of-MMMMM.parquet (text, id,
+    domain, source) and mixed/.manifest.json, written last: a directory
+    without it is a mix that did not finish."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "Mixture":
+        root = Path(root)
+        man = root / MIX_MANIFEST
+        if not man.is_file():
+            if not root.is_dir():
+                raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")
+            raise AttninfError(f"{root} has no {MIX_MANIFEST}: not a finished `attninf mix` output "
+                               "(rerun the mix; a killed one leaves no manifest)")
+        return cls(root, _read_manifest(man, "a mixture", "rerun `attninf mix`"))
+
+    @staticmethod
+    def write_manifest(root: str | Path, manifest: dict) -> None:
+        write_json(manifest, Path(root) / MIX_MANIFEST)
+
+    def shards(self) -> list[Path]:
+        """The shard files the manifest lists, all present."""
+        m = self.manifest
+        try:
+            names = m.get("files") or [shard_name(i, m["shards"]) for i in range(m["shards"])]
+        except (KeyError, TypeError) as e:
+            raise AttninfError(f"{self.root / MIX_MANIFEST} is damaged ({e!r}): rerun `attninf mix`") from e
+        files = [self.root / n for n in names]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise AttninfError(f"{self.root}: {len(missing)} shard(s) its manifest lists are missing, "
+                               f"e.g. {missing[0]}")
+        return files

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import MIX_MANIFEST, atomic_path, corpus_mismatch, write_json
+from attninf.artifacts import (MIX_MANIFEST, Mixture, Scores, Selection, atomic_path, corpus_mismatch,
+                               shard_name)
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
-MANIFEST = MIX_MANIFEST
 
 
 @dataclass
@@ -60,45 +59,27 @@ def row_keys(seed: int, file_idx: int, rows: np.ndarray, copy: int) -> np.ndarra
         return _mix64(h ^ rows.astype(np.uint64))
 
 
-def selection_scores(sel: Path, sm: dict) -> Path:
-    """The scores directory a selection was made from, checked to hold the
-    same scores still: found beside the selection (a moved or copied workdir)
-    or where it was; refused when rescored since."""
-    from attninf.artifacts import scores_digest
-
-    rec = sm["scores"]
-    candidates = ([sel / rec["relpath"]] if rec.get("relpath") else []) + [Path(rec["path"])]
-    scores = next((c for c in candidates if (c / "manifest.json").is_file()), None)
-    if scores is None:
-        raise AttninfError(f"the scores behind {sel} are gone: {rec['path']}")
-    if rec.get("digest") and scores_digest(scores, sm["files"]) != rec["digest"]:
-        raise AttninfError(f"the scores in {scores} changed since {sel} was selected from them "
-                           "(rescored?): run `attninf select` again")
-    return scores
-
-
-def _plan(cfg: MixConfig):
-    sel = Path(cfg.selected)
-    if not (sel / "manifest.json").is_file():
-        raise AttninfError(f"{sel} is not a selection (no manifest.json): run `attninf select` first")
-    sm = json.loads((sel / "manifest.json").read_text())
-    scores = selection_scores(sel, sm)
-    smanifest = json.loads((scores / "manifest.json").read_text())
-    score_cfg = smanifest.get("config", {})
+def _plan(cfg: MixConfig) -> tuple[Selection, Scores]:
+    """The selection and the scores behind it, checked against the corpus as it is now."""
+    sel = Selection.read(cfg.selected)
+    scores = sel.scores()
     corpus = Path(cfg.corpus)
     if not corpus.is_dir():
         raise AttninfError(f"corpus directory not found: {corpus}")
-    if "corpus_files" in smanifest:  # the corpus by its files' sizes and rows, wherever it lies now
-        why = corpus_mismatch(corpus, smanifest["corpus_files"], sm["files"])
+    if scores.corpus_files is not None:  # the corpus by its files' sizes and rows, wherever it lies now
+        why = corpus_mismatch(corpus, scores.corpus_files, sel.files)
         if why:
-            raise AttninfError(f"{corpus} is not the corpus {scores} was scored from: {why}")
-    elif sm["scores"].get("corpus") and Path(sm["scores"]["corpus"]).resolve() != corpus.resolve():
-        raise AttninfError(f"{sel} was selected from scores of {sm['scores']['corpus']}, not {corpus}")
+            raise AttninfError(f"{corpus} is not the corpus {scores.root} was scored from: {why}")
+    elif sel.manifest["scores"].get("corpus") and Path(sel.manifest["scores"]["corpus"]).resolve() != corpus.resolve():
+        raise AttninfError(f"{sel.root} was selected from scores of {sel.manifest['scores']['corpus']}, not {corpus}")
     if cfg.repeat < 0:
         raise AttninfError("--repeat cannot be negative")
     if cfg.shard_rows < 1:
         raise AttninfError("--shard-rows must be at least 1")
-    return sm, scores, score_cfg
+    missing = [f for f in sel.files if not (corpus / f).is_file()]
+    if missing:
+        raise AttninfError(f"{len(missing)} scored file(s) are missing from {cfg.corpus}, e.g. {missing[0]}")
+    return sel, scores
 
 
 def _rows_of(path: Path) -> int:
@@ -107,29 +88,40 @@ def _rows_of(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def _split_file(cfg_d, rel, file_idx, scores, text_col, id_col, domain_col, n_shards, pieces):
-    """Pass 1 for one corpus file: write its rows (and selected copies) into shard pieces."""
+def _write_pieces(t, keys: np.ndarray, n_shards: int, pieces: str, name: str) -> None:
+    """Rows of t into the piece `name` of the shard their key falls in."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = (keys % np.uint64(n_shards)).astype(np.int64)
+    for s in np.unique(shard):
+        d = Path(pieces) / f"{s:05d}"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t.filter(pa.array(shard == s)), d / name)
+
+
+def _split_file(cfg_d, rel, file_idx, scores, columns, n_shards, pieces):
+    """Pass 1 for one corpus file: write its rows (and selected copies) into
+    shard pieces; {"<domain>|<source>": [rows, tokens]}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     cfg = MixConfig(**cfg_d)
+    text_col, id_col, domain_col = columns
     pf = pq.ParquetFile(Path(cfg.corpus) / rel)
     names = pf.schema_arrow.names
-    cols = [text_col] + [c for c in (id_col, domain_col) if c in names]
     sc_names = pq.read_schema(Path(scores) / rel).names
     sc = pq.read_table(Path(scores) / rel, columns=["id", "n_tokens"] + (["domain"] if "domain" in sc_names else []))
-    sel_path = Path(cfg.selected) / rel
-    chosen = np.array(pq.read_table(sel_path, columns=["row"])["row"].to_pylist(), dtype=np.int64) \
-        if sel_path.exists() else np.zeros(0, dtype=np.int64)
+    chosen = Selection.read(cfg.selected).rows(rel)
     if len(sc) != pf.metadata.num_rows:
         raise AttninfError(f"{rel}: the corpus file has {pf.metadata.num_rows} rows but its scores {len(sc)}: "
                            "the corpus changed since it was scored")
     stats: dict = {}
     start = 0
+    cols = [text_col] + [c for c in (id_col, domain_col) if c in names]
     for b, batch in enumerate(pf.iter_batches(batch_size=READ_BATCH, columns=cols)):
         n = batch.num_rows
         rows = np.arange(start, start + n, dtype=np.int64)
-        text = batch.column(text_col)
         ids = sc["id"].slice(start, n).cast(pa.string())  # corpus ids, or <file>:<row> made by score
         if "domain" in sc.column_names:  # the domain the selection ranked by (column or folder)
             dom = sc["domain"].slice(start, n).cast(pa.string())
@@ -140,25 +132,16 @@ def _split_file(cfg_d, rel, file_idx, scores, text_col, id_col, domain_col, n_sh
         ntok = sc["n_tokens"].slice(start, n).to_numpy(zero_copy_only=False)
         local = chosen[(chosen >= start) & (chosen < start + n)] - start
         parts = [(np.arange(n), 0, "base")] + [(local, c, "selected") for c in range(1, cfg.repeat + 1)]
-        for idx, copy, source in parts:
-            if len(idx) == 0:
-                continue
+        for idx, copy, source in (p for p in parts if len(p[0])):
             keys = row_keys(cfg.seed, file_idx, rows[idx], copy)
-            shard = (keys % np.uint64(n_shards)).astype(np.int64)
             take = pa.array(idx)
             t = pa.table({"_key": pa.array(keys, pa.uint64()), "_f": pa.array(np.full(len(idx), file_idx)),
                           "_r": pa.array(rows[idx]), "_c": pa.array(np.full(len(idx), copy)),
-                          "text": text.take(take), "id": ids.take(take), "domain": dom.take(take),
+                          "text": batch.column(text_col).take(take), "id": ids.take(take), "domain": dom.take(take),
                           "source": pa.array([source] * len(idx), pa.string())})
-            for s in np.unique(shard):
-                m = shard == s
-                d = Path(pieces) / f"{s:05d}"
-                d.mkdir(parents=True, exist_ok=True)
-                pq.write_table(t.filter(pa.array(m)), d / f"{file_idx:06d}-{b:05d}-{copy}.parquet")
-            doms = dom.take(take).to_pylist()
-            for dname, nt in zip(doms, ntok[idx].tolist()):
-                k = f"{dname}|{source}"
-                st = stats.setdefault(k, [0, 0])
+            _write_pieces(t, keys, n_shards, pieces, f"{file_idx:06d}-{b:05d}-{copy}.parquet")
+            for dname, nt in zip(dom.take(take).to_pylist(), ntok[idx].tolist()):
+                st = stats.setdefault(f"{dname}|{source}", [0, 0])
                 st[0] += 1
                 st[1] += int(nt)
         start += n
@@ -178,39 +161,14 @@ def _write_shard(shard: int, n_shards: int, pieces: str, out: str) -> int:
         t = t.select(["text", "id", "domain", "source"]).cast(schema)
     else:
         t = schema.empty_table()
-    with atomic_path(Path(out) / f"part-{shard:05d}-of-{n_shards:05d}.parquet") as tmp:
+    with atomic_path(Path(out) / shard_name(shard, n_shards)) as tmp:
         pq.write_table(t, tmp)
     return len(t)
 
 
-def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
-    import dask
-
-    sm, scores, score_cfg = _plan(cfg)
-    files = sm["files"]
-    text_col = score_cfg.get("text_column", "text")
-    id_col = score_cfg.get("id_column", "id")
-    domain_col = score_cfg.get("domain_column", "domain")
-    missing = [f for f in files if not (Path(cfg.corpus) / f).is_file()]
-    if missing:
-        raise AttninfError(f"{len(missing)} scored file(s) are missing from {cfg.corpus}, e.g. {missing[0]}")
-    base_rows = sum(_rows_of(Path(cfg.corpus) / f) for f in files)
-    total = base_rows + cfg.repeat * sm["selected"]
-    n_shards = max(1, math.ceil(total / cfg.shard_rows))
-    out = Path(cfg.out)
-    if out.exists():
-        for p in list(out.glob("part-*.parquet")) + list(out.glob(".pieces")):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # the manifest is written last: it marks completion
-    pieces = out / ".pieces"
-    cfg_d = dataclasses.asdict(cfg)
-    parts = dask.compute(*[dask.delayed(_split_file)(cfg_d, rel, i, str(scores), text_col, id_col, domain_col,
-                                                      n_shards, str(pieces)) for i, rel in enumerate(files)],
-                         scheduler=scheduler)
-    counts = dask.compute(*[dask.delayed(_write_shard)(s, n_shards, str(pieces), str(out)) for s in range(n_shards)],
-                          scheduler=scheduler)
-    shutil.rmtree(pieces, ignore_errors=True)
+def _domains(parts: list[dict]) -> dict:
+    """Rows and tokens per domain and source, and each domain's share of the
+    mixed token stream (weight) and of the corpus alone (base_weight)."""
     per: dict = {}
     for part in parts:
         for k, (n, t) in part.items():
@@ -221,17 +179,46 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
     all_tokens = sum(e["base_tokens"] + e["selected_tokens"] for e in per.values()) or 1
     base_all = sum(e["base_tokens"] for e in per.values()) or 1
     for e in per.values():
-        mix_t = e["base_tokens"] + e["selected_tokens"]
-        e["weight"] = mix_t / all_tokens  # share of the mixed token stream
-        e["base_weight"] = e["base_tokens"] / base_all  # share in the corpus alone
+        e["weight"] = (e["base_tokens"] + e["selected_tokens"]) / all_tokens
+        e["base_weight"] = e["base_tokens"] / base_all
+    return per
+
+
+def _clear(out: Path) -> None:
+    """Remove an earlier mix's shards and pieces; the manifest first, since it marks completion."""
+    if out.exists():
+        (out / MIX_MANIFEST).unlink(missing_ok=True)
+        for p in list(out.glob("part-*.parquet")) + list(out.glob(".pieces")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
+    import dask
+
+    sel, scores = _plan(cfg)
+    files = sel.files
+    columns = (scores.column("text"), scores.column("id"), scores.column("domain"))
+    base_rows = sum(_rows_of(Path(cfg.corpus) / f) for f in files)
+    total = base_rows + cfg.repeat * sel.manifest["selected"]
+    n_shards = max(1, math.ceil(total / cfg.shard_rows))
+    out = Path(cfg.out)
+    _clear(out)
+    pieces = out / ".pieces"
+    cfg_d = dataclasses.asdict(cfg)
+    parts = dask.compute(*[dask.delayed(_split_file)(cfg_d, rel, i, str(scores.root), columns, n_shards, str(pieces))
+                           for i, rel in enumerate(files)], scheduler=scheduler)
+    counts = dask.compute(*[dask.delayed(_write_shard)(s, n_shards, str(pieces), str(out)) for s in range(n_shards)],
+                          scheduler=scheduler)
+    shutil.rmtree(pieces, ignore_errors=True)
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": cfg_d, "corpus": str(Path(cfg.corpus).resolve()),
-        "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sm["selected"]},
+        "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sel.manifest["selected"]},
         "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards,
-        "files": [f"part-{s:05d}-of-{n_shards:05d}.parquet" for s in range(n_shards)], "domains": per,
+        "files": [shard_name(s, n_shards) for s in range(n_shards)], "domains": _domains(list(parts)),
     }
     if manifest["rows"] != total:
         raise AttninfError(f"internal error: wrote {manifest['rows']} rows, expected {total}")
-    write_json(manifest, out / MANIFEST)
+    Mixture.write_manifest(out, manifest)
     return manifest

@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attninf.artifacts import atomic_path, parquet_files, write_json
+from attninf.artifacts import (MANIFEST, STATS_DIR, Scores, Status, atomic_path, corpus_signature, parquet_files,
+                               scores_schema, scores_table, write_json)
 from attninf.errors import AttninfError
 
 log = logging.getLogger("attninf")
 
-MANIFEST = "manifest.json"
-STATS_DIR = "_stats"
 
 
 @dataclass
@@ -210,89 +209,93 @@ def _worker_device(device: str) -> str:
         return "cuda"
 
 
-def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
-    """Score one corpus file into out/<rel>; returns its counters. Pure in
-    (config, file): the same input gives the same bytes, on any worker."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-
-    cfg = ScoreConfig(**cfg_dict)
-    try:  # quiet workers: no per-worker weight-loading bars in the driver's output
+def _quiet_transformers() -> None:
+    """Workers load weights without per-worker progress bars in the driver's output."""
+    try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+class _FileReader:
+    """The columns score reads from one corpus file, batch by batch: texts,
+    ids (the id column, or <file>:<row>) and domains (column, folder or null)."""
+
+    def __init__(self, cfg: ScoreConfig, rel: str):
+        import pyarrow.parquet as pq
+
+        self.cfg, self.rel = cfg, rel
+        self.pf = pq.ParquetFile(Path(cfg.corpus) / rel)
+        names = self.pf.schema_arrow.names
+        self.has_id = cfg.id_column in names
+        self.from_column = cfg.domain_from == "column"
+        if self.from_column and cfg.domain_column not in names:
+            raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
+        self.folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
+        self.columns = ([cfg.text_column] + ([cfg.id_column] if self.has_id else [])
+                        + ([cfg.domain_column] if self.from_column else []))
+
+    def batches(self):
+        """(texts, ids, domain) per batch of rows_per_chunk rows, in file order."""
+        import pyarrow as pa
+
+        row0 = 0
+        for batch in self.pf.iter_batches(batch_size=self.cfg.rows_per_chunk, columns=self.columns):
+            n = batch.num_rows
+            ids = (batch.column(self.cfg.id_column) if self.has_id
+                   else pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string()))
+            domain = batch.column(self.cfg.domain_column) if self.from_column else self.folder
+            yield batch.column(self.cfg.text_column).to_pylist(), ids, domain
+            row0 += n
+
+
+def _count(stats: dict, res: dict, ids, seen: set) -> None:
+    """Add one batch to a file's counters (documents, statuses, tokens, duplicate ids)."""
+    import numpy as np
+
+    for x in ids.to_pylist():
+        if x in seen or x is None:
+            stats["duplicate_ids"] += 1
+        seen.add(x)
+    stats["documents"] += len(ids)
+    stats["tokens"] += int(res["n_tokens"].sum())
+    for st in Status:
+        stats[st.value] += int(np.sum(res["status"] == st.value))
+
+
+def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
+    """Score one corpus file into out/<rel>; returns its counters. Pure in
+    (config, file): the same input gives the same bytes, on any worker."""
+    import pyarrow.parquet as pq
+    import torch
+
+    cfg = ScoreConfig(**cfg_dict)
+    _quiet_transformers()
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     scorer = _scorer(cfg, _worker_device(cfg.device))
-    src = Path(cfg.corpus) / rel
-    dst = Path(cfg.out) / rel
-    pf = pq.ParquetFile(src)
-    names = pf.schema_arrow.names
-    has_id = cfg.id_column in names
-    from_column = cfg.domain_from == "column"
-    if from_column and cfg.domain_column not in names:
-        raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
-    folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
-    cols = [cfg.text_column] + ([cfg.id_column] if has_id else []) + ([cfg.domain_column] if from_column else [])
-    stats = {"file": rel, "documents": 0, "ok": 0, "empty": 0, "too_short": 0, "tokens": 0,
-             "duplicate_ids": 0}
+    reader = _FileReader(cfg, rel)
+    stats = {"file": rel, "documents": 0, **{st.value: 0 for st in Status}, "tokens": 0, "duplicate_ids": 0}
     seen: set = set()
-    writer = None
-    row0 = 0
-    with atomic_path(dst) as tmp:  # renamed onto dst only when the whole file is scored
+    with atomic_path(Path(cfg.out) / rel) as tmp:  # renamed onto out/<rel> only when the whole file is scored
+        writer = None
         try:
-            for batch in pf.iter_batches(batch_size=cfg.rows_per_chunk, columns=cols):
-                texts = batch.column(cfg.text_column).to_pylist()
+            for texts, ids, domain in reader.batches():
                 res = scorer.score_texts(texts)
-                n = len(texts)
-                ids = (batch.column(cfg.id_column) if has_id
-                       else pa.array([f"{rel}:{row0 + i}" for i in range(n)], pa.string()))
-                for x in ids.to_pylist():
-                    if x in seen or x is None:
-                        stats["duplicate_ids"] += 1
-                    seen.add(x)
-                data = {
-                    "id": ids,
-                    "score": pa.array(res["score"], pa.float64(), from_pandas=True),
-                    "loss_base": pa.array(res["loss_base"], pa.float64(), from_pandas=True),
-                    "loss_masked": pa.array(res["loss_masked"], pa.float64(), from_pandas=True),
-                    "n_tokens": pa.array(res["n_tokens"], pa.int64()),
-                    "status": pa.array(res["status"].tolist(), pa.string()),
-                    "repetition": pa.array(res["repetition"], pa.float64(), from_pandas=True),
-                }
-                if from_column:
-                    dom = batch.column(cfg.domain_column)
-                    data["domain"] = dom if pa.types.is_string(dom.type) else dom.cast(pa.string())
-                else:
-                    data["domain"] = pa.array([folder] * n, pa.string())
-                table = pa.table(data)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
+                table = scores_table(ids, res, domain)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
-                row0 += n
-                stats["documents"] += n
-                stats["tokens"] += int(res["n_tokens"].sum())
-                for s in ("ok", "empty", "too_short"):
-                    stats[s] += int(np.sum(res["status"] == s))
-            if writer is None:  # a file with no rows still gets its (empty) output
-                empty = {"id": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
-                         "loss_base": pa.array([], pa.float64()), "loss_masked": pa.array([], pa.float64()),
-                         "n_tokens": pa.array([], pa.int64()), "status": pa.array([], pa.string()),
-                         "repetition": pa.array([], pa.float64()), "domain": pa.array([], pa.string())}
-                writer = pq.ParquetWriter(tmp, pa.table(empty).schema)
-            writer.close()
-            writer = None
-            stats["seconds"] = round(time.perf_counter() - t0, 3)
-            write_json(stats, Path(cfg.out) / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
+                _count(stats, res, ids, seen)
+            writer = writer or pq.ParquetWriter(tmp, scores_schema())  # no rows: still an (empty) output
         finally:
             if writer is not None:
                 writer.close()
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(stats, Path(cfg.out) / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
     return stats
 
 
@@ -308,7 +311,7 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
         if out.exists() and any(out.rglob("*.parquet")):
             raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
         return
-    old = json.loads(man.read_text()).get("fingerprint", {})
+    old = Scores.read(out).fingerprint
     if old == fp:
         return
     diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
@@ -355,11 +358,70 @@ def default_workers(device: str) -> int:
     return 1
 
 
-def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
-    """Score the corpus; returns the summary (also written to the manifest)."""
-    from tqdm.auto import tqdm
+class _Progress:
+    """The driver's view of a run: a bar over documents, tokens per second,
+    and the files that failed (with one line each)."""
 
-    t0 = time.perf_counter()
+    def __init__(self, rows: dict[str, int], todo: list[str], failures: dict, say, show: bool):
+        from tqdm.auto import tqdm
+
+        self.rows, self.failures, self.say = rows, failures, say
+        self.bar = tqdm(total=sum(rows[f] for f in todo), unit="doc", disable=not show, dynamic_ncols=True,
+                        desc="score")
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+
+    def finished(self, rel: str, stats: dict | None = None, error: str | None = None) -> None:
+        if error is not None:
+            self.failures[rel] = error
+            self.say(f"failed: {rel}: {error}")
+        else:
+            self.tokens += stats["tokens"]
+        self.bar.update(self.rows[rel])
+        self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {len(self.failures)} failed")
+
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+
+
+def _score_here(cfg_dict: dict, todo: list[str], progress: _Progress) -> None:
+    """--workers 0: every file in this process, one after the other."""
+    for rel in todo:
+        try:
+            progress.finished(rel, score_file(cfg_dict, rel))
+        except AttninfError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+            progress.finished(rel, error=_one_line(e))
+
+
+def _score_on_dask(cfg: ScoreConfig, cfg_dict: dict, todo: list[str], workers: int, progress: _Progress) -> None:
+    """One task per file on a local cluster (or the one at --scheduler)."""
+    from distributed import as_completed
+
+    client, cluster = _client(cfg, workers)
+    threads = None if cluster is None else max(1, (os.cpu_count() or 1) // workers)
+    try:
+        futs = {client.submit(score_file, cfg_dict, rel, threads, pure=False,
+                              key=f"attninf-score-{uuid.uuid4().hex[:8]}-{rel}"): rel for rel in todo}
+        for fut in as_completed(futs):
+            rel = futs[fut]
+            try:
+                progress.finished(rel, fut.result())
+            except AttninfError as e:
+                raise AttninfError(f"{rel}: {e}") from e
+            except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
+                progress.finished(rel, error=_one_line(e))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int], dict[str, str], dict]:
+    """Check the corpus and the output directory, resolve the domains, write
+    the manifest that says the run started; (cfg, files, rows per readable
+    file, unreadable files, manifest)."""
     files = list_files(cfg.corpus)
     rows, bad, with_domain = inspect(cfg.corpus, files, cfg.text_column, cfg.domain_column)
     mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
@@ -370,83 +432,44 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
-    workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
-    from attninf.artifacts import corpus_signature
-
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
                 "corpus_files": corpus_signature(cfg.corpus, [f for f in files if f in rows]),
                 "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
-    write_json(manifest, out / MANIFEST)
+    Scores.write_manifest(out, manifest)
+    for rel, err in bad.items():
+        say(f"unreadable: {rel}: {err}")
+    return cfg, files, rows, bad, manifest
 
+
+def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+    """Score the corpus; returns the summary (also written to the manifest)."""
+    t0 = time.perf_counter()
+    cfg, files, rows, bad, manifest = _start(cfg, say)
+    out = Path(cfg.out)
     todo = [f for f in files if f in rows and not (out / f).exists()]
     done = [f for f in files if f in rows and (out / f).exists()]
     if done:
         say(f"resuming: {len(done)} of {len(files)} files already scored, {len(todo)} to go")
     failures = dict(bad)
-    for rel, err in bad.items():
-        say(f"unreadable: {rel}: {err}")
-    cfg_dict = dataclasses.asdict(cfg)
-    bar = tqdm(total=sum(rows[f] for f in todo), unit="doc", disable=not progress, dynamic_ncols=True,
-               desc="score")
-    new_tokens = 0
-    t_work = time.perf_counter()
-
-    def finished(rel, stats=None, error=None):
-        nonlocal new_tokens
-        if error is not None:
-            failures[rel] = error
-            say(f"failed: {rel}: {error}")
-        else:
-            new_tokens += stats["tokens"]
-        bar.update(rows[rel])
-        el = time.perf_counter() - t_work
-        bar.set_postfix_str(f"{new_tokens / max(el, 1e-9):,.0f} tok/s, {len(failures)} failed")
-
+    workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
+    prog = _Progress(rows, todo, failures, say, progress)
     if todo and workers == 0:
-        for rel in todo:
-            try:
-                finished(rel, score_file(cfg_dict, rel))
-            except AttninfError:
-                raise
-            except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
-                finished(rel, error=_one_line(e))
+        _score_here(dataclasses.asdict(cfg), todo, prog)
     elif todo:
-        from distributed import as_completed
+        _score_on_dask(cfg, dataclasses.asdict(cfg), todo, workers, prog)
+    prog.bar.close()
 
-        client, cluster = _client(cfg, workers)
-        threads = None if cluster is None else max(1, (os.cpu_count() or 1) // workers)
-        try:
-            futs = {client.submit(score_file, cfg_dict, rel, threads, pure=False,
-                                  key=f"attninf-score-{uuid.uuid4().hex[:8]}-{rel}"): rel for rel in todo}
-            for fut in as_completed(futs):
-                rel = futs[fut]
-                try:
-                    finished(rel, fut.result())
-                except AttninfError as e:
-                    raise AttninfError(f"{rel}: {e}") from e
-                except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
-                    finished(rel, error=_one_line(e))
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    bar.close()
-
-    totals = {"documents": 0, "ok": 0, "empty": 0, "too_short": 0, "tokens": 0, "duplicate_ids": 0}
-    for rel in files:
-        sp = out / STATS_DIR / f"{rel}.json"
-        if rel not in failures and sp.exists():
-            st = json.loads(sp.read_text())
-            for k in totals:
-                totals[k] += st.get(k, 0)
-    wall = time.perf_counter() - t0
+    scores = Scores(out, manifest)
+    totals = {k: 0 for k in ("documents", "ok", "empty", "too_short", "tokens", "duplicate_ids")}
+    for st in (scores.file_stats(rel) for rel in files if rel not in failures):
+        for k in totals:
+            totals[k] += (st or {}).get(k, 0)
     summary = {**totals, "files": len(files), "files_scored_now": len(todo) - len(set(todo) & set(failures)),
-               "files_skipped": len(done), "failures": failures, "wall_s": round(wall, 2),
-               "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(time.perf_counter() - t_work, 1e-9), 1),
-               "workers": workers}
+               "files_skipped": len(done), "failures": failures, "wall_s": round(time.perf_counter() - t0, 2),
+               "new_tokens": prog.tokens, "tokens_per_s": round(prog.tokens_per_s(), 1), "workers": workers}
     manifest.update({"finished": _now(), "summary": summary, "complete": not failures})
-    write_json(manifest, out / MANIFEST)
+    Scores.write_manifest(out, manifest)
     return summary
 
 

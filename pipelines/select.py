@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (NO_DOMAIN, atomic_path, combine_digests, domain_name, parquet_files,
-                               score_file_digest, write_json)
+from attninf.artifacts import (NO_DOMAIN, Scores, Selection, atomic_path, combine_digests, domain_name,
+                               score_file_digest)
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -60,16 +59,6 @@ class SelectConfig:
             raise AttninfError(f"--frac must be in [0, 1], got {self.frac}")
         if self.by not in ("auto", "domain", "global"):
             raise AttninfError(f"--by must be domain, global or auto, got {self.by!r}")
-
-
-def score_files(scores_dir: str | Path) -> list[str]:
-    root = Path(scores_dir)
-    if not (root / "manifest.json").is_file():
-        raise AttninfError(f"{root} is not a scores directory (no manifest.json): run `attninf score` first")
-    files = parquet_files(root, skip=(".", "_"))
-    if not files:
-        raise AttninfError(f"{root} holds no scores")
-    return files
 
 
 def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
@@ -172,21 +161,10 @@ def _selected_rows(root, rel, cfg, by_domain, cuts):
     return d, keep
 
 
-def _compute(tasks, scheduler):
-    import dask
-
-    return dask.compute(*tasks, scheduler=scheduler)
-
-
-def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
-    """Write the selection and its manifest; returns the manifest."""
-    import dask
-    import pyarrow as pa
+def _check_domain_columns(root: str, files: list[str], cfg: SelectConfig) -> None:
+    """Either every scores file has a domain column or none does."""
     import pyarrow.parquet as pq
 
-    cfg.check()
-    files = score_files(cfg.scores)
-    root = cfg.scores
     with_col = [f for f in files if "domain" in pq.read_schema(Path(root) / f).names]
     if with_col and len(with_col) < len(files):
         lacking = next(f for f in files if f not in with_col)
@@ -194,36 +172,34 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
                            "these scores come from different runs; score the corpus again into one --out")
     if cfg.by == "domain" and not with_col:
         raise AttninfError(f"--by domain: the scores in {root} have no domain column")
-    delayed = dask.delayed
 
-    # pass 1: counts, tokens and score range per domain, merged into one group when ranking globally
-    parts = _compute([delayed(_stats)(root, f, cfg, True) for f in files], scheduler)
-    per_domain = _merge_stats([groups for groups, _ in parts])
-    digest = combine_digests({f: fd for f, (_, fd) in zip(files, parts)})  # ties the selection to these scores
+
+def _ranking(cfg: SelectConfig, per_domain: dict, root: str) -> tuple[bool, str]:
+    """(rank within domains?, why): within domains whenever any document has one, unless --by global."""
     named = sorted(g for g in per_domain if g != NO_DOMAIN)
     if cfg.by == "global":
-        by_domain, why = False, "--by global"
-    elif cfg.by == "domain" and not named:
+        return False, "--by global"
+    if cfg.by == "domain" and not named:
         raise AttninfError(f"--by domain: every domain in {root} is null")
-    elif named:
-        by_domain, why = True, f"{len(named)} domain(s): {', '.join(named[:8])}{' ...' if len(named) > 8 else ''}"
-        if NO_DOMAIN in per_domain:
-            why += f"; {per_domain[NO_DOMAIN]['documents']:,} document(s) without a domain ranked as {NO_DOMAIN}"
-    else:
-        by_domain, why = False, "no document has a domain (score with --domain-from column or dir to rank within domains)"
-    totals = per_domain if by_domain else _merge_stats([{ALL: s} for s in per_domain.values()])
+    if not named:
+        return False, "no document has a domain (score with --domain-from column or dir to rank within domains)"
+    why = f"{len(named)} domain(s): {', '.join(named[:8])}{' ...' if len(named) > 8 else ''}"
+    if NO_DOMAIN in per_domain:
+        why += f"; {per_domain[NO_DOMAIN]['documents']:,} document(s) without a domain ranked as {NO_DOMAIN}"
+    return True, why
 
-    # target per group: k documents, or a token budget
+
+def _targets(cfg: SelectConfig, totals: dict) -> tuple[dict, dict, dict]:
+    """Per group: the target (count or tokens), the cuts already known (none
+    or all), and the score interval that holds every other cut."""
     need: dict[str, tuple[str, int]] = {}
+    cuts: dict[str, object] = {}
+    open_: dict[str, dict] = {}
     for g, t in totals.items():
         if cfg.tokens is not None:
             need[g] = ("tokens", int(cfg.tokens))
         else:
             need[g] = ("count", int(math.floor(cfg.frac * t["candidates"] + 0.5)))
-
-    cuts: dict[str, object] = {}
-    open_: dict[str, dict] = {}
-    for g, t in totals.items():
         kind, n = need[g]
         avail = t["candidates"] if kind == "count" else t["tokens_candidates"]
         if t["candidates"] == 0 or n <= 0:
@@ -233,13 +209,19 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         else:
             lo = np.nextafter(t["min"], -np.inf)
             open_[g] = {"lo": lo, "hi": t["max"], "above_n": 0, "above_tok": 0, "inside": t["candidates"]}
+    return need, cuts, open_
 
-    # pass 2: narrow the interval holding the cut until few rows remain in it
-    while any(s["inside"] > GATHER and s["hi"] > np.nextafter(s["lo"], np.inf) for s in open_.values()):
-        refine = {g: (s["lo"], s["hi"]) for g, s in open_.items()
-                  if s["inside"] > GATHER and s["hi"] > np.nextafter(s["lo"], np.inf)}
+
+def _narrow(job: dict, need: dict, open_: dict) -> None:
+    """Pass 2: shrink each open interval ~BINS-fold per round (merged
+    per-file histograms) until few rows remain inside it."""
+    def wide(s):
+        return s["inside"] > GATHER and s["hi"] > np.nextafter(s["lo"], np.inf)
+
+    while any(wide(s) for s in open_.values()):
+        refine = {g: (s["lo"], s["hi"]) for g, s in open_.items() if wide(s)}
         merged = {g: (np.zeros(BINS), np.zeros(BINS)) for g in refine}
-        for part in _compute([delayed(_hist)(root, f, cfg, by_domain, refine) for f in files], scheduler):
+        for part in _map(job, _hist, refine):
             for g, (c, w) in part.items():
                 merged[g][0][:] += c
                 merged[g][1][:] += w
@@ -260,57 +242,63 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
                 continue
             s.update(lo=new_lo, hi=new_hi, above_n=int(cum_n), above_tok=int(cum_t), inside=int(counts[j]))
 
-    # pass 3: gather the rows inside each interval and cut exactly
-    if open_:
-        ivs = {g: (s["lo"], s["hi"]) for g, s in open_.items()}
-        rows = {g: [] for g in open_}
-        for part in _compute([delayed(_gather)(root, f, cfg, by_domain, ivs) for f in files], scheduler):
-            for g, r in part.items():
-                rows[g].extend(r)
-        for g, s in open_.items():
-            kind, n = need[g]
-            ranked = sorted(rows[g], key=lambda r: (-r[0], r[1], r[2], r[3]))
-            taken, cum = None, s["above_tok"]
-            for i, (sc, id_, rel, row, nt) in enumerate(ranked):
-                if kind == "count" and s["above_n"] + i >= n:
+
+def _cut(job: dict, need: dict, open_: dict, cuts: dict) -> None:
+    """Pass 3: gather the rows inside each interval, rank them, cut exactly."""
+    if not open_:
+        return
+    rows: dict[str, list] = {g: [] for g in open_}
+    for part in _map(job, _gather, {g: (s["lo"], s["hi"]) for g, s in open_.items()}):
+        for g, r in part.items():
+            rows[g].extend(r)
+    for g, s in open_.items():
+        kind, n = need[g]
+        ranked = sorted(rows[g], key=lambda r: (-r[0], r[1], r[2], r[3]))
+        taken, cum = None, s["above_tok"]
+        for i, (sc, id_, rel, row, nt) in enumerate(ranked):
+            if kind == "count" and s["above_n"] + i >= n:
+                break
+            if kind == "tokens":
+                if cum + nt > n:
                     break
-                if kind == "tokens":
-                    if cum + nt > n:
-                        break
-                    cum += nt
-                taken = ("ge", sc, id_, rel, row)
-            # nothing taken inside: the cut is everything above the interval
-            cuts[g] = taken if taken is not None else (("gt", s["hi"]) if s["above_n"] else None)
+                cum += nt
+            taken = ("ge", sc, id_, rel, row)
+        # nothing taken inside: the cut is everything above the interval
+        cuts[g] = taken if taken is not None else (("gt", s["hi"]) if s["above_n"] else None)
 
-    # pass 4: every file writes its selected rows
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
 
-    def write(rel):
-        d, keep = _selected_rows(root, rel, cfg, by_domain, cuts)
-        idx = np.nonzero(keep)[0]
-        table = pa.table({"row": pa.array(idx, pa.int64()), "id": pa.array(d["id"][idx].tolist(), pa.string()),
-                          "domain": pa.array([None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
-                                             pa.string()),
-                          "score": pa.array(d["score"][idx], pa.float64()),
-                          "n_tokens": pa.array(d["n_tokens"][idx], pa.int64())})
-        with atomic_path(out / rel) as tmp:
-            pq.write_table(table, tmp)
-        per = {}
-        for i in idx:
-            g = d["group"][i]
-            per.setdefault(g, [0, 0])
-            per[g][0] += 1
-            per[g][1] += int(d["n_tokens"][i])
-        return per
+def _write_rows(root, rel, cfg, by_domain, cuts, out: str) -> dict[str, list[int]]:
+    """Pass 4, one file: write its selected rows; (documents, tokens) kept per group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    kept: dict[str, list[int]] = {}
-    for part in _compute([delayed(write)(f) for f in files], scheduler):
-        for g, (n, tk) in part.items():
-            kept.setdefault(g, [0, 0])
-            kept[g][0] += n
-            kept[g][1] += tk
-    scores_manifest = json.loads((Path(root) / "manifest.json").read_text())
+    d, keep = _selected_rows(root, rel, cfg, by_domain, cuts)
+    idx = np.nonzero(keep)[0]
+    table = pa.table({"row": pa.array(idx, pa.int64()), "id": pa.array(d["id"][idx].tolist(), pa.string()),
+                      "domain": pa.array([None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
+                                         pa.string()),
+                      "score": pa.array(d["score"][idx], pa.float64()),
+                      "n_tokens": pa.array(d["n_tokens"][idx], pa.int64())})
+    with atomic_path(Path(out) / rel) as tmp:
+        pq.write_table(table, tmp)
+    per: dict[str, list[int]] = {}
+    for i in idx:
+        k = per.setdefault(d["group"][i], [0, 0])
+        k[0] += 1
+        k[1] += int(d["n_tokens"][i])
+    return per
+
+
+def _map(job: dict, fn, *args) -> list:
+    """fn(root, rel, cfg, by_domain, *args) for every scores file, in parallel, in file order."""
+    import dask
+
+    return list(dask.compute(*[dask.delayed(fn)(job["root"], f, job["cfg"], job["by_domain"], *args)
+                               for f in job["files"]], scheduler=job["scheduler"]))
+
+
+def _groups(totals: dict, cuts: dict, kept: dict) -> dict:
+    """The manifest's per-group numbers: counts, score range, the cut, what was kept."""
     groups = {}
     for g, t in sorted(totals.items()):
         cut = cuts.get(g)
@@ -319,6 +307,37 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
                      "threshold": None if cut in (None, "all") else cut[1],
                      "threshold_id": cut[2] if isinstance(cut, tuple) and cut[0] == "ge" else None,
                      "selected": kept.get(g, [0, 0])[0], "tokens_selected": kept.get(g, [0, 0])[1]}
+    return groups
+
+
+def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
+    """Write the selection and its manifest; returns the manifest."""
+    cfg.check()
+    scores = Scores.read(cfg.scores)
+    files, root = scores.files(), cfg.scores
+    _check_domain_columns(root, files, cfg)
+    job = {"root": root, "files": files, "cfg": cfg, "by_domain": True, "scheduler": scheduler}
+
+    # pass 1: counts, tokens and score range per domain, merged into one group when ranking globally
+    parts = _map(job, _stats)
+    per_domain = _merge_stats([groups for groups, _ in parts])
+    digest = combine_digests({f: fd for f, (_, fd) in zip(files, parts)})  # ties the selection to these scores
+    by_domain, why = _ranking(cfg, per_domain, root)
+    job["by_domain"] = by_domain
+    totals = per_domain if by_domain else _merge_stats([{ALL: s} for s in per_domain.values()])
+
+    need, cuts, open_ = _targets(cfg, totals)
+    _narrow(job, need, open_)
+    _cut(job, need, open_, cuts)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept: dict[str, list[int]] = {}
+    for part in _map(job, _write_rows, cuts, str(out)):  # pass 4: every file writes its selected rows
+        for g, (n, tk) in part.items():
+            k = kept.setdefault(g, [0, 0])
+            k[0] += n
+            k[1] += tk
+    groups = _groups(totals, cuts, kept)
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": dataclasses.asdict(cfg),
@@ -326,14 +345,14 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "by_why": why,
         "scores": {"path": str(Path(root).resolve()),
                    "relpath": os.path.relpath(Path(root).resolve(), out.resolve()),  # survives moving the workdir
-                   "fingerprint": scores_manifest.get("fingerprint"), "corpus": scores_manifest.get("corpus"),
+                   "fingerprint": scores.manifest.get("fingerprint"), "corpus": scores.manifest.get("corpus"),
                    "digest": digest},
         "groups": groups,
         "selected": sum(v["selected"] for v in groups.values()),
         "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
         "files": files,
     }
-    write_json(manifest, out / "manifest.json")
+    Selection.write_manifest(out, manifest)
     return manifest
 
 
