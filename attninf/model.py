@@ -9,6 +9,7 @@ same model.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -215,8 +216,8 @@ def _load_gguf(gguf: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    try:
-        import gguf as _  # noqa: F401
+    try:  # transformers reads GGUF with the `gguf` package: fail early, with a hint
+        importlib.import_module("gguf")
     except ImportError as e:
         raise AttninfError("loading a GGUF file needs the `gguf` package: pip install gguf") from e
     verbosity = hf_logging.get_verbosity()
@@ -297,87 +298,117 @@ def load_model(
     filled cache). Pickle weights (`.bin`) are refused unless allow_pickle:
     unpickling runs arbitrary code.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    name = spec
     path = Path(os.path.expanduser(spec))
+    # from_pretrained arguments shared by the local and hub loaders
     kwargs: dict[str, Any] = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                   attn_implementation=attn_implementation)
 
     if spec in OFFLINE_MODELS:
         path = pull_model(spec)
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise AttninfError(f"GGUF file not found: {path}")
-        tok, model = _load_gguf(path, torch_dtype)
-        _check_causal(model.config, str(path), trust_remote_code)
-        weight_files = [path]
-        if attn_implementation != model.config._attn_implementation:
-            model.set_attn_implementation(attn_implementation)
+        tok, model, weight_files = _load_gguf_file(path, torch_dtype, trust_remote_code, attn_implementation)
     elif path.is_dir() or spec.startswith((".", "/", "~")):
-        if not path.is_dir():
-            raise AttninfError(f"model directory not found: {path}")
-        if not (path / "config.json").is_file():
-            ggufs = sorted(path.glob("*.gguf"))
-            hint = f"; it holds {ggufs[0].name}: pass that file to --model" if ggufs else ""
-            raise AttninfError(f"{path} is not a model directory (no config.json){hint}")
-        try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (ValueError, OSError, KeyError) as e:
-            raise AttninfError(f"cannot read the config in {path}: {_one_line(e)}") from e
-        _check_causal(config, str(path), trust_remote_code)
-        safe, pickle = _local_weight_files(path)
-        if safe:
-            kwargs["use_safetensors"] = True
-            weight_files = safe
-        elif pickle and not allow_pickle:
-            raise AttninfError(
-                f"{path} has only pickle weights ({pickle[0].name}); loading them can run arbitrary "
-                "code. Convert them to safetensors, or pass --allow-pickle if you trust the source"
-            )
-        elif pickle:
-            kwargs["use_safetensors"] = False
-            weight_files = pickle
-        else:
-            raise AttninfError(f"{path} has a config but no weights (*.safetensors)")
-        try:
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except (ValueError, OSError, KeyError, RuntimeError) as e:
-            raise AttninfError(f"cannot load the model in {path}: {_one_line(e)}") from e
+        tok, model, weight_files = _load_local_dir(path, kwargs, allow_pickle)
     else:
-        # a hub id: resolved through the local Hugging Face cache or the hub
-        try:
-            config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
-        except (ValueError, OSError, KeyError) as e:
-            raise AttninfError(
-                f"model {spec!r} is not a local directory, a .gguf file, an offline model "
-                f"({', '.join(OFFLINE_MODELS)}) or a reachable hub id ({_one_line(e)})"
-            ) from e
-        _check_causal(config, spec, trust_remote_code)
-        if not allow_pickle:
-            kwargs["use_safetensors"] = True
-        try:
-            tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
-        except (ValueError, OSError, KeyError, RuntimeError) as e:
-            hint = " (pass --allow-pickle if it only has .bin weights and you trust it)" if not allow_pickle else ""
-            raise AttninfError(f"cannot load model {spec!r}: {_one_line(e)}{hint}") from e
-        snap = Path(getattr(model.config, "_name_or_path", "") or "")
-        weight_files = []
-        try:
-            from huggingface_hub import snapshot_download
-
-            snap = Path(snapshot_download(spec, local_files_only=True))
-            safe, pickle = _local_weight_files(snap)
-            weight_files = safe or pickle
-        except Exception:  # noqa: BLE001 - fingerprint then covers the config only
-            log.warning("could not locate the weight files of %s: fingerprint covers its config only", spec)
-        path = snap
+        tok, model, weight_files, path = _load_hub_id(spec, kwargs, allow_pickle)
 
     model.to(device)
     model.eval()
-    fp = fingerprint(model.config, weight_files, name)
-    return LoadedModel(model=model, tokenizer=tok, name=name, path=str(path), fingerprint=fp)
+    fp = fingerprint(model.config, weight_files, spec)
+    return LoadedModel(model=model, tokenizer=tok, name=spec, path=str(path), fingerprint=fp)
+
+
+def _load_gguf_file(path: Path, torch_dtype, trust_remote_code: bool, attn_implementation: str):
+    """A `.gguf` checkpoint: (tokenizer, model, [path]); the file is its own weights."""
+    if not path.is_file():
+        raise AttninfError(f"GGUF file not found: {path}")
+    tok, model = _load_gguf(path, torch_dtype)
+    _check_causal(model.config, str(path), trust_remote_code)
+    if attn_implementation != model.config._attn_implementation:
+        model.set_attn_implementation(attn_implementation)
+    return tok, model, [path]
+
+
+def _load_local_dir(path: Path, kwargs: dict[str, Any], allow_pickle: bool):
+    """A Hugging Face model directory: (tokenizer, model, weight files)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    trust_remote_code = kwargs["trust_remote_code"]
+    if not path.is_dir():
+        raise AttninfError(f"model directory not found: {path}")
+    if not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        hint = f"; it holds {ggufs[0].name}: pass that file to --model" if ggufs else ""
+        raise AttninfError(f"{path} is not a model directory (no config.json){hint}")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, KeyError) as e:
+        raise AttninfError(f"cannot read the config in {path}: {_one_line(e)}") from e
+    _check_causal(config, str(path), trust_remote_code)
+    weight_files, use_safetensors = _choose_local_weights(path, allow_pickle)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs, use_safetensors=use_safetensors)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        raise AttninfError(f"cannot load the model in {path}: {_one_line(e)}") from e
+    return tok, model, weight_files
+
+
+def _choose_local_weights(path: Path, allow_pickle: bool) -> tuple[list[Path], bool]:
+    """The weight files of a model directory and whether they are safetensors:
+    safetensors when there are any, pickle only when allowed."""
+    safe, pickle = _local_weight_files(path)
+    if safe:
+        return safe, True
+    if pickle and not allow_pickle:
+        raise AttninfError(
+            f"{path} has only pickle weights ({pickle[0].name}); loading them can run arbitrary "
+            "code. Convert them to safetensors, or pass --allow-pickle if you trust the source"
+        )
+    if pickle:
+        return pickle, False
+    raise AttninfError(f"{path} has a config but no weights (*.safetensors)")
+
+
+def _load_hub_id(spec: str, kwargs: dict[str, Any], allow_pickle: bool):
+    """A hub id, resolved through the local Hugging Face cache or the hub:
+    (tokenizer, model, weight files, snapshot directory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    trust_remote_code = kwargs["trust_remote_code"]
+    try:
+        config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, KeyError) as e:
+        raise AttninfError(
+            f"model {spec!r} is not a local directory, a .gguf file, an offline model "
+            f"({', '.join(OFFLINE_MODELS)}) or a reachable hub id ({_one_line(e)})"
+        ) from e
+    _check_causal(config, spec, trust_remote_code)
+    if not allow_pickle:
+        kwargs = {**kwargs, "use_safetensors": True}
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        hint = " (pass --allow-pickle if it only has .bin weights and you trust it)" if not allow_pickle else ""
+        raise AttninfError(f"cannot load model {spec!r}: {_one_line(e)}{hint}") from e
+    snap, weight_files = _hub_weight_files(spec, model)
+    return tok, model, weight_files, snap
+
+
+def _hub_weight_files(spec: str, model) -> tuple[Path, list[Path]]:
+    """The cached snapshot of a hub model and its weight files; with no
+    snapshot, the model's own path and no files (the fingerprint then covers
+    the config only)."""
+    snap = Path(getattr(model.config, "_name_or_path", "") or "")
+    try:
+        from huggingface_hub import snapshot_download
+
+        snap = Path(snapshot_download(spec, local_files_only=True))
+        safe, pickle = _local_weight_files(snap)
+        return snap, safe or pickle
+    except Exception:  # noqa: BLE001 - fingerprint then covers the config only
+        log.warning("could not locate the weight files of %s: fingerprint covers its config only", spec)
+        return snap, []
