@@ -136,24 +136,45 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
     stream, so probe 7 is the same whether 8 or 800 are built.
     """
     rng = random.Random(f"attninf-probe:{seed}:{index}")
-    pool = sentences()
     prefix_ids = list(prefix_ids)
     budget = context_tokens - 1 - len(prefix_ids)  # strictly under the context
-    # value sentences short enough to be an answer (the paper: ~30 tokens at most)
-    def draw_value() -> tuple[str, int]:
-        for _ in range(100):
-            v = rng.choice(pool)
-            n = len(_encode(tokenizer, v))
-            if n <= MAX_VALUE_TOKENS:
-                return v, n
-        raise AttninfError("no probe sentence fits in 30 tokens with this tokenizer")
+    pairs = _draw_pairs(tokenizer, rng, budget, context_tokens)
+    # one random order: the first pair is queried, the next NUM_SHOTS are the solved examples
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    shots = [pairs[i] for i in order[1:NUM_SHOTS + 1]]
+    query_key, answer = pairs[order[0]]
+    prompt, prompt_ids, answer_ids, needle = _fit_prompt(tokenizer, pairs, shots, query_key, answer,
+                                                         budget, context_tokens)
+    query_index = next(i for i, (k, _) in enumerate(pairs) if k == query_key)
+    if needle[1] <= needle[0]:
+        raise AttninfError(f"probe {index}: the queried value was not found among the prompt's tokens")
+    P0 = len(prefix_ids)  # the needle is counted in input_ids, after the document prefix
+    return Probe(prompt=prompt, answer=answer, prompt_ids=prompt_ids, answer_ids=answer_ids,
+                 query_key=query_key, query_index=query_index, num_pairs=len(pairs),
+                 needle=(P0 + needle[0], P0 + needle[1]), prefix_ids=prefix_ids,
+                 meta={"seed": seed, "index": index})
 
+
+def _draw_value(tokenizer, rng: random.Random) -> str:
+    """A value sentence short enough to be an answer (the paper: ~30 tokens at most)."""
+    pool = sentences()
+    for _ in range(100):
+        v = rng.choice(pool)
+        if len(_encode(tokenizer, v)) <= MAX_VALUE_TOKENS:
+            return v
+    raise AttninfError("no probe sentence fits in 30 tokens with this tokenizer")
+
+
+def _draw_pairs(tokenizer, rng: random.Random, budget: int, context_tokens: int) -> list[tuple[str, str]]:
+    """Random (key, value) pairs with distinct values, as many as the token
+    budget holds by an estimate, at least NUM_SHOTS + 1 (the shots and the query)."""
     fixed = len(_encode(tokenizer, HEADER)) + 8
     pairs: list[tuple[str, str]] = []
     used = fixed
     seen_values: set[str] = set()
     while True:
-        v, _ = draw_value()
+        v = _draw_value(tokenizer, rng)
         if v in seen_values:
             continue
         k = random_key(rng)
@@ -161,24 +182,26 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
         # room for three shots and the query (key + value each) besides the JSON
         shot_cost = 4 * (cost + 6)
         if used + cost + shot_cost > budget and len(pairs) >= NUM_SHOTS + 1:
-            break
+            return pairs
         if used + cost + shot_cost > budget:
             raise AttninfError(f"--context-tokens {context_tokens} is too small for a probe "
                                f"(needs at least {used + cost + shot_cost + 1})")
         pairs.append((k, v))
         seen_values.add(v)
         used += cost
-    order = list(range(len(pairs)))
-    rng.shuffle(order)
-    query_index, shot_idx = order[0], order[1:NUM_SHOTS + 1]
-    shots = [pairs[i] for i in shot_idx]
-    query_key, answer = pairs[query_index]
+
+
+def _fit_prompt(tokenizer, pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str,
+                answer: str, budget: int, context_tokens: int):
+    """Render and tokenize the probe, dropping pairs from `pairs` (in place)
+    while prompt + answer run over the budget; returns (prompt, prompt_ids,
+    answer_ids, needle) with the needle in tokens of the prompt."""
     while True:
         prompt, needle_chars = render(pairs, shots, query_key)
         prompt_ids, answer_ids, needle = encode_probe(tokenizer, prompt, answer, needle_chars)
         if len(prompt_ids) + len(answer_ids) <= budget:
-            break
-        # the estimate ran over: drop a pair that is neither queried nor a shot
+            return prompt, prompt_ids, answer_ids, needle
+        # the estimate ran over: drop the last pair that is neither queried nor a shot
         keep = {query_key} | {k for k, _ in shots}
         for i in range(len(pairs) - 1, -1, -1):
             if pairs[i][0] not in keep:
@@ -186,14 +209,6 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
                 break
         else:
             raise AttninfError(f"--context-tokens {context_tokens} is too small for a probe")
-    query_index = next(i for i, (k, _) in enumerate(pairs) if k == query_key)
-    if needle[1] <= needle[0]:
-        raise AttninfError(f"probe {index}: the queried value was not found among the prompt's tokens")
-    P0 = len(prefix_ids)
-    return Probe(prompt=prompt, answer=answer, prompt_ids=prompt_ids, answer_ids=answer_ids,
-                 query_key=query_key, query_index=query_index, num_pairs=len(pairs),
-                 needle=(P0 + needle[0], P0 + needle[1]), prefix_ids=prefix_ids,
-                 meta={"seed": seed, "index": index})
 
 
 def make_probes(tokenizer, num_probes: int, seed: int = 0, context_tokens: int = 4096,
