@@ -231,55 +231,124 @@ def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column:
 
 
 def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
-    import torch
+    """Train (or resume) the run in cfg.out up to cfg.total_steps, or
+    cfg.max_steps_this_run more steps; returns {"step", "tokens_per_s"[, "eval_loss"]}."""
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
-    from .model import OFFLINE_MODELS, cpu_has_bf16, pull_model
+    from .model import cpu_has_bf16
 
     files = mixture_files(cfg.data)
-    tok_path = str(pull_model(cfg.tokenizer, quiet=True)) if cfg.tokenizer in OFFLINE_MODELS else cfg.tokenizer
-    tok = AutoTokenizer.from_pretrained(tok_path)
+    tok = _load_tokenizer(cfg.tokenizer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    latest = _latest(out)
-    st = None
-    if latest is not None:
-        from transformers import LlamaForCausalLM
-
-        st = torch.load(latest / "trainer_state.pt", weights_only=False)
-        if st["digest"] != cfg.digest():
-            raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
-        model = LlamaForCausalLM.from_pretrained(latest)
-    else:
-        model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.dim() < 2 else decay).append(p)  # no weight decay on norms and biases
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    # scheduler before the optimizer's state: building a LambdaLR resets the LR, loading the state restores it
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.schedule_fn())
-    step, stream_state = 0, None
-    if st is not None:
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["rng"])
-        step, stream_state = st["step"], st["stream"]
-        say(f"resuming from {latest.name}")
-    keep_steps = set()
-    if cfg.schedule == "wsd-s":
-        from .schedules import decay_ends
-
-        keep_steps = set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
+    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, say)
     stream = PackedStream(files, tok, cfg.seq_len, cfg.text_column, stream_state)
     use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cpu_has_bf16())
+    keep_steps = _wsd_s_keep_steps(cfg)
     model.train()
+
     log_path = out / "log.csv"
+    logf, writer = _open_log(log_path, step)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
+    bar = tqdm(total=cfg.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    t0, done_now = time.perf_counter(), 0
+    end = cfg.total_steps if cfg.max_steps_this_run is None else min(cfg.total_steps, step + cfg.max_steps_this_run)
+    try:
+        while step < end:
+            lr = opt.param_groups[0]["lr"]  # the LR this step trains with
+            loss = _train_step(model, opt, sched, stream, cfg, use_bf16)
+            step += 1
+            done_now += 1
+            tps = done_now * tokens_per_step / (time.perf_counter() - t0)
+            writer.writerow([step, f"{lr:.8g}", f"{loss:.6f}", step * tokens_per_step, f"{tps:.1f}"])
+            logf.flush()
+            bar.update(1)
+            bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+            # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
+            if step % cfg.save_every == 0 or step == end or step in keep_steps:
+                _save(out, step, model, opt, sched, stream, cfg, keep=step in keep_steps)
+    finally:
+        bar.close()
+        logf.close()
+
+    result = {"step": step, "tokens_per_s": round(done_now * tokens_per_step / max(time.perf_counter() - t0, 1e-9), 1)}
+    if step >= cfg.total_steps:
+        if cfg.eval_data:
+            result["eval_loss"] = evaluate(model, tok, cfg.eval_data, cfg.seq_len, cfg.eval_sequences, cfg.text_column)
+        plot_log(log_path, out / "loss.png")
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return result
+
+
+def _load_tokenizer(name: str):
+    """The tokenizer of a model name or path; an offline model is pulled first."""
+    from transformers import AutoTokenizer
+
+    from .model import OFFLINE_MODELS, pull_model
+
+    tok_path = str(pull_model(name, quiet=True)) if name in OFFLINE_MODELS else name
+    return AutoTokenizer.from_pretrained(tok_path)
+
+
+def _start_or_resume(cfg: TrainConfig, out: Path, tok, say: Callable[[str], None]):
+    """(model, optimizer, scheduler, step, stream state): fresh at step 0, or
+    restored exactly (weights, optimizer, scheduler, RNG, data position) from
+    the newest checkpoint in out, which must be of a run with the same settings."""
+    import torch
+
+    latest = _latest(out)
+    if latest is None:
+        model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
+        opt, sched = _optimizer(model, cfg)
+        return model, opt, sched, 0, None
+
+    from transformers import LlamaForCausalLM
+
+    st = torch.load(latest / "trainer_state.pt", weights_only=False)
+    if st["digest"] != cfg.digest():
+        raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
+    model = LlamaForCausalLM.from_pretrained(latest)
+    opt, sched = _optimizer(model, cfg)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["rng"])
+    say(f"resuming from {latest.name}")
+    return model, opt, sched, st["step"], st["stream"]
+
+
+def _optimizer(model, cfg: TrainConfig):
+    """AdamW (no weight decay on norms and biases) and its LR schedule."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() < 2 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    # built before a resumed run loads the optimizer's state: building a
+    # LambdaLR resets the LR, loading the state restores it
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.schedule_fn())
+    return opt, sched
+
+
+def _wsd_s_keep_steps(cfg: TrainConfig) -> set[int]:
+    """Steps whose checkpoints are kept for good: the end of each WSD-S decay."""
+    if cfg.schedule != "wsd-s":
+        return set()
+    from .schedules import decay_ends
+
+    return set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
+
+
+def _open_log(log_path: Path, step: int):
+    """log.csv open for appending, with only the rows of steps <= step: a
+    fresh run starts it over, and the rows a killed run logged after its last
+    checkpoint are dropped (those steps are redone). Returns (file, csv writer)."""
     if step == 0 and log_path.exists():
         log_path.unlink()
-    elif log_path.exists():  # rows a killed run logged after its last checkpoint are redone: drop them
-        rows = list(csv.reader(open(log_path)))
+    elif log_path.exists():
+        with open(log_path, newline="") as f:
+            rows = list(csv.reader(f))
         kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
@@ -288,44 +357,25 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     writer = csv.writer(logf)
     if new_log:
         writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s"])
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
-    bar = tqdm(total=cfg.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    t0, done_now = time.perf_counter(), 0
-    end = cfg.total_steps if cfg.max_steps_this_run is None else min(cfg.total_steps, step + cfg.max_steps_this_run)
-    try:
-        while step < end:
-            lr = opt.param_groups[0]["lr"]
-            total = 0.0
-            for _ in range(cfg.grad_accum):
-                batch = torch.tensor([stream.next() for _ in range(cfg.batch_size)])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = _lm_loss(model, batch)
-                (loss / cfg.grad_accum).backward()
-                total += loss.item() / cfg.grad_accum
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            done_now += 1
-            tps = done_now * tokens_per_step / (time.perf_counter() - t0)
-            writer.writerow([step, f"{lr:.8g}", f"{total:.6f}", step * tokens_per_step, f"{tps:.1f}"])
-            logf.flush()
-            bar.update(1)
-            bar.set_postfix_str(f"loss {total:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
-            # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
-            if step % cfg.save_every == 0 or step == end or step in keep_steps:
-                _save(out, step, model, opt, sched, stream, cfg, keep=step in keep_steps)
-    finally:
-        bar.close()
-        logf.close()
-    result = {"step": step, "tokens_per_s": round(done_now * tokens_per_step / max(time.perf_counter() - t0, 1e-9), 1)}
-    if step >= cfg.total_steps:
-        if cfg.eval_data:
-            result["eval_loss"] = evaluate(model, tok, cfg.eval_data, cfg.seq_len, cfg.eval_sequences, cfg.text_column)
-        plot_log(log_path, out / "loss.png")
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    return result
+    return logf, writer
+
+
+def _train_step(model, opt, sched, stream: PackedStream, cfg: TrainConfig, use_bf16: bool) -> float:
+    """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+    import torch
+
+    total = 0.0
+    for _ in range(cfg.grad_accum):
+        batch = torch.tensor([stream.next() for _ in range(cfg.batch_size)])  # (batch_size, seq_len + 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = _lm_loss(model, batch)
+        (loss / cfg.grad_accum).backward()
+        total += loss.item() / cfg.grad_accum
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sched.step()
+    return total
 
 
 def _lm_loss(model, batch):
