@@ -182,30 +182,23 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     model = lm.model
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     Hkv = getattr(model.config, "num_key_value_heads", None) or H
+
     t0 = time.perf_counter()
     prefix = resolve_doc_prefix(lm.tokenizer, cfg.doc_prefix)
     log(f"documents start with {prefix.describe()}")
-    probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, prefix.ids)
+    probes = _build_probes(lm.tokenizer, cfg, prefix.ids, log)
     t_probes = time.perf_counter() - t0
-    lengths = [len(p) for p in probes]
-    log(f"built {len(probes)} probes: {min(lengths)}-{max(lengths)} tokens, "
-        f"{sum(len(p.answer_ids) for p in probes) / len(probes):.1f} answer tokens each")
 
     t1 = time.perf_counter()
-    scores, base_correct = retrieval_scores(lm, probes, progress)
+    scores, base_correct = retrieval_scores(lm, probes, progress)  # (L, H), per-probe (A,) bools
     t_detect = time.perf_counter() - t1
     selected = select_top(scores, cfg.top_frac)
     base = accuracy(base_correct)
 
     t2 = time.perf_counter()
     sel = probe_accuracy(lm, probes, selected, "ablation: selected masked", progress)
-    trials = []
-    for t in range(cfg.random_trials):
-        rh = random_heads(L, H, len(selected), selected, cfg.seed * 1000 + t)
-        acc = probe_accuracy(lm, probes, rh, f"ablation: random #{t + 1}", progress)
-        trials.append({"heads": rh, "accuracy": acc["token"], "exact_match": acc["exact"]})
+    trials = _random_trials(lm, probes, selected, cfg, progress)
     t_ablate = time.perf_counter() - t2
-    mean = lambda key: sum(t[key] for t in trials) / len(trials) if trials else None  # noqa: E731
 
     return {
         "heads_version": HEADS_VERSION,
@@ -221,25 +214,60 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         "top_frac": cfg.top_frac,
         "heads": selected,
         "scores": [[round(float(x), 6) for x in row] for row in scores.tolist()],
-        "probes": {
-            "num_probes": cfg.num_probes, "context_tokens": cfg.context_tokens, "seed": cfg.seed,
-            "source": PROBE_SOURCE, "min_tokens": min(lengths), "max_tokens": max(lengths),
-            "mean_answer_tokens": sum(len(p.answer_ids) for p in probes) / len(probes),
-            "mean_needle_tokens": sum(p.needle[1] - p.needle[0] for p in probes) / len(probes),
-        },
-        "ablation": {
-            "metric": "teacher-forced answer-token accuracy, mean over probes",
-            "no_mask": base["token"],
-            "selected_masked": sel["token"],
-            "random_masked": mean("accuracy"),
-            "exact_match": {"no_mask": base["exact"], "selected_masked": sel["exact"],
-                            "random_masked": mean("exact_match")},
-            "random_trials": trials,
-        },
+        "probes": _probes_summary(probes, cfg),
+        "ablation": _ablation_summary(base, sel, trials),
         "timing": {"build_probes_s": round(t_probes, 2), "detect_s": round(t_detect, 2),
                    "ablation_s": round(t_ablate, 2),
                    "probes_per_s": round(len(probes) / t_detect, 3) if t_detect > 0 else None},
         "config": dataclasses.asdict(cfg),
+    }
+
+
+def _build_probes(tokenizer, cfg: DetectConfig, prefix_ids: list[int], log) -> list[Probe]:
+    """cfg.num_probes retrieval probes, each starting with the document prefix."""
+    probes = make_probes(tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, prefix_ids)
+    lengths = [len(p) for p in probes]
+    log(f"built {len(probes)} probes: {min(lengths)}-{max(lengths)} tokens, "
+        f"{sum(len(p.answer_ids) for p in probes) / len(probes):.1f} answer tokens each")
+    return probes
+
+
+def _random_trials(lm: LoadedModel, probes: list[Probe], selected: list[list[int]], cfg: DetectConfig,
+                   progress: bool) -> list[dict]:
+    """The control: probe accuracy with as many random heads (none of the
+    selected) masked, once per draw."""
+    L, H = lm.model.config.num_hidden_layers, lm.model.config.num_attention_heads
+    trials = []
+    for t in range(cfg.random_trials):
+        rh = random_heads(L, H, len(selected), selected, cfg.seed * 1000 + t)
+        acc = probe_accuracy(lm, probes, rh, f"ablation: random #{t + 1}", progress)
+        trials.append({"heads": rh, "accuracy": acc["token"], "exact_match": acc["exact"]})
+    return trials
+
+
+def _probes_summary(probes: list[Probe], cfg: DetectConfig) -> dict:
+    """heads.json "probes": how they were made and their sizes in tokens."""
+    lengths = [len(p) for p in probes]
+    return {
+        "num_probes": cfg.num_probes, "context_tokens": cfg.context_tokens, "seed": cfg.seed,
+        "source": PROBE_SOURCE, "min_tokens": min(lengths), "max_tokens": max(lengths),
+        "mean_answer_tokens": sum(len(p.answer_ids) for p in probes) / len(probes),
+        "mean_needle_tokens": sum(p.needle[1] - p.needle[0] for p in probes) / len(probes),
+    }
+
+
+def _ablation_summary(base: dict, sel: dict, trials: list[dict]) -> dict:
+    """heads.json "ablation": token accuracy and exact match with no mask, the
+    selected heads masked, and random heads masked (mean over the draws; None with none)."""
+    mean = lambda key: sum(t[key] for t in trials) / len(trials) if trials else None  # noqa: E731
+    return {
+        "metric": "teacher-forced answer-token accuracy, mean over probes",
+        "no_mask": base["token"],
+        "selected_masked": sel["token"],
+        "random_masked": mean("accuracy"),
+        "exact_match": {"no_mask": base["exact"], "selected_masked": sel["exact"],
+                        "random_masked": mean("exact_match")},
+        "random_trials": trials,
     }
 
 
