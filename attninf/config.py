@@ -1,13 +1,29 @@
-"""Stage configs: one dataclass per stage, help text on each field, loaded from
-YAML, overridden by CLI flags, written back next to the outputs.
+"""Stage configs: one dataclass per stage is the single source of its
+options, their defaults and help. The click options of a command and the
+YAML loader are both built from it, and the resolved config is written back
+next to the outputs.
+
+Field metadata that the builders read:
+
+    help          the option's help text (the default is appended)
+    choices       allowed values (a click.Choice)
+    flag          the option name when it is not --<field-name>
+    default_help  how to show a default computed at run time
+    envvar        an environment variable that sets it
+    metavar       what the option's value looks like
+    cli=False     not a command-line option (still a YAML key)
 
 A pipeline YAML holds shared keys at the top (model, dtype, device, ...) and
 one section per stage (`detect:`, `score:`, ...); a stage reads the shared
-keys it knows and its own section, which wins.
+keys it knows and its own section, which wins. An unknown key is an error
+that names the key, its section and the closest known key.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +32,7 @@ from .errors import AttninfError
 T = TypeVar("T")
 
 SHARED_KEYS = ("model", "dtype", "device", "seed")
+MISSING = dataclasses.MISSING
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -33,25 +50,170 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def unknown_key(key: str, where: str, known) -> AttninfError:
+    """The one-line error for a key nobody reads, with the closest known one."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return AttninfError(f"unknown key {key!r} in {where}: {hint}")
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def from_mapping(cls: type[T], values: dict[str, Any], where: str, fixed: dict[str, Any] | None = None) -> T:
+    """cls(**values) after checking every key is a field of cls and none is
+    one the caller sets itself (fixed); a bad value is one line, too."""
+    fixed = fixed or {}
+    names = field_names(cls)
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key in fixed:
+            raise AttninfError(f"{key!r} cannot be set in {where}: the pipeline sets it ({fixed[key]})")
+        if key not in names:
+            raise unknown_key(key, where, names - set(fixed))
+        values = {**values, key: _check_type(key, value, hints[key], where)}
+    try:
+        return cls(**{**values, **fixed})
+    except (TypeError, ValueError) as e:
+        raise AttninfError(f"bad settings in {where}: {e}") from e
+
+
 def load_stage(cls: type[T], path: str | Path | None, section: str, overrides: dict[str, Any]) -> T:
     """cls defaults <- YAML shared keys <- YAML section <- overrides (None = not given)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = field_names(cls)
     values: dict[str, Any] = {}
     if path is not None:
         data = read_yaml(path)
-        for k in SHARED_KEYS:
-            if k in data and k in names:
-                values[k] = data[k]
+        values.update({k: data[k] for k in SHARED_KEYS if k in data and k in names})
         sect = data.get(section) or {}
         if not isinstance(sect, dict):
             raise AttninfError(f"{path}: section {section!r} must be a mapping")
-        unknown = sorted(set(sect) - names)
-        if unknown:
-            raise AttninfError(f"{path}: unknown {section} setting(s) {', '.join(unknown)}; "
-                               f"known: {', '.join(sorted(names))}")
+        for key in sect:
+            if key not in names:
+                raise unknown_key(key, f"section {section} of {path}", names)
         values.update(sect)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise AttninfError(f"bad {section} settings: {e}") from e
+    return from_mapping(cls, values, f"the {section} settings")
+
+
+_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_type(key: str, value, tp, where: str):
+    """YAML values are typed already: refuse one of the wrong type before any
+    work starts. A float written as 3e-3 (a string to YAML 1.1) is read as one."""
+    optional = type(None) in typing.get_args(tp)
+    base = _base_type(tp)
+    if value is None:
+        if optional:
+            return value
+        raise AttninfError(f"{key!r} in {where} cannot be empty")
+    if typing.get_origin(base) is list:
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        want = "a list of integers"
+    elif base is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), _WORDS[float]
+    elif base in (int, str, bool):
+        ok, want = isinstance(value, base) and (base is bool or not isinstance(value, bool)), _WORDS[base]
+    else:
+        return value
+    if not ok:
+        raise AttninfError(f"{key!r} in {where} must be {want}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------ click
+
+
+def _int_list_type():
+    """A comma-separated list of integers on the command line (YAML: a list)."""
+    import click
+
+    class IntList(click.ParamType):
+        name = "N,N,..."
+
+        def convert(self, value, param, ctx):
+            if isinstance(value, list):
+                return value
+            try:
+                return [int(x) for x in str(value).split(",") if x.strip()]
+            except ValueError:
+                self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+    return IntList()
+
+
+def _base_type(tp):
+    """int for int | None, list[int] for list[int] | None, ..."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def _click_type(tp, meta):
+    import click
+
+    if meta.get("choices"):
+        return click.Choice(list(meta["choices"]))
+    if typing.get_origin(tp) is list:
+        return _int_list_type()
+    return {int: int, float: float, str: str}.get(tp, str)
+
+
+def _help(f: dataclasses.Field, show_default: bool = True) -> str:
+    text = f.metadata.get("help", "")
+    if not show_default:
+        return text
+    if "default_help" in f.metadata:
+        shown = f.metadata["default_help"]
+    elif f.default is MISSING or f.default is None or f.default is False:
+        return text
+    else:
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, list) else f.default
+    return f"{text}  [default: {shown}]"
+
+
+def config_options(cls, *, arguments: tuple[str, ...] = (), skip: tuple[str, ...] = ()):
+    """A decorator adding cls's fields to a click command: `arguments` as
+    positional arguments (in that order), every other field as --<name>
+    with default None (= not given: the YAML or the dataclass decides)."""
+    import click
+
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    decorators = []
+    for name in arguments:
+        f = fields[name]
+        decorators.append(click.argument(name, type=_click_type(_base_type(hints[name]), f.metadata)))
+    for f in dataclasses.fields(cls):
+        if f.name in arguments or f.name in skip or not f.metadata.get("cli", True):
+            continue
+        tp = _base_type(hints[f.name])
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        common = dict(default=None, help=_help(f, tp is not bool), envvar=f.metadata.get("envvar"),
+                      metavar=f.metadata.get("metavar"))
+        if tp is bool:
+            decorators.append(click.option(flag, f.name, is_flag=True, **common))
+        else:
+            decorators.append(click.option(flag, f.name, type=_click_type(tp, f.metadata), **common))
+
+    def wrap(fn):
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return wrap
+
+
+def split_options(cls, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A command's keyword arguments as (cls's fields, the command's own)."""
+    names = field_names(cls)
+    return ({k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names})

@@ -24,31 +24,36 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
-from .plugin import install, masked_heads, recording
 from .artifacts import write_json
 from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
+if TYPE_CHECKING:
+    import torch
+
 
 @dataclass
 class DetectConfig:
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name, directory, .gguf file or hub id"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where fast), float32, bfloat16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
-    num_probes: int = field(default=800, metadata={"help": "retrieval probes (paper: 800)"})
-    context_tokens: int = field(default=4096, metadata={"help": "each probe's length stays under this (paper: 4096)"})
-    top_frac: float = field(default=0.05, metadata={"help": "fraction of all heads kept as retrieval heads"})
-    seed: int = field(default=0, metadata={"help": "seed of the probes and of the random-head control"})
-    random_trials: int = field(default=4, metadata={"help": "draws of random heads in the ablation control"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model name, directory, .gguf file or hub id."})
+    top_frac: float = field(default=0.05, metadata={"help": "Fraction of all heads kept as retrieval heads."})
+    num_probes: int = field(default=800, metadata={"help": "Number of retrieval probes (the paper: 800)."})
+    context_tokens: int = field(default=4096, metadata={
+        "help": "Each probe stays under this many tokens (the paper: 4096)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the probes and of the random-head control."})
+    random_trials: int = field(default=4, metadata={"help": "Random-head draws in the ablation control."})
+    dtype: str = field(default="auto", metadata={
+        "choices": ("auto", "float32", "bfloat16", "float16"),
+        "help": "auto = bf16 where the hardware runs it fast, else float32."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
     doc_prefix: str | None = field(default=None, metadata={
-        "help": "token put before every probe and document: auto (what the tokenizer adds, else its "
-                "end-of-text separator), a token, or none"})
+        "metavar": "TOKEN|none",
+        "help": "Token put before every probe (and, through heads.json, every scored document).",
+        "default_help": "what the tokenizer adds by itself, else its end-of-text separator"})
 
     def check(self) -> None:
         if not 0 < self.top_frac <= 1:
@@ -74,6 +79,8 @@ HIT_RULE = "needle-span"
 
 def _answer_rows(probe: Probe) -> torch.Tensor:
     """Query positions that predict the answer tokens: P-1 .. P+A-2."""
+    import torch
+
     P, A = probe.prompt_len, len(probe.answer_ids)
     return torch.arange(P - 1, P - 1 + A)
 
@@ -88,6 +95,8 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     j = argmax_j attn[r, j] has start <= j < end and ids[j] == ids[r + 1].
     Returns (Hq,).
     """
+    import torch
+
     _, Hq, S, D = query.shape
     Hkv = key.shape[1]
     g = Hq // Hkv
@@ -108,26 +117,30 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     return hit.float().mean(-1).cpu()
 
 
-@torch.inference_mode()
 def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
     """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
     answer-token correctness, in one pass."""
+    import torch
+
+    from .plugin import install, recording
+
     model = lm.model
     install(model)
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
-    total = torch.zeros(L, H, dtype=torch.float64)
     correct = []
     device = next(model.parameters()).device
-    for probe in _progress(probes, "detect heads", len(probes), progress):
-        ids = torch.tensor(probe.input_ids, device=device)
-        rows = _answer_rows(probe)
+    with torch.inference_mode():
+        total = torch.zeros(L, H, dtype=torch.float64)
+        for probe in _progress(probes, "detect heads", len(probes), progress):
+            ids = torch.tensor(probe.input_ids, device=device)
+            rows = _answer_rows(probe)
 
-        def rec(layer, query, key, scale):
-            total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale).double()
+            def rec(layer, query, key, scale):
+                total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale).double()
 
-        with recording(model, rec):
-            correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
-    return (total / len(probes)).float(), correct
+            with recording(model, rec):
+                correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
+        return (total / len(probes)).float(), correct
 
 
 def _probe_correct(model, ids: torch.Tensor, A: int) -> torch.Tensor:
@@ -145,15 +158,18 @@ def accuracy(correct: list[torch.Tensor]) -> dict:
             "exact": sum(bool(c.all()) for c in correct) / len(correct)}
 
 
-@torch.inference_mode()
 def probe_accuracy(lm: LoadedModel, probes: list[Probe], heads=(), desc: str = "ablation",
                    progress: bool = True) -> dict:
     """Teacher-forced probe accuracy with `heads` masked: {"token": .., "exact": ..}."""
+    import torch
+
+    from .plugin import install, masked_heads
+
     model = lm.model
     install(model)
     device = next(model.parameters()).device
     correct = []
-    with masked_heads(model, heads):
+    with masked_heads(model, heads), torch.inference_mode():
         for probe in _progress(probes, desc, len(probes), progress):
             ids = torch.tensor(probe.input_ids, device=device)
             correct.append(_probe_correct(model, ids, len(probe.answer_ids)))

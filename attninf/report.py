@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,15 @@ import numpy as np
 from .artifacts import (NO_DOMAIN, Scores, Selection, Status, combine_digests, domain_name, score_file_digest,
                         write_text)
 from .errors import AttninfError
+
+
+@dataclass
+class ReportConfig:
+    scores: str = field(default="scores", metadata={"help": "Scores directory from `attninf score`."})
+    out: str = field(default="report", metadata={"help": "Output directory (index.html and its PNGs)."})
+    selected: str | None = field(default=None, metadata={"help": "Output of `attninf select`."})
+    top: int = field(default=3, metadata={"help": "Top and bottom documents shown per domain."})
+
 
 MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
 EXCERPT = 400
@@ -239,6 +249,10 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
+
+
+def run_report(cfg: ReportConfig) -> Path:
+    return build_report(cfg.scores, cfg.out, cfg.selected, top=cfg.top)
 
 
 def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3) -> Path:

@@ -23,38 +23,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import MIX_MANIFEST, atomic_path, parquet_files
+from .artifacts import Mixture, atomic_path, parquet_files
 from .errors import AttninfError
+
+
+SCHEDULES = ("wsd", "wsd-s", "cosine", "cyclic-cosine", "constant")
+DECAYS = ("linear", "cosine", "1-sqrt", "exponential", "inverse")
 
 
 @dataclass
 class TrainConfig:
-    data: str = field(default="mixed", metadata={"help": "directory of Parquet shards with a text column"})
-    model_config: str = field(default="configs/model-tiny.yaml", metadata={"help": "YAML with the model sizes"})
-    out: str = field(default="run", metadata={"help": "output directory (checkpoints, log.csv, loss.png)"})
-    tokenizer: str = field(default="smollm2-135m", metadata={"help": "model name or path for the tokenizer"})
-    seq_len: int = 256
-    batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
-    grad_accum: int = 1
-    total_steps: int = 200
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 20
-    schedule: str = field(default="wsd", metadata={"help": "wsd, wsd-s, cosine, cyclic-cosine, constant"})
-    decay: str = "1-sqrt"
-    decay_steps: int | None = None
-    decay_frac: float | None = None
-    min_lr_ratio: float = 0.0
-    half_life: float | None = None
-    budgets: list[int] | None = None
-    save_every: int = 50
-    keep_last: int = 2
-    eval_data: str | None = None
-    eval_sequences: int = 64
-    seed: int = 0
-    text_column: str = "text"
-    dtype: str = field(default="auto", metadata={"help": "auto: bf16 autocast where fast, else float32"})
-    max_steps_this_run: int | None = field(default=None, metadata={"help": "stop after this many steps (tests)"})
+    data: str = field(default="mixed", metadata={"help": "Mixed dataset (`attninf mix` output)."})
+    model_config: str = field(default="configs/model-tiny.yaml", metadata={
+        "help": "YAML with the Llama sizes (hidden_size, layers, heads, ...)."})
+    out: str = field(default="run", metadata={"help": "Output directory (checkpoints, log.csv, loss.png)."})
+    tokenizer: str = field(default="smollm2-135m", metadata={"help": "Model name or path of the tokenizer."})
+    seq_len: int = field(default=256, metadata={"help": "Tokens per training sequence."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per micro-batch."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    total_steps: int = field(default=200, metadata={"help": "Optimizer steps of the whole run."})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps."})
+    schedule: str = field(default="wsd", metadata={"choices": SCHEDULES, "help": "Learning-rate schedule."})
+    decay: str = field(default="1-sqrt", metadata={"choices": DECAYS, "help": "Shape of the WSD decay phase."})
+    decay_steps: int | None = field(default=None, metadata={"help": "WSD decay length in steps.",
+                                                            "default_help": "10% of the total"})
+    decay_frac: float | None = field(default=None, metadata={"help": "WSD decay as a fraction of the total."})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "Learning rate at the end, as a fraction of --lr."})
+    half_life: float | None = field(default=None, metadata={"help": "Exponential decay half-life in steps."})
+    budgets: list[int] | None = field(default=None, metadata={"help": "WSD-S budgets in steps, comma-separated."})
+    save_every: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
+    keep_last: int = field(default=2, metadata={"help": "Checkpoints kept (WSD-S budget ends are always kept)."})
+    eval_data: str | None = field(default=None, metadata={
+        "help": "Held-out Parquet (text, domain): loss per domain at the end."})
+    eval_sequences: int = field(default=64, metadata={"help": "Held-out sequences evaluated."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation and the data order."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    dtype: str = field(default="auto", metadata={
+        "choices": ("auto", "float32", "bfloat16"), "help": "auto: bf16 autocast where the CPU runs it fast."})
+    max_steps_this_run: int | None = field(default=None, metadata={
+        "cli": False, "help": "Stop after this many steps (tests of resuming)."})
 
     def schedule_fn(self) -> Callable[[int], float]:
         from .schedules import lr_lambda
@@ -128,26 +137,9 @@ class PackedStream:
 
 def mixture_files(data: str | Path) -> list[Path]:
     """The shards a complete `attninf mix` wrote, as its manifest lists them.
-
-    The manifest is written last, so a directory without one is a mixture
-    that did not finish (or not a mixture): refused, never trained on."""
-    root = Path(data)
-    man = root / MIX_MANIFEST
-    if not man.is_file():
-        if not root.is_dir():
-            raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")
-        raise AttninfError(f"{root} has no {MIX_MANIFEST}: not a finished `attninf mix` output "
-                           "(rerun the mix; a killed one leaves no manifest)")
-    try:
-        m = json.loads(man.read_text())
-        names = m.get("files") or [f"part-{i:05d}-of-{m['shards']:05d}.parquet" for i in range(m["shards"])]
-    except (ValueError, KeyError, TypeError) as e:
-        raise AttninfError(f"{man} is damaged ({e}): rerun `attninf mix`") from e
-    files = [root / n for n in names]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise AttninfError(f"{root}: {len(missing)} shard(s) its manifest lists are missing, e.g. {missing[0]}")
-    return files
+    A directory without the manifest (written last) is a mixture that did not
+    finish, or not a mixture: refused, never trained on."""
+    return Mixture.read(data).shards()
 
 
 def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):

@@ -34,12 +34,12 @@ READ_BATCH = 65_536
 
 @dataclass
 class MixConfig:
-    corpus: str = field(default="", metadata={"help": "the corpus directory that was scored"})
-    selected: str = field(default="selected", metadata={"help": "output of `attninf select`"})
-    out: str = field(default="mixed", metadata={"help": "output directory"})
-    repeat: int = field(default=1, metadata={"help": "extra copies of each selected document (paper: 1)"})
-    seed: int = field(default=0, metadata={"help": "shuffle seed"})
-    shard_rows: int = field(default=100_000, metadata={"help": "about this many rows per output shard"})
+    corpus: str = field(default="", metadata={"help": "The corpus directory that was scored."})
+    selected: str = field(default="selected", metadata={"help": "Output of `attninf select`."})
+    out: str = field(default="mixed", metadata={"help": "Output directory."})
+    repeat: int = field(default=1, metadata={"help": "Extra copies of each selected document (the paper: 1)."})
+    seed: int = field(default=0, metadata={"help": "Shuffle seed."})
+    shard_rows: int = field(default=100_000, metadata={"help": "About this many rows per shard."})
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

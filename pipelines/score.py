@@ -37,34 +37,50 @@ log = logging.getLogger("attninf")
 
 
 
+DOMAIN_MODES = ("auto", "column", "dir", "none")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass
 class ScoreConfig:
-    corpus: str = field(default="", metadata={"help": "directory of Parquet files (nested folders allowed)"})
-    out: str = field(default="scores", metadata={"help": "output directory for the scores"})
-    heads: str = field(default="heads.json", metadata={"help": "heads.json from detect-heads"})
-    model: str | None = field(default=None, metadata={"help": "model; default: the one heads.json names"})
-    text_column: str = field(default="text", metadata={"help": "column holding the document text"})
-    id_column: str = field(default="id", metadata={"help": "id column; absent: <file>:<row>"})
-    domain_column: str = field(default="domain", metadata={"help": "domain column, copied when present"})
+    corpus: str = field(default="", metadata={"help": "Directory of Parquet files (nested folders allowed)."})
+    out: str = field(default="scores", metadata={
+        "help": "Output directory: one scores Parquet per input file + manifest.json."})
+    heads: str = field(default="heads.json", metadata={"help": "heads.json from detect-heads."})
+    model: str | None = field(default=None, metadata={
+        "help": "Model name, directory, .gguf file or hub id.", "default_help": "the one heads.json names"})
+    text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
+    id_column: str = field(default="id", metadata={"help": "Id column; absent from a file: ids are "
+                                                           "<relative path>:<row>."})
+    domain_column: str = field(default="domain", metadata={"help": "Column holding the domain."})
     domain_from: str = field(default="auto", metadata={
-        "help": "column, dir (the first folder under the corpus root), none, or auto (the column where "
-                "the corpus has one, else the folder when there are several top-level folders)"})
-    max_tokens: int | None = field(default=None, metadata={"help": "window length; default min(context, 4096)"})
+        "choices": DOMAIN_MODES,
+        "help": "Where each document's domain comes from: the column, the first folder under CORPUS, "
+                "none (one global ranking); auto = the column where the corpus has one, else the "
+                "folder when CORPUS has several top-level folders."})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "Window length; longer documents are scored over several.", "default_help": "min(context, 4096)"})
     context_overlap: int | None = field(default=None, metadata={
-        "help": "tokens of context every window after the first re-reads; default half the window"})
+        "help": "Tokens of context each later window re-reads before the tokens it scores.",
+        "default_help": "half of --max-tokens"})
     doc_prefix: str | None = field(default=None, metadata={
-        "help": "token put before every document; default: the one heads.json's probes used"})
-    batch_tokens: int = field(default=16384, metadata={"help": "tokens per packed forward pass"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where fast), float32, bfloat16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
-    truncate: bool = field(default=False, metadata={"help": "score only the first window of long documents"})
-    workers: int | None = field(default=None, metadata={"help": "local Dask workers (0: in this process); "
-                                                                "default 1 per GPU, else 1"})
-    scheduler: str | None = field(default=None, metadata={"help": "address of an existing Dask scheduler"})
-    overwrite: bool = field(default=False, metadata={"help": "redo outputs made with another fingerprint"})
-    rows_per_chunk: int = field(default=2048, metadata={"help": "documents read and scored at a time"})
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
+        "metavar": "TOKEN|none", "help": "Token put before every document.",
+        "default_help": "the one heads.json's probes used"})
+    truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
+    batch_tokens: int = field(default=16384, metadata={"help": "Tokens per packed forward pass (memory vs. speed)."})
+    rows_per_chunk: int = field(default=2048, metadata={"help": "Documents read and scored at a time."})
+    dtype: str = field(default="auto", metadata={
+        "choices": DTYPES, "help": "auto = bf16 where the hardware runs it fast, else float32."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
+    workers: int | None = field(default=None, metadata={
+        "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "1 per GPU, else 1"})
+    scheduler: str | None = field(default=None, metadata={
+        "envvar": "DASK_SCHEDULER_ADDRESS",
+        "help": "Use an existing Dask cluster at this address (also $DASK_SCHEDULER_ADDRESS)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Redo scores made with a different model/heads/settings."})
+    allow_pickle: bool = field(default=False, metadata={"help": "Allow .bin (pickle) weights; they can run code."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
 
 
 # ------------------------------------------------------------------ corpus
@@ -106,9 +122,6 @@ def inspect(corpus: str | Path, files: list[str], text_column: str,
         if domain_column and domain_column in schema.names:
             with_domain.add(rel)
     return rows, bad, with_domain
-
-
-DOMAIN_MODES = ("auto", "column", "dir", "none")
 
 
 def resolve_domains(mode: str, files: list[str], with_column: set[str], column: str) -> tuple[str, str]:

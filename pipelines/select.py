@@ -44,12 +44,20 @@ ALL = "(all)"
 
 @dataclass
 class SelectConfig:
-    scores: str = field(default="scores", metadata={"help": "scores directory from `attninf score`"})
-    out: str = field(default="selected", metadata={"help": "output directory"})
-    frac: float | None = field(default=0.2, metadata={"help": "fraction kept per domain (paper: 0.2)"})
-    tokens: int | None = field(default=None, metadata={"help": "token budget per domain instead of --frac"})
-    by: str = field(default="auto", metadata={"help": "domain, global, or auto (domain when present)"})
-    max_repetition: float | None = field(default=None, metadata={"help": "exclude documents more repetitive"})
+    scores: str = field(default="scores", metadata={"help": "Scores directory from `attninf score`."})
+    out: str = field(default="selected", metadata={"help": "Output directory."})
+    frac: float | None = field(default=0.2, metadata={"help": "Fraction of documents kept per domain (paper: 0.2)."})
+    tokens: int | None = field(default=None, metadata={
+        "help": "Keep the best documents up to this many tokens per domain (instead of --frac)."})
+    by: str = field(default="auto", metadata={
+        "choices": ("auto", "domain", "global"),
+        "help": "Rank within each domain (auto: when the scores have one) or over the whole corpus."})
+    max_repetition: float | None = field(default=None, metadata={
+        "help": "Exclude documents whose repetition (repeated word 4-grams) is above this, e.g. 0.5."})
+
+    def __post_init__(self):
+        if self.tokens is not None:  # a token budget replaces the fraction
+            self.frac = None
 
     def check(self) -> None:
         if self.tokens is not None:

@@ -111,7 +111,8 @@ def test_detect_heads_config_file(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("detect:\n  num_probs: 3\n")
     res = CliRunner().invoke(main, ["detect-heads", "--config", str(bad)])
-    assert res.exit_code == 2 and "unknown detect setting(s) num_probs" in res.output
+    assert res.exit_code == 2 and "unknown key 'num_probs' in section detect of" in res.output
+    assert "did you mean 'num_probes'?" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def _one_hot_attention(S, targets, Hkv):

@@ -8,6 +8,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +40,10 @@ def test_wheel_layout_and_import(tmp_path):
     assert int(out.stdout) > 1000
 
 
-def test_import_is_light():
-    code = "import sys, attninf; print(' '.join(m for m in ('torch', 'dask', 'triton', 'transformers') if m in sys.modules))"
+@pytest.mark.parametrize("module", ["attninf", "attninf.cli"])
+def test_import_is_light(module):
+    """`import attninf` and `attninf --help` load no torch, dask, triton or transformers."""
+    code = (f"import sys, {module}; "
+            "print(' '.join(m for m in ('torch', 'dask', 'triton', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import AttninfError, user_errors
+from ..errors import AttninfError, user_errors
 
 
 def _schedule_options(fn):
@@ -35,7 +35,7 @@ def _schedule_options(fn):
 
 def _schedule_fn(name, total_steps, warmup_steps, decay_steps, decay_frac, decay, min_lr_ratio, half_life, budgets,
                  cycle_steps, lr_max, tokens_per_step, batch_size):
-    from .schedules import lr_lambda
+    from ..schedules import lr_lambda
 
     if name == "wsd":
         return lr_lambda("wsd", total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps,

@@ -1,0 +1,49 @@
+"""The `attninf` command: a thin layer over functions a notebook can call.
+One module per command group; the options of a stage command are built from
+its config dataclass (attninf/config.py), so a new setting is one field.
+
+    attninf model pull                      # offline default model, once
+    attninf detect-heads --out heads.json   # retrieval heads + ablation check
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from . import data, detect, model, run, schedules, score, train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="attninf")
+@click.option("-v", "--verbose", is_flag=True, help="Log more (model loading, fallbacks).")
+def main(verbose: bool) -> None:
+    """Select the pretraining data an LLM learns most from, with a small model's
+    retrieval heads (AttentionInfluence, arXiv 2505.07293).
+
+    \b
+    Typical run:
+      attninf model pull                              # offline default model (SmolLM2-135M)
+      attninf detect-heads --out heads.json           # find and check the retrieval heads
+      attninf score corpus/ --heads heads.json --out scores/
+      attninf select scores/ --out selected/          # top 20% per domain
+      attninf mix corpus/ --selected selected/ --out mixed/
+      attninf report scores/ --selected selected/ --out report/
+      attninf train --data mixed/ --out run/          # WSD schedule
+    or all of it (but training) from one file:  attninf run configs/demo.yaml
+
+    Every stage command takes --config FILE.yaml (the stage's section of a
+    pipeline file); flags override it.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="attninf: %(message)s")
+    if not verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+for _cmd in (model.model, detect.detect_heads, score.score, data.select, data.mix, data.report, run.run,
+             train.train, schedules.schedules):
+    main.add_command(_cmd)
