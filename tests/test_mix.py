@@ -1,7 +1,5 @@
 """`attninf mix`: row accounting, repeat, determinism by seed, shards, and
 loading with `datasets` (streaming included)."""
-import json
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -10,38 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from attninf.artifacts import corpus_signature
 from attninf.cli import main
 from attninf.pipelines.mix import MixConfig, run_mix
 from attninf.pipelines.select import SelectConfig, run_select
 
-
-def make_scored_corpus(tmp: Path, files=3, rows=40, seed=0, with_ids=True):
-    """A corpus and row-aligned scores, as `attninf score` would leave them."""
-    rng = random.Random(seed)
-    corpus, scores = tmp / "corpus", tmp / "scores"
-    for f in range(files):
-        sub = "a" if f % 2 == 0 else "b/c"
-        (corpus / sub).mkdir(parents=True, exist_ok=True)
-        (scores / sub).mkdir(parents=True, exist_ok=True)
-        rel = f"{sub}/part-{f}.parquet"
-        n = rows + f
-        dom = [rng.choice(["web", "code"]) for _ in range(n)]
-        ids = [f"d{f}-{i}" for i in range(n)]
-        cols = {"text": [f"text of {ids[i]} " * rng.randint(1, 5) for i in range(n)], "domain": dom}
-        if with_ids:
-            cols["id"] = ids
-        pq.write_table(pa.table(cols), corpus / rel)
-        sid = ids if with_ids else [f"{rel}:{i}" for i in range(n)]
-        pq.write_table(pa.table({"id": sid, "score": [rng.random() for _ in range(n)], "loss_base": [1.0] * n,
-                                 "loss_masked": [1.1] * n, "n_tokens": [rng.randint(5, 50) for _ in range(n)],
-                                 "status": ["ok"] * n, "repetition": [0.0] * n, "domain": dom}), scores / rel)
-    rels = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.parquet"))
-    (scores / "manifest.json").write_text(json.dumps({
-        "fingerprint": {"model": "x"}, "corpus": str(corpus.resolve()),
-        "corpus_files": corpus_signature(corpus, rels),
-        "config": {"text_column": "text", "id_column": "id", "domain_column": "domain"}}))
-    return corpus, scores
+from helpers import make_scored_corpus
 
 
 def _mixed_rows(out: Path):

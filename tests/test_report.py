@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from attninf.cli import main
 from attninf.pipelines.select import SelectConfig, run_select
 
-from test_mix import make_scored_corpus
+from helpers import make_scored_corpus
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

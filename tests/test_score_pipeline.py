@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from attninf.cli import main
 from attninf.heads import HEADS_VERSION, HIT_RULE
 from attninf.model import load_model, model_fingerprint
-from attninf.probes import sentences
 from attninf.scoring import Scorer
+
+from helpers import docs, make_corpus
 
 HEADS = [[1, 2], [2, 0], [3, 3]]
 
@@ -34,29 +35,6 @@ def heads_file(tiny_model_dir, tmp_path_factory):
                              "num_layers": 4, "num_heads": 6, "heads_version": HEADS_VERSION, "hit": HIT_RULE,
                              "doc_prefix": {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}}))
     return p
-
-
-def _docs(rng, n):
-    pool = sentences()
-    out = []
-    for _ in range(n):
-        k = rng.randint(1, 12)
-        out.append(" ".join(rng.choice(pool) for _ in range(k)))
-    return out
-
-
-def make_corpus(root: Path, seed=0, files=4, rows=9):
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for f in range(files):
-        texts = _docs(rng, rows)
-        sub = root / ("code" if f % 2 else "prose")
-        sub.mkdir(exist_ok=True)
-        cols = {"text": texts, "domain": ["code" if f % 2 else "prose"] * rows}
-        if f != 1:  # file 1 has no id column: ids become <file>:<row>
-            cols["id"] = [f"doc-{f}-{i}" for i in range(rows)]
-        pq.write_table(pa.table(cols), sub / f"part-{f}.parquet", row_group_size=4)
-    return root
 
 
 def run(args, **kw):
@@ -156,7 +134,7 @@ def _flat_corpus(root: Path, layout: dict):
     for rel, dom in layout.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        cols = {"text": _docs(rng, 3)}
+        cols = {"text": docs(rng, 3)}
         if dom is not None:
             cols["domain"] = dom
         pq.write_table(pa.table(cols), p)
