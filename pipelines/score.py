@@ -1,16 +1,15 @@
 """`attninf score`: every document of a Parquet corpus gets its
-AttentionInfluence score, one output file per input file, on Dask.
+AttentionInfluence score, one output file per input file.
 
-Contract (docs/method.md, "Outputs"): scores/<same relative path>.parquet,
-rows in input order, columns id, score, loss_base, loss_masked, n_tokens,
-status, repetition, domain (from a column, from the top-level folder, or null
-when the corpus has none); scores/manifest.json holds the run fingerprint.
+Contract (docs/design.md): scores/<same relative path>.parquet, rows in input
+order, in the scores schema; scores/manifest.json holds the run fingerprint.
 
-Crash safety: an output file is written under a temporary name and renamed
-when complete, so its existence means it is finished; a rerun with the same
-fingerprint skips finished files, one with another fingerprint stops unless
---overwrite. Work unit: one input file, so a file's rows are packed the same
-way on any worker, and the numbers do not depend on the worker count.
+Work: units of rows (pipelines/units.py), scored in this process (the
+default on a machine with at most one GPU) or as one Dask task each (one
+worker per GPU, a local cluster or the one at --scheduler). A file is
+assembled from its units' parts when the last one is in. A rerun with the
+same fingerprint redoes only what is missing; one with another fingerprint
+stops unless --overwrite. One run per output directory (out/.lock).
 
 Dask is imported only when a cluster is used: `--workers 0` scores in this
 process, which is what a machine without dask (a bare GPU image) can run.
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -27,11 +25,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from attninf.artifacts import (MANIFEST, STATS_DIR, Scores, Status, atomic_path, corpus_signature, parquet_files,
-                               scores_schema, scores_table, write_json)
+from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature, parquet_files
 from attninf.errors import AttninfError
+from attninf.pipelines.units import (PARTS_DIR, RunLock, Unit, assemble, file_units, part_path, score_unit,
+                                     scorer_for)
 
 log = logging.getLogger("attninf")
 
@@ -68,12 +67,22 @@ class ScoreConfig:
         "default_help": "the one heads.json's probes used"})
     truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
     batch_tokens: int = field(default=16384, metadata={"help": "Tokens per packed forward pass (memory vs. speed)."})
+    chunk_docs: int | None = field(default=None, metadata={
+        "help": "Documents per work unit: the most a crash can lose, the grain that spreads over workers.",
+        "default_help": "256 on CPU, 16384 on a GPU (a few minutes of work)"})
     rows_per_chunk: int = field(default=2048, metadata={"help": "Documents read and scored at a time."})
     dtype: str = field(default="auto", metadata={
         "choices": DTYPES, "help": "auto = bf16 where the hardware runs it fast, else float32."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
     workers: int | None = field(default=None, metadata={
         "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "1 per GPU, else 1"})
+    threads: int | None = field(default=None, metadata={
+        "help": "Torch threads per worker on CPU.", "default_help": "the cores / --workers"})
+    share_gpus: bool = field(default=False, metadata={"help": "Allow more workers than GPUs."})
+    resources: str | None = field(default=None, metadata={
+        "metavar": "NAME=N[,...]",
+        "help": "Dask worker resources each unit needs, e.g. GPU=1: units go only to workers started "
+                "with `dask worker ... --resources GPU=1`."})
     scheduler: str | None = field(default=None, metadata={
         "envvar": "DASK_SCHEDULER_ADDRESS",
         "help": "Use an existing Dask cluster at this address (also $DASK_SCHEDULER_ADDRESS)."})
@@ -182,143 +191,24 @@ def run_fingerprint(cfg: ScoreConfig) -> dict:
         "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
         "text_column": cfg.text_column,
         "id_column": cfg.id_column,
+        "chunk_docs": cfg.chunk_docs,  # where batches start: the float rounding of a packed batch
+        "rows_per_chunk": cfg.rows_per_chunk,
         "scoring_version": SCORING_VERSION,
         "tokenizer": mfp.get("tokenizer_sha256"),
     }
 
 
-# --------------------------------------------------------------- one file
-
-_SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
-
-
-def _scorer(cfg: ScoreConfig, device: str):
-    from attninf.scoring import load_scorer
-
-    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
-                      cfg.context_overlap, cfg.doc_prefix])
-    if key not in _SCORERS:
-        _SCORERS.clear()  # one model per worker
-        _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
-                                    max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
-                                    truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
-                                    trust_remote_code=cfg.trust_remote_code,
-                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix)
-    return _SCORERS[key]
-
-
-def _worker_device(device: str) -> str:
-    """One worker per GPU: a local worker named N takes cuda:N."""
-    import torch
-
-    if device != "auto" or not torch.cuda.is_available():
-        return device
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-        return f"cuda:{int(name) % torch.cuda.device_count()}"
-    except (ImportError, ValueError, TypeError):
-        return "cuda"
-
-
-def _quiet_transformers() -> None:
-    """Workers load weights without per-worker progress bars in the driver's output."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-class _FileReader:
-    """The columns score reads from one corpus file, batch by batch: texts,
-    ids (the id column, or <file>:<row>) and domains (column, folder or null)."""
-
-    def __init__(self, cfg: ScoreConfig, rel: str):
-        import pyarrow.parquet as pq
-
-        self.cfg, self.rel = cfg, rel
-        self.pf = pq.ParquetFile(Path(cfg.corpus) / rel)
-        names = self.pf.schema_arrow.names
-        self.has_id = cfg.id_column in names
-        self.from_column = cfg.domain_from == "column"
-        if self.from_column and cfg.domain_column not in names:
-            raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
-        self.folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
-        self.columns = ([cfg.text_column] + ([cfg.id_column] if self.has_id else [])
-                        + ([cfg.domain_column] if self.from_column else []))
-
-    def batches(self):
-        """(texts, ids, domain) per batch of rows_per_chunk rows, in file order."""
-        import pyarrow as pa
-
-        row0 = 0
-        for batch in self.pf.iter_batches(batch_size=self.cfg.rows_per_chunk, columns=self.columns):
-            n = batch.num_rows
-            ids = (batch.column(self.cfg.id_column) if self.has_id
-                   else pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string()))
-            domain = batch.column(self.cfg.domain_column) if self.from_column else self.folder
-            yield batch.column(self.cfg.text_column).to_pylist(), ids, domain
-            row0 += n
-
-
-def _count(stats: dict, res: dict, ids, seen: set) -> None:
-    """Add one batch to a file's counters (documents, statuses, tokens, duplicate ids)."""
-    import numpy as np
-
-    for x in ids.to_pylist():
-        if x in seen or x is None:
-            stats["duplicate_ids"] += 1
-        seen.add(x)
-    stats["documents"] += len(ids)
-    stats["tokens"] += int(res["n_tokens"].sum())
-    for st in Status:
-        stats[st.value] += int(np.sum(res["status"] == st.value))
-
-
-def score_file(cfg_dict: dict, rel: str, threads: int | None = None) -> dict:
-    """Score one corpus file into out/<rel>; returns its counters. Pure in
-    (config, file): the same input gives the same bytes, on any worker."""
-    import pyarrow.parquet as pq
-    import torch
-
-    cfg = ScoreConfig(**cfg_dict)
-    _quiet_transformers()
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    scorer = _scorer(cfg, _worker_device(cfg.device))
-    reader = _FileReader(cfg, rel)
-    stats = {"file": rel, "documents": 0, **{st.value: 0 for st in Status}, "tokens": 0, "duplicate_ids": 0}
-    seen: set = set()
-    with atomic_path(Path(cfg.out) / rel) as tmp:  # renamed onto out/<rel> only when the whole file is scored
-        writer = None
-        try:
-            for texts, ids, domain in reader.batches():
-                res = scorer.score_texts(texts)
-                table = scores_table(ids, res, domain)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                _count(stats, res, ids, seen)
-            writer = writer or pq.ParquetWriter(tmp, scores_schema())  # no rows: still an (empty) output
-        finally:
-            if writer is not None:
-                writer.close()
-        stats["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(stats, Path(cfg.out) / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
-    return stats
-
-
 # ----------------------------------------------------------------- driver
 
 
-def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
+def _check_paths(cfg: ScoreConfig) -> None:
     out, corpus = Path(cfg.out).resolve(), Path(cfg.corpus).resolve()
     if out == corpus or corpus in out.parents:
         raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
+
+
+def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
+    out = Path(cfg.out).resolve()
     man = out / MANIFEST
     if not man.exists():
         if out.exists() and any(out.rglob("*.parquet")):
@@ -335,6 +225,7 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
     for p in out.rglob("*.parquet"):
         p.unlink()
     shutil.rmtree(out / STATS_DIR, ignore_errors=True)
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
 
 
 def _clean_tmp(out: Path) -> None:
@@ -364,90 +255,156 @@ def _client(cfg: ScoreConfig, workers: int):
 
 
 def default_workers(device: str) -> int:
+    """One worker per GPU on a machine with several; otherwise none: this
+    process scores, and a single device does not pay for a cluster."""
     import torch
 
-    if device in ("auto", "cuda") and torch.cuda.is_available():
+    if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
         return torch.cuda.device_count()
-    return 1
+    return 0
 
 
-class _Progress:
-    """The driver's view of a run: a bar over documents, tokens per second,
-    and the files that failed (with one line each)."""
+def _check_workers(cfg: ScoreConfig, workers: int) -> None:
+    import torch
 
-    def __init__(self, rows: dict[str, int], todo: list[str], failures: dict, say, show: bool):
+    if workers < 0:
+        raise AttninfError(f"--workers cannot be negative, got {workers}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if (cfg.scheduler is None and gpus and cfg.device in ("auto", "cuda") and workers > gpus
+            and not cfg.share_gpus):
+        raise AttninfError(f"--workers {workers} on {gpus} GPU(s) would put two workers on one GPU: "
+                           "use --workers <= the GPU count, or --share-gpus")
+
+
+def resources(spec: str | None) -> dict[str, float] | None:
+    """--resources GPU=1,MEM=8e9 -> {"GPU": 1.0, "MEM": 8e9}."""
+    if not spec:
+        return None
+    out = {}
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise AttninfError(f"--resources {spec!r}: expected NAME=AMOUNT[,NAME=AMOUNT]") from None
+    return out
+
+
+class _Tracker:
+    """The driver's view of a run: which units each file still waits for, a
+    bar over documents (tokens/s, failed units, ETA), failures with file and
+    row range; a file is assembled as soon as its last unit is in."""
+
+    def __init__(self, cfg: ScoreConfig, plan: dict[str, list[Unit]], todo: list[Unit], failures: dict,
+                 say, show: bool):
         from tqdm.auto import tqdm
 
-        self.rows, self.failures, self.say = rows, failures, say
-        self.bar = tqdm(total=sum(rows[f] for f in todo), unit="doc", disable=not show, dynamic_ncols=True,
+        self.cfg, self.plan, self.failures, self.say = cfg, plan, failures, say
+        self.waiting = {rel: {u for u in todo if u.file == rel} for rel in plan}
+        self.bar = tqdm(total=sum(u.rows for u in todo), unit="doc", disable=not show, dynamic_ncols=True,
                         desc="score")
-        self.tokens = 0
+        self.tokens, self.failed_units, self.assembled = 0, 0, []
+        self.ran_on: dict[str, dict[str, int]] = {rel: {} for rel in plan}  # file -> worker -> units
         self.t0 = time.perf_counter()
 
-    def finished(self, rel: str, stats: dict | None = None, error: str | None = None) -> None:
+    def assemble_ready(self) -> None:
+        for rel in list(self.waiting):
+            if not self.waiting[rel] and not any(k.startswith(f"{rel}[") for k in self.failures):
+                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel])
+                self.assembled.append(rel)
+                del self.waiting[rel]
+
+    def finished(self, unit: Unit, result: dict | None = None, error: str | None = None) -> None:
         if error is not None:
-            self.failures[rel] = error
-            self.say(f"failed: {rel}: {error}")
+            self.failures[str(unit)] = error
+            self.failed_units += 1
+            self.say(f"failed: {unit}: {error}")
         else:
-            self.tokens += stats["tokens"]
-        self.bar.update(self.rows[rel])
-        self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {len(self.failures)} failed")
+            self.tokens += result["tokens"]
+            log.info("%s: %d rows, %d tokens on worker %s in %.1fs", unit, unit.rows, result["tokens"],
+                     result["worker"], result["seconds"])
+            ran = self.ran_on[unit.file]
+            ran[result["worker"]] = ran.get(result["worker"], 0) + 1
+            self.waiting[unit.file].discard(unit)
+            self.assemble_ready()
+        self.bar.update(unit.rows)
+        self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {self.failed_units} failed unit(s)")
 
     def tokens_per_s(self) -> float:
         return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
 
 
-def _score_here(cfg_dict: dict, todo: list[str], progress: _Progress) -> None:
-    """--workers 0: every file in this process, one after the other."""
-    for rel in todo:
+def _score_here(cfg: ScoreConfig, todo: list[Unit], tracker: _Tracker) -> None:
+    """--workers 0: every unit in this process, one after the other."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    for unit in todo:
         try:
-            progress.finished(rel, score_file(cfg_dict, rel))
-        except AttninfError:
-            raise
-        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
-            progress.finished(rel, error=_one_line(e))
+            tracker.finished(unit, score_unit(cfg, unit))
+        except AttninfError as e:
+            raise AttninfError(f"{unit}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - one bad unit must not stop the others
+            tracker.finished(unit, error=_one_line(e))
 
 
-def _score_on_dask(cfg: ScoreConfig, cfg_dict: dict, todo: list[str], workers: int, progress: _Progress) -> None:
-    """One task per file on a local cluster (or the one at --scheduler)."""
+def _score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: _Tracker) -> None:
+    """One task per unit on a local cluster (or the one at --scheduler); as
+    workers free up they take the next unit, whichever file it is from."""
     from distributed import as_completed
 
     client, cluster = _client(cfg, workers)
-    threads = None if cluster is None else max(1, (os.cpu_count() or 1) // workers)
+    threads = cfg.threads or (None if cluster is None else max(1, (os.cpu_count() or 1) // workers))
+    run = uuid.uuid4().hex[:8]
     try:
-        futs = {client.submit(score_file, cfg_dict, rel, threads, pure=False,
-                              key=f"attninf-score-{uuid.uuid4().hex[:8]}-{rel}"): rel for rel in todo}
+        futs = {client.submit(score_unit, cfg, u, threads, pure=False, resources=resources(cfg.resources),
+                              key=f"attninf-score-{run}-{u}"): u for u in todo}
         for fut in as_completed(futs):
-            rel = futs[fut]
+            unit = futs[fut]
             try:
-                progress.finished(rel, fut.result())
+                tracker.finished(unit, fut.result())
             except AttninfError as e:
-                raise AttninfError(f"{rel}: {e}") from e
+                raise AttninfError(f"{unit}: {e}") from e
             except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
-                progress.finished(rel, error=_one_line(e))
+                tracker.finished(unit, error=_one_line(e))
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
+def _drop_changed(out: Path, old_signature: dict, files: list[str], signature: dict) -> list[str]:
+    """Outputs of corpus files that changed since an earlier run are removed: redone."""
+    changed = [f for f in files if f in old_signature and old_signature[f] != signature.get(f)]
+    for rel in changed:
+        (out / rel).unlink(missing_ok=True)
+        (out / STATS_DIR / f"{rel}.json").unlink(missing_ok=True)
+        shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
+    return changed
+
+
 def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int], dict[str, str], dict]:
-    """Check the corpus and the output directory, resolve the domains, write
-    the manifest that says the run started; (cfg, files, rows per readable
-    file, unreadable files, manifest)."""
+    """Check the corpus and the output directory, resolve the domains and the
+    unit size, write the manifest that says the run started; (cfg, files,
+    rows per readable file, unreadable files, manifest)."""
     files = list_files(cfg.corpus)
     rows, bad, with_domain = inspect(cfg.corpus, files, cfg.text_column, cfg.domain_column)
     mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
     say(f"domains: {why}")
-    cfg = dataclasses.replace(cfg, domain_from=mode)
+    cfg = dataclasses.replace(cfg, domain_from=mode, chunk_docs=chunk_docs(cfg))
     fp = run_fingerprint(cfg)
     _check_out_dir(cfg, fp)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
+    signature = corpus_signature(cfg.corpus, [f for f in files if f in rows])
+    if (out / MANIFEST).exists():
+        changed = _drop_changed(out, Scores.read(out).corpus_files or {}, files, signature)
+        if changed:
+            say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
-                "corpus_files": corpus_signature(cfg.corpus, [f for f in files if f in rows]),
-                "domains": {"from": mode, "why": why},
+                "corpus_files": signature, "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
     Scores.write_manifest(out, manifest)
     for rel, err in bad.items():
@@ -455,32 +412,66 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     return cfg, files, rows, bad, manifest
 
 
+def chunk_docs(cfg: ScoreConfig) -> int:
+    """Documents per unit: --chunk-docs, or a few minutes of work on the device in use."""
+    if cfg.chunk_docs is not None:
+        return int(cfg.chunk_docs)
+    from attninf.model import resolve_device
+
+    return 16_384 if str(resolve_device(cfg.device)).startswith("cuda") else 256
+
+
 def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
-    """Score the corpus; returns the summary (also written to the manifest)."""
+    """Score the corpus; returns the summary (also written to the manifest).
+    Holds out/.lock while it runs: one run per output directory."""
+    _check_paths(cfg)
+    out = Path(cfg.out)
+    created = not out.exists()
+    lock = RunLock(out)
+    note = lock.acquire()
+    try:
+        if note:
+            say(note)
+        return _run(cfg, progress, say)
+    finally:
+        lock.release()
+        if created and out.is_dir() and not any(out.iterdir()):  # refused before writing anything
+            out.rmdir()
+
+
+def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
     t0 = time.perf_counter()
     cfg, files, rows, bad, manifest = _start(cfg, say)
     out = Path(cfg.out)
-    todo = [f for f in files if f in rows and not (out / f).exists()]
-    done = [f for f in files if f in rows and (out / f).exists()]
-    if done:
-        say(f"resuming: {len(done)} of {len(files)} files already scored, {len(todo)} to go")
-    failures = dict(bad)
+    plan = {rel: file_units(cfg.corpus, rel, cfg.chunk_docs) for rel in files if rel in rows}
+    done = [rel for rel in plan if (out / rel).exists()]
+    plan = {rel: units for rel, units in plan.items() if rel not in done}
+    for rel in done:  # a crash between a file's assembly and the removal of its parts
+        shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
+    todo = [u for units in plan.values() for u in units if not part_path(out, u).exists()]
+    if done or len(todo) < sum(len(v) for v in plan.values()):
+        say(f"resuming: {len(done)} of {len(files)} files already scored; {len(todo)} unit(s) to go")
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
-    prog = _Progress(rows, todo, failures, say, progress)
-    if todo and workers == 0:
-        _score_here(dataclasses.asdict(cfg), todo, prog)
+    _check_workers(cfg, workers)
+    failures = dict(bad)
+    tracker = _Tracker(cfg, plan, todo, failures, say, progress)
+    tracker.assemble_ready()  # files whose every part is already in (or with no rows)
+    if todo and workers == 0 and cfg.scheduler is None:
+        _score_here(cfg, todo, tracker)
     elif todo:
-        _score_on_dask(cfg, dataclasses.asdict(cfg), todo, workers, prog)
-    prog.bar.close()
+        _score_on_dask(cfg, todo, workers, tracker)
+    tracker.bar.close()
 
     scores = Scores(out, manifest)
     totals = {k: 0 for k in ("documents", "ok", "empty", "too_short", "tokens", "duplicate_ids")}
-    for st in (scores.file_stats(rel) for rel in files if rel not in failures):
+    for st in (scores.file_stats(rel) for rel in files if rel in rows and (out / rel).exists()):
         for k in totals:
             totals[k] += (st or {}).get(k, 0)
-    summary = {**totals, "files": len(files), "files_scored_now": len(todo) - len(set(todo) & set(failures)),
-               "files_skipped": len(done), "failures": failures, "wall_s": round(time.perf_counter() - t0, 2),
-               "new_tokens": prog.tokens, "tokens_per_s": round(prog.tokens_per_s(), 1), "workers": workers}
+    summary = {**totals, "files": len(files), "files_scored_now": len(tracker.assembled),
+               "files_skipped": len(done), "units": sum(len(v) for v in plan.values()),
+               "units_scored_now": len(todo) - tracker.failed_units, "failures": failures,
+               "wall_s": round(time.perf_counter() - t0, 2), "new_tokens": tracker.tokens,
+               "tokens_per_s": round(tracker.tokens_per_s(), 1), "workers": workers}
     manifest.update({"finished": _now(), "summary": summary, "complete": not failures})
     Scores.write_manifest(out, manifest)
     return summary
@@ -507,14 +498,16 @@ def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) ->
             if len(texts) >= limit:
                 break
     texts = texts[:limit]
-    scorer = _scorer(cfg, cfg.device)
+    scorer = scorer_for(cfg, cfg.device)
     t0 = time.perf_counter()
     res = scorer.score_texts(texts)
     el = time.perf_counter() - t0
     tokens = int(res["n_tokens"].sum())
-    workers = cfg.workers if cfg.workers else 1
-    projected = el / max(len(texts), 1) * total_docs / workers
-    return {"documents": len(texts), "tokens": tokens, "seconds": round(el, 2),
+    workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
+    projected = el / max(len(texts), 1) * total_docs / max(workers, 1)
+    units = sum(len(file_units(cfg.corpus, rel, chunk_docs(cfg))) for rel in rows)
+    return {"documents": len(texts), "tokens": tokens, "seconds": round(el, 2), "units": units,
+            "workers": max(workers, 1),
             "tokens_per_s": round(tokens / max(el, 1e-9), 1), "corpus_documents": total_docs,
             "unreadable_files": len(bad), "projected_hours": round(projected / 3600, 3),
             "statuses": {s: int((res["status"] == s).sum()) for s in set(res["status"].tolist())},

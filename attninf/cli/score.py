@@ -35,12 +35,13 @@ def score(**kw) -> None:
     s = run_score(cfg, progress=not own["quiet"], say=say)
     click.echo(f"scored {s['documents']:,} documents ({s['ok']:,} ok, {s['empty']:,} empty, "
                f"{s['too_short']:,} too short), {s['tokens']:,} tokens, in {s['wall_s']:.1f}s "
-               f"({s['tokens_per_s']:,.0f} tokens/s on {s['workers']} worker(s)); "
-               f"{s['files_skipped']} file(s) already done")
+               f"({s['tokens_per_s']:,.0f} tokens/s, {s['workers'] or 'no'} Dask worker(s)); "
+               f"{s['units_scored_now']} unit(s) scored now, {s['files_skipped']} file(s) already done")
     if s["duplicate_ids"]:
         click.echo(f"warning: {s['duplicate_ids']} duplicate or missing id(s) within files", err=True)
     if s["failures"]:
-        click.echo(f"{len(s['failures'])} file(s) FAILED:", err=True)
+        click.echo(f"{len(s['failures'])} unit(s) or file(s) FAILED (run the command again to redo them):",
+                   err=True)
         for rel, err in s["failures"].items():
             click.echo(f"  {rel}: {err}", err=True)
         sys.exit(1)
@@ -51,5 +52,5 @@ def _dry_run(cfg: ScoreConfig, limit: int, dry_run) -> None:
     r = dry_run(cfg, limit, say)
     click.echo(f"dry run: {r['documents']} documents, {r['tokens']} tokens in {r['seconds']}s "
                f"({r['tokens_per_s']:,.0f} tokens/s); statuses {r['statuses']}")
-    click.echo(f"projected for the whole corpus ({r['corpus_documents']:,} documents, "
-               f"{cfg.workers or 1} worker(s)): {r['projected_hours']:.2f} h")
+    click.echo(f"projected for the whole corpus ({r['corpus_documents']:,} documents in {r['units']:,} unit(s), "
+               f"{r['workers']} worker(s)): {r['projected_hours']:.2f} h")

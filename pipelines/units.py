@@ -1,0 +1,390 @@
+"""The unit of scoring work: a range of rows of one corpus file.
+
+A file is cut into units from its Parquet footer alone: whole row groups are
+grouped up to `chunk_docs` rows, and a row group larger than that is cut into
+equal row ranges, so a file written as one giant row group still spreads over
+workers and is never read whole. The cut depends only on the footer and
+`chunk_docs`, never on the number of workers, and a unit's rows are scored in
+batches counted from its first row, so a unit gives the same bytes wherever
+it runs.
+
+Each finished unit is one Parquet file, written atomically:
+scores/.parts/<file>/<first row>-<end row>.parquet. When every unit of a
+file exists, the driver appends them in row order into scores/<file>
+(atomically, with its counters in scores/_stats/<file>.json) and removes
+the parts. A kill loses only the units in flight; parts are never taken for
+a finished file (they live under a dot-directory that readers skip).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from attninf.artifacts import STATS_DIR, Status, atomic_path, scores_schema, scores_table, write_json
+from attninf.errors import AttninfError
+
+PARTS_DIR = ".parts"
+LOCK = ".lock"
+READ_BUFFER = 1 << 20  # read column chunks page by page: memory does not grow with a row group's size
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    file: str
+    start: int  # first row of the file in this unit
+    end: int  # one past its last row
+
+    @property
+    def rows(self) -> int:
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return f"{self.file}[{self.start}:{self.end}]"
+
+
+def part_path(out: str | Path, unit: Unit) -> Path:
+    return Path(out) / PARTS_DIR / unit.file / f"{unit.start:012d}-{unit.end:012d}.parquet"
+
+
+def plan_units(row_groups: list[int], chunk_docs: int, file: str = "") -> list[Unit]:
+    """Units of at most chunk_docs rows (a row group larger than that is cut
+    into equal ranges; smaller ones are grouped whole), covering every row
+    once, in order."""
+    if chunk_docs < 1:
+        raise AttninfError(f"--chunk-docs must be at least 1, got {chunk_docs}")
+    units: list[Unit] = []
+    start = row = 0
+    for n in row_groups:
+        if n > chunk_docs:  # cut this row group alone into equal ranges
+            if row > start:
+                units.append(Unit(file, start, row))
+            pieces = -(-n // chunk_docs)
+            bounds = [row + (n * i) // pieces for i in range(pieces + 1)]
+            units.extend(Unit(file, a, b) for a, b in zip(bounds, bounds[1:]))
+            start = row = row + n
+            continue
+        if row + n - start > chunk_docs:
+            units.append(Unit(file, start, row))
+            start = row
+        row += n
+    if row > start:
+        units.append(Unit(file, start, row))
+    return units
+
+
+def file_units(corpus: str | Path, rel: str, chunk_docs: int) -> list[Unit]:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(Path(corpus) / rel).metadata
+    return plan_units([md.row_group(i).num_rows for i in range(md.num_row_groups)], chunk_docs, rel)
+
+
+# ------------------------------------------------------------------ reading
+
+
+class UnitReader:
+    """The columns score reads from one corpus file, for a range of rows, in
+    batches counted from the range's first row: texts, ids (the id column,
+    or <file>:<row>) and domains (the column, the folder, or null)."""
+
+    def __init__(self, cfg, rel: str):
+        import pyarrow.parquet as pq
+
+        self.cfg, self.rel = cfg, rel
+        self.pf = pq.ParquetFile(Path(cfg.corpus) / rel, buffer_size=READ_BUFFER, pre_buffer=False)
+        names = self.pf.schema_arrow.names
+        self.has_id = cfg.id_column in names
+        self.from_column = cfg.domain_from == "column"
+        if self.from_column and cfg.domain_column not in names:
+            raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
+        self.folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
+        self.columns = ([cfg.text_column] + ([cfg.id_column] if self.has_id else [])
+                        + ([cfg.domain_column] if self.from_column else []))
+
+    def _rows(self, start: int, end: int, step: int) -> Iterator:
+        """Tables of exactly `step` rows (the last may be shorter) covering rows [start, end)."""
+        import pyarrow as pa
+
+        md = self.pf.metadata
+        groups, first, row = [], None, 0
+        for i in range(md.num_row_groups):  # the row groups that hold [start, end)
+            n = md.row_group(i).num_rows
+            if row + n > start and row < end:
+                groups.append(i)
+                first = row if first is None else first
+            row += n
+        if not groups:
+            return
+        buf, buffered, pos = [], 0, first  # pos: file row of the next batch's first row
+        for batch in self.pf.iter_batches(batch_size=min(step, 65_536), row_groups=groups, columns=self.columns):
+            lo, hi = max(start - pos, 0), min(end - pos, batch.num_rows)
+            pos += batch.num_rows
+            if hi > lo:
+                buf.append(batch.slice(lo, hi - lo))
+                buffered += hi - lo
+            while buffered >= step:
+                t = pa.Table.from_batches(buf)
+                yield t.slice(0, step)
+                rest = t.slice(step)
+                buf, buffered = rest.to_batches(), rest.num_rows
+            if pos >= end:
+                break
+        if buffered:
+            yield pa.Table.from_batches(buf)
+
+    def batches(self, start: int, end: int) -> Iterator[tuple[list, Any, Any]]:
+        """(texts, ids, domain) per batch of rows_per_chunk rows of [start, end)."""
+        import pyarrow as pa
+
+        row0 = start
+        for t in self._rows(start, end, self.cfg.rows_per_chunk):
+            n = t.num_rows
+            ids = (t.column(self.cfg.id_column).combine_chunks() if self.has_id
+                   else pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string()))
+            domain = t.column(self.cfg.domain_column).combine_chunks() if self.from_column else self.folder
+            yield t.column(self.cfg.text_column).to_pylist(), ids, domain
+            row0 += n
+
+
+# ------------------------------------------------------------------ scoring
+
+_SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
+
+
+def scorer_for(cfg, device: str):
+    from attninf.scoring import load_scorer
+
+    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
+                      cfg.context_overlap, cfg.doc_prefix])
+    if key not in _SCORERS:
+        _SCORERS.clear()  # one model per worker
+        _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
+                                    max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
+                                    truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
+                                    trust_remote_code=cfg.trust_remote_code,
+                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix)
+    return _SCORERS[key]
+
+
+def worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return "local"
+
+
+def worker_device(device: str) -> str:
+    """One worker per GPU: a local worker named N takes cuda:N."""
+    import torch
+
+    if device != "auto" or not torch.cuda.is_available():
+        return device
+    try:
+        return f"cuda:{int(worker_name()) % torch.cuda.device_count()}"
+    except ValueError:
+        return "cuda"
+
+
+def _quiet_transformers() -> None:
+    """Workers load weights without per-worker progress bars in the driver's output."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _score_batch(scorer, texts: list) -> dict:
+    """score_texts, retried with half the packed batch on a GPU out-of-memory
+    (down to one window per row) before giving up."""
+    import torch
+
+    forward = scorer.forward
+    full = forward.batch_tokens
+    try:
+        while True:
+            try:
+                return scorer.score_texts(texts)
+            except torch.cuda.OutOfMemoryError:
+                if forward.batch_tokens <= scorer.max_tokens:
+                    raise
+                torch.cuda.empty_cache()
+                forward.batch_tokens = max(scorer.max_tokens, forward.batch_tokens // 2)
+    finally:
+        forward.batch_tokens = full
+
+
+def score_unit(cfg, unit: Unit, threads: int | None = None) -> dict:
+    """Score one unit (cfg: a ScoreConfig) into its part file; returns where
+    it ran and how long it took. Pure in (config, unit): the same input gives
+    the same bytes, on any worker."""
+    import pyarrow.parquet as pq
+    import torch
+
+    _quiet_transformers()
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    scorer = scorer_for(cfg, worker_device(cfg.device))
+    reader = UnitReader(cfg, unit.file)
+    tokens = 0
+    with atomic_path(part_path(cfg.out, unit)) as tmp:  # renamed into place only when the unit is scored
+        writer = None
+        try:
+            for texts, ids, domain in reader.batches(unit.start, unit.end):
+                res = _score_batch(scorer, texts)
+                table = scores_table(ids, res, domain)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                tokens += int(res["n_tokens"].sum())
+            writer = writer or pq.ParquetWriter(tmp, scores_schema())
+        finally:
+            if writer is not None:
+                writer.close()
+    return {"unit": str(unit), "rows": unit.rows, "tokens": tokens, "worker": worker_name(),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def _id_hashes(ids) -> tuple[Any, int]:
+    """64-bit hashes of the non-null ids of a column, and how many are null."""
+    import numpy as np
+
+    values = ids.to_pylist()
+    return np.array([hash(x) for x in values if x is not None], dtype=np.int64), sum(x is None for x in values)
+
+
+def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, int] | None = None) -> dict:
+    """Append the parts of a file in row order into out/<rel> (atomically),
+    write its counters to _stats/<rel>.json, remove the parts. Memory: one
+    part at a time, plus 8 bytes per row for the duplicate-id check."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    stats = {"file": rel, "documents": 0, **{st.value: 0 for st in Status}, "tokens": 0, "duplicate_ids": 0,
+             "units": len(units), "workers": workers or {}}  # workers: units of this run per worker
+    hashes = []
+    with atomic_path(out / rel) as tmp:
+        writer = None
+        try:
+            for unit in sorted(units):
+                t = pq.read_table(part_path(out, unit))
+                writer = writer or pq.ParquetWriter(tmp, t.schema)
+                writer.write_table(t.cast(writer.schema))
+                status = t["status"].to_numpy(zero_copy_only=False)
+                stats["documents"] += len(t)
+                stats["tokens"] += int(t["n_tokens"].to_numpy(zero_copy_only=False).sum())
+                for st in Status:
+                    stats[st.value] += int((status == st.value).sum())
+                h, nulls = _id_hashes(t["id"])
+                hashes.append(h)
+                stats["duplicate_ids"] += nulls
+            writer = writer or pq.ParquetWriter(tmp, scores_schema())  # a file with no rows
+        finally:
+            if writer is not None:
+                writer.close()
+        allh = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
+        stats["duplicate_ids"] += int(len(allh) - len(np.unique(allh)))
+        write_json(stats, out / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
+    shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
+    return stats
+
+
+# --------------------------------------------------------------------- lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """out/.lock while a run writes into out: a second run on the same --out
+    (a job launched twice) is refused with the first one's host, pid and
+    start time. A lock whose process is gone (same host), or whose heartbeat
+    stopped (another host), is taken over."""
+
+    HEARTBEAT_S = 10.0
+    STALE_S = 60.0
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / LOCK
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _stale(self, other: dict) -> bool:
+        if other.get("host") == self.me["host"]:
+            return not _alive(int(other.get("pid", -1)))
+        try:
+            return time.time() - self.path.stat().st_mtime > self.STALE_S
+        except FileNotFoundError:
+            return True
+
+    def acquire(self) -> str | None:
+        """Take the lock; returns a note when a stale lock was taken over."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        note = None
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(self.path.read_text() or "{}")
+                except (ValueError, OSError):
+                    other = {}
+                if other and not self._stale(other):
+                    raise AttninfError(f"{self.path.parent} is being written by another `attninf score` "
+                                       f"(host {other.get('host')}, pid {other.get('pid')}, started "
+                                       f"{other.get('started')}); wait for it, or use another --out") from None
+                note = (f"took over the lock of a run that is gone (host {other.get('host')}, "
+                        f"pid {other.get('pid')}, started {other.get('started')})")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.me, f)
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+            return note
+        raise AttninfError(f"could not take the lock {self.path}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if json.loads(self.path.read_text()).get("pid") == self.me["pid"]:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

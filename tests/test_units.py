@@ -1,0 +1,202 @@
+"""Scoring in units of rows: the plan, the reader, identical bytes whatever
+the workers, load balance, resume after SIGKILL, a failing unit, the lock."""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from attninf.cli import main
+from attninf.pipelines.score import ScoreConfig
+from attninf.pipelines.units import LOCK, PARTS_DIR, Unit, UnitReader, plan_units
+from attninf.scoring import Scorer
+
+from helpers import docs, make_corpus
+from test_score_pipeline import heads_file  # noqa: F401  (the fixture)
+
+
+def _check_plan(groups, chunk):
+    units = plan_units(groups, chunk, "f")
+    starts = [0]
+    for n in groups:
+        starts.append(starts[-1] + n)
+    assert [u.start for u in units][:1] == ([0] if starts[-1] else [])
+    for a, b in zip(units, units[1:]):
+        assert a.end == b.start  # contiguous
+    assert (units[-1].end if units else 0) == starts[-1]  # every row, once
+    bounds = set(starts)
+    for u in units:
+        assert 0 < u.rows <= chunk
+        inside = [n for s, n in zip(starts, groups) if s <= u.start < s + n]
+        if u.start not in bounds or u.end not in bounds:  # only a row group larger than chunk is cut
+            assert inside and inside[0] > chunk
+    # whole row groups are grouped greedily: a unit and the next row group would not fit
+    for a, b in zip(units, units[1:]):
+        if a.end in bounds and b.start in bounds and a.start in bounds:
+            nxt = next(n for s, n in zip(starts, groups) if s == b.start and n)  # the next non-empty group
+            assert a.rows + nxt > chunk or nxt > chunk
+
+
+def test_plan_units_cover_every_row_once():
+    rng = random.Random(0)
+    for _ in range(500):
+        groups = [rng.choice([0, 1, 3, 7, 20, 64, 200]) for _ in range(rng.randint(0, 12))]
+        _check_plan(groups, rng.randint(1, 80))
+    assert plan_units([1000], 300) == [Unit("", 0, 250), Unit("", 250, 500), Unit("", 500, 750),
+                                       Unit("", 750, 1000)]  # one giant row group: equal row ranges
+    assert plan_units([5, 5, 5, 5, 5], 10) == [Unit("", 0, 10), Unit("", 10, 20), Unit("", 20, 25)]
+
+
+def test_reader_returns_exact_rows_in_batches(tmp_path):
+    rng = random.Random(1)
+    n = 157
+    t = pa.table({"text": [f"doc {i}" for i in range(n)], "id": [f"id{i}" for i in range(n)]})
+    pq.write_table(t, tmp_path / "f.parquet", row_group_size=23)
+    cfg = ScoreConfig(corpus=str(tmp_path), domain_from="none")
+    for _ in range(60):
+        a = rng.randint(0, n)
+        b = rng.randint(a, n)
+        step = rng.randint(1, 40)
+        cfg.rows_per_chunk = step
+        got = list(UnitReader(cfg, "f.parquet").batches(a, b))
+        texts = [x for texts, _, _ in got for x in texts]
+        assert texts == t["text"].to_pylist()[a:b]
+        assert [x for _, ids, _ in got for x in ids.to_pylist()] == t["id"].to_pylist()[a:b]
+        assert all(len(texts) == step for texts, _, _ in got[:-1])
+
+
+def _corpus(root: Path, big_rows=60, group=5):
+    """The usual small files plus one file of many row groups."""
+    make_corpus(root, files=3, rows=7)
+    rng = random.Random(5)
+    texts = docs(rng, big_rows)
+    pq.write_table(pa.table({"text": texts, "domain": ["prose"] * big_rows}), root / "prose" / "big.parquet",
+                   row_group_size=group)
+    return root
+
+
+def _score(args):
+    res = CliRunner().invoke(main, ["score", *map(str, args), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _bytes(out: Path) -> dict:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+
+
+def test_same_bytes_whatever_the_workers_and_spread(tmp_path, heads_file):  # noqa: F811
+    corpus = _corpus(tmp_path / "c")
+    common = ["--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "10"]
+    _score([corpus, "--out", tmp_path / "w0", "--workers", "0", *common])
+    _score([corpus, "--out", tmp_path / "w2", "--workers", "2", *common])
+    _score([corpus, "--out", tmp_path / "w3", "--workers", "3", *common])
+    ref = _bytes(tmp_path / "w0")
+    assert len(ref) == 4 and _bytes(tmp_path / "w2") == ref and _bytes(tmp_path / "w3") == ref
+    assert not (tmp_path / "w2" / PARTS_DIR).exists() or not list((tmp_path / "w2" / PARTS_DIR).rglob("*.parquet"))
+    stats = json.loads((tmp_path / "w2" / "_stats" / "prose" / "big.parquet.json").read_text())
+    assert stats["units"] == 6 and stats["documents"] == 60
+    assert len(stats["workers"]) == 2, stats["workers"]  # both workers took units of the big file
+    assert pq.read_table(tmp_path / "w0" / "prose" / "big.parquet")["id"].to_pylist() == \
+        [f"prose/big.parquet:{i}" for i in range(60)]  # every row, in input order
+
+
+def test_failed_unit_is_reported_and_redone_alone(tmp_path, heads_file, monkeypatch):  # noqa: F811
+    corpus = _corpus(tmp_path / "c")
+    common = ["--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "10", "--workers", "0"]
+    _score([corpus, "--out", tmp_path / "ref", *common])
+    boom = pq.read_table(corpus / "prose" / "big.parquet")["text"][23].as_py()  # in unit [20:30]
+    real = Scorer.score_texts
+
+    def flaky(self, texts):
+        if boom in texts:
+            raise RuntimeError("CUDA error: device-side assert")
+        return real(self, texts)
+
+    monkeypatch.setattr(Scorer, "score_texts", flaky)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["score", str(corpus), "--out", str(out), *map(str, common), "--quiet"])
+    assert res.exit_code == 1, res.output
+    assert "prose/big.parquet[20:30]" in res.output and "device-side assert" in res.output
+    assert not (out / "prose" / "big.parquet").exists()  # never assembled with a hole
+    parts = sorted(p.name for p in (out / PARTS_DIR / "prose" / "big.parquet").glob("*.parquet"))
+    assert len(parts) == 5 and not any(p.startswith("000000000020-") for p in parts)
+    assert len([p for p in out.rglob("*.parquet") if PARTS_DIR not in p.parts]) == 3  # the others finished
+    monkeypatch.setattr(Scorer, "score_texts", real)
+    res = _score([corpus, "--out", out, *common])
+    assert "1 unit(s) scored now" in res.output
+    assert _bytes(out) == _bytes(tmp_path / "ref")
+
+
+def test_chunk_change_after_a_crash_is_refused(tmp_path, heads_file):  # noqa: F811
+    corpus = _corpus(tmp_path / "c")
+    common = ["--heads", heads_file, "--max-tokens", "48", "--workers", "0"]
+    _score([corpus, "--out", tmp_path / "o", "--chunk-docs", "10", *common])
+    res = CliRunner().invoke(main, ["score", str(corpus), "--out", str(tmp_path / "o"), "--chunk-docs", "20",
+                                    *map(str, common)])
+    assert res.exit_code == 2 and "differs in: chunk_docs" in res.output
+
+
+def test_second_run_on_the_same_out_is_refused_and_a_dead_lock_taken_over(tmp_path, heads_file):  # noqa: F811
+    corpus = make_corpus(tmp_path / "c", files=2, rows=4)
+    out = tmp_path / "o"
+    out.mkdir()
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-11-29 08:00:00 UTC"}
+    (out / LOCK).write_text(json.dumps(me))
+    res = CliRunner().invoke(main, ["score", str(corpus), "--out", str(out), "--heads", str(heads_file),
+                                    "--workers", "0"])
+    assert res.exit_code == 2 and f"pid {os.getpid()}" in res.output and "started 2026-11-29 08:00" in res.output
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK).write_text(json.dumps({**me, "pid": dead.pid}))
+    res = _score([corpus, "--out", out, "--heads", heads_file, "--workers", "0"])
+    assert "took over the lock" in res.output and not (out / LOCK).exists()
+    assert len(list(out.rglob("*.parquet"))) == 2
+
+
+def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):  # noqa: F811
+    corpus = _corpus(tmp_path / "c", big_rows=120)
+    common = ["--heads", str(heads_file), "--max-tokens", "48", "--chunk-docs", "10", "--workers", "0"]
+    _score([corpus, "--out", tmp_path / "ref", *common])
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "attninf.cli", "score", str(corpus), "--out", str(out), *common,
+                          "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    parts = out / PARTS_DIR / "prose" / "big.parquet"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.glob("*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    kept = sorted(parts.glob("*.parquet"))
+    assert 3 <= len(kept) < 12, "the kill came too late: nothing was tested"
+    assert not (out / "prose" / "big.parquet").exists()  # parts are never a finished file
+    assert (out / "code" / "part-1.parquet").exists()  # the first file was finished before
+    res = _score([corpus, "--out", out, *common])
+    assert "took over the lock" in res.output
+    # only what was not written: the big file's missing units and the two small files after it
+    assert f"{12 - len(kept) + 2} unit(s) scored now" in res.output
+    assert _bytes(out) == _bytes(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("size_mb", [1])
+def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):  # noqa: F811
+    """A long document is scored over many windows, in a unit of its own batch."""
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    rng = random.Random(9)
+    small = docs(rng, 5)
+    long_text = " ".join(docs(rng, 4000))[: size_mb * 1_000_000]
+    pq.write_table(pa.table({"text": small[:2] + [long_text] + small[2:]}), corpus / "f.parquet")
+    _score([corpus, "--out", tmp_path / "o", "--heads", heads_file, "--max-tokens", "256", "--workers", "0",
+            "--rows-per-chunk", "2"])
+    t = pq.read_table(tmp_path / "o" / "f.parquet").to_pydict()
+    assert t["status"] == ["ok"] * 6 and t["n_tokens"][2] > 100_000
