@@ -1,16 +1,19 @@
 """python benchmarks/score_cpu.py [--docs 48] [--heads heads.json] [--out benchmarks/RESULTS.md]
 
-Scores the same small real corpus two ways, each in its own process so that
-peak memory is its own, and prints a table:
+Scores the same small real corpus three ways, each in its own process so
+that peak memory is its own, and prints a table:
 
-* engine: attninf.scoring.Scorer (shared prefix, packed windows, fused loss,
-  dtype auto);
+* cli: `attninf score corpus/ --heads ... --out ...` with default flags, the
+  whole process timed from outside (imports, model load, reading, writing);
+* engine: attninf.scoring.Scorer in a process (shared prefix, packed
+  windows, fused loss, default settings), the scoring call timed;
 * naive: two full forward passes per document (plain, then retrieval heads
   masked), one document at a time, full fp32 logits and cross-entropy.
 
-Reports doc-tokens/s, the ratio, peak RSS, achieved FLOP/s against this
-machine's measured matmul peak in the same dtype, and how well the engine's
-scores agree with the fp32 naive ones (max abs difference, Spearman).
+Reports doc-tokens/s, the ratio to naive, peak RSS, achieved FLOP/s against
+this machine's measured matmul peak in the same dtype, where the engine's
+time goes (torch profiler, by kind of op), and how well the scores agree
+with the fp32 naive ones (max abs difference, Spearman).
 
 The corpus is real text available offline: prose from Shakespeare's plays
 (the probe sentences, joined into paragraphs) and Python source files of the
@@ -110,7 +113,8 @@ def run_mode(mode: str, corpus_file: str, heads_file: str, result_file: str) -> 
         el = time.perf_counter() - t
         out = {"score": res["score"].tolist(), "n_tokens": res["n_tokens"].tolist(),
                "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
-               "first_masked": scorer.first_masked, "layers": lm.config.num_hidden_layers}
+               "first_masked": scorer.first_masked, "layers": lm.config.num_hidden_layers,
+               "batch_tokens": scorer.batch_tokens, "profile": profile_engine(scorer, texts[:8])}
     else:
         lm = load_model("smollm2-135m", dtype="float32")
         install(lm.model)
@@ -141,6 +145,56 @@ def run_mode(mode: str, corpus_file: str, heads_file: str, result_file: str) -> 
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(result_file).write_text(json.dumps(out))
     del np
+
+
+KINDS = [("matmul (linear layers, LM head)", ("aten::mm", "aten::addmm", "aten::bmm")),
+         ("attention (per document)", ("scaled_dot_product", "flash_attention")),
+         ("loss (log-softmax, NLL)", ("log_softmax", "nll_loss", "cross_entropy")),
+         ("copies (cat, copy, index)", ("aten::cat", "aten::copy_", "aten::index", "aten::repeat")),
+         ("elementwise (norms, SiLU, rotary, masks)", ("aten::",))]
+
+
+def profile_engine(scorer, texts) -> dict:
+    """Seconds by kind of op while the engine scores `texts` (self CPU time of
+    the ops; the rest of the wall time is Python, tokenization, packing)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        scorer.score_texts(texts)
+    wall = time.perf_counter() - t
+    out = {name: 0.0 for name, _ in KINDS}
+    for ev in prof.key_averages():
+        kind = next((name for name, keys in KINDS if any(k in ev.key for k in keys)), None)
+        if kind is not None:
+            out[kind] += ev.self_cpu_time_total / 1e6
+    out["python, tokenizer, packing (the rest of the wall time)"] = max(0.0, wall - sum(out.values()))
+    out["total"] = wall
+    return out
+
+
+def run_cli(docs: list[dict], heads: str, tmp: Path) -> dict:
+    """`attninf score` as a user runs it, on the corpus as Parquet (prose/, code/)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp / "corpus"
+    for dom in ("prose", "code"):
+        (corpus / dom).mkdir(parents=True, exist_ok=True)
+        rows = [d for d in docs if d["domain"] == dom]
+        pq.write_table(pa.table({k: [d[k] for d in rows] for k in ("id", "domain", "text")}),
+                       corpus / dom / "part-0.parquet")
+    exe = Path(sys.executable).parent / "attninf"
+    t = time.perf_counter()
+    subprocess.run([str(exe), "score", str(corpus), "--heads", heads, "--out", str(tmp / "scores"), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    el = time.perf_counter() - t
+    got = {}
+    for dom in ("prose", "code"):
+        t = pq.read_table(tmp / "scores" / dom / "part-0.parquet").to_pydict()
+        got.update(zip(t["id"], zip(t["score"], t["n_tokens"])))
+    return {"seconds": el, "score": [got[d["id"]][0] for d in docs], "n_tokens": [got[d["id"]][1] for d in docs],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def spearman(a, b) -> float:
@@ -175,7 +229,7 @@ def main() -> None:
                        check=True, stdout=subprocess.DEVNULL)
     docs = build_corpus(args.docs)
     (tmp / "corpus.json").write_text(json.dumps(docs))
-    res = {}
+    res = {"cli": run_cli(docs, heads, tmp)}  # first: RUSAGE_CHILDREN's peak is then its own
     for mode in ("engine", "naive"):
         out = tmp / f"{mode}.json"
         subprocess.run([sys.executable, __file__, "--_mode", mode, "--_files", str(tmp / "corpus.json"), heads,
@@ -184,8 +238,8 @@ def main() -> None:
     from attninf.model import load_model
 
     config = load_model("smollm2-135m").config
-    e, n = res["engine"], res["naive"]
-    assert e["n_tokens"] == n["n_tokens"], "the two modes scored different tokens"
+    e, n, c = res["engine"], res["naive"], res["cli"]
+    assert e["n_tokens"] == n["n_tokens"] == c["n_tokens"], "the modes scored different tokens"
     tokens = sum(e["n_tokens"])
     shared = e["first_masked"] / e["layers"]
     peak_e, peak_n = matmul_peak(e["dtype"]), matmul_peak("float32")
@@ -193,6 +247,9 @@ def main() -> None:
     fl_n = flops_per_token(config, 0.0) * tokens / n["seconds"]
     diff = float(np.nanmax(np.abs(np.array(e["score"], float) - np.array(n["score"], float))))
     rho = spearman(np.array(e["score"], float), np.array(n["score"], float))
+    diff_c = float(np.nanmax(np.abs(np.array(c["score"], float) - np.array(n["score"], float))))
+    bound = flops_per_token(config, 0.0) / flops_per_token(config, shared)
+    prof = e["profile"]
 
     rows = [
         f"## Scoring on CPU: engine vs naive two-pass baseline ({dt.date.today()})",
@@ -207,11 +264,23 @@ def main() -> None:
         f"| naive (2 full passes, 1 doc at a time, fp32 logits) | float32 | {n['seconds']:.1f} | "
         f"{tokens / n['seconds']:,.0f} | 1.00 | {n['peak_rss_mib']:,.0f} | {fl_n / 1e9:,.0f} | {peak_n / 1e9:,.0f} | "
         f"{100 * fl_n / peak_n:.0f}% |",
-        f"| engine (shared prefix, packed, fused loss) | {e['dtype']} | {e['seconds']:.1f} | "
-        f"{tokens / e['seconds']:,.0f} | {n['seconds'] / e['seconds']:.2f} | {e['peak_rss_mib']:,.0f} | "
-        f"{fl_e / 1e9:,.0f} | {peak_e / 1e9:,.0f} | {100 * fl_e / peak_e:.0f}% |",
+        f"| engine in a process (shared prefix, packed {e['batch_tokens']}-token rows, fused loss) | {e['dtype']} | "
+        f"{e['seconds']:.1f} | {tokens / e['seconds']:,.0f} | {n['seconds'] / e['seconds']:.2f} | "
+        f"{e['peak_rss_mib']:,.0f} | {fl_e / 1e9:,.0f} | {peak_e / 1e9:,.0f} | {100 * fl_e / peak_e:.0f}% |",
+        f"| `attninf score` default flags, whole process | {e['dtype']} | {c['seconds']:.1f} | "
+        f"{tokens / c['seconds']:,.0f} | {n['seconds'] / c['seconds']:.2f} | {c['peak_rss_mib']:,.0f} | "
+        f"{flops_per_token(config, shared) * tokens / c['seconds'] / 1e9:,.0f} | {peak_e / 1e9:,.0f} | "
+        f"{100 * flops_per_token(config, shared) * tokens / c['seconds'] / peak_e:.0f}% |",
         "",
-        f"Scores, engine vs fp32 naive: max |difference| {diff:.2e}, Spearman {rho:.4f}.",
+        f"FLOP bound of the shared prefix on this model: {bound:.2f}x the naive passes. "
+        f"Scores vs fp32 naive: engine max |difference| {diff:.2e}, Spearman {rho:.4f}; "
+        f"`attninf score` max |difference| {diff_c:.2e}.",
+        "",
+        f"Where the engine's time goes (torch profiler, first 8 documents, {prof['total']:.1f} s wall under the profiler):",
+        "",
+        "| kind of op | seconds | share |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.2f} | {100 * v / prof['total']:.0f}% |" for k, v in prof.items() if k != "total"],
         "",
     ]
     text = "\n".join(rows)

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature, parquet_files
+from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature
 from attninf.errors import AttninfError
+from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, one_line, resolve_domains
 from attninf.pipelines.units import (PARTS_DIR, RunLock, Unit, assemble, file_units, part_path, score_unit,
                                      scorer_for)
 
@@ -36,7 +37,6 @@ log = logging.getLogger("attninf")
 
 
 
-DOMAIN_MODES = ("auto", "column", "dir", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -66,7 +66,8 @@ class ScoreConfig:
         "metavar": "TOKEN|none", "help": "Token put before every document.",
         "default_help": "the one heads.json's probes used"})
     truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
-    batch_tokens: int = field(default=16384, metadata={"help": "Tokens per packed forward pass (memory vs. speed)."})
+    batch_tokens: int | None = field(default=None, metadata={
+        "help": "Tokens per packed forward pass (memory vs. speed).", "default_help": "4096 on CPU, 16384 on a GPU"})
     chunk_docs: int | None = field(default=None, metadata={
         "help": "Documents per work unit: the most a crash can lose, the grain that spreads over workers.",
         "default_help": "256 on CPU, 16384 on a GPU (a few minutes of work)"})
@@ -90,81 +91,6 @@ class ScoreConfig:
         "help": "Redo scores made with a different model/heads/settings."})
     allow_pickle: bool = field(default=False, metadata={"help": "Allow .bin (pickle) weights; they can run code."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
-
-
-# ------------------------------------------------------------------ corpus
-
-
-def list_files(corpus: str | Path) -> list[str]:
-    root = Path(corpus)
-    if not root.is_dir():
-        raise AttninfError(f"corpus directory not found: {root}")
-    files = parquet_files(root)
-    if not files:
-        raise AttninfError(f"no .parquet files under {root}")
-    return files
-
-
-def inspect(corpus: str | Path, files: list[str], text_column: str,
-            domain_column: str | None = None) -> tuple[dict[str, int], dict[str, str], set[str]]:
-    """Rows per readable file, {file: error} for unreadable ones, and the
-    files that have the domain column. A text column missing from a readable
-    file is an error before any work starts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows, bad, with_domain = {}, {}, set()
-    for rel in files:
-        try:
-            pf = pq.ParquetFile(Path(corpus) / rel)
-            schema = pf.schema_arrow
-            rows[rel] = pf.metadata.num_rows
-        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
-            bad[rel] = _one_line(e)
-            continue
-        if text_column not in schema.names:
-            raise AttninfError(f"{rel} has no column {text_column!r}; its columns are: "
-                               f"{', '.join(schema.names)} (choose one with --text-column)")
-        t = schema.field(text_column).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
-            raise AttninfError(f"{rel}: column {text_column!r} holds {t}, not text (choose one with --text-column)")
-        if domain_column and domain_column in schema.names:
-            with_domain.add(rel)
-    return rows, bad, with_domain
-
-
-def resolve_domains(mode: str, files: list[str], with_column: set[str], column: str) -> tuple[str, str]:
-    """(column | dir | none, why): where each document's domain comes from.
-    The paper ranks only within a domain, so a corpus that has one in a
-    column or in its folder layout must never be ranked globally by accident."""
-    if mode not in DOMAIN_MODES:
-        raise AttninfError(f"--domain-from must be one of {', '.join(DOMAIN_MODES)}, got {mode!r}")
-    tops = {f.split("/", 1)[0] for f in files if "/" in f}
-    at_root = [f for f in files if "/" not in f]
-    if mode == "auto":
-        if with_column:
-            mode = "column"
-        elif len(tops) > 1 and not at_root:
-            return "dir", f"no {column!r} column; one domain per top-level folder ({', '.join(sorted(tops))})"
-        else:
-            return "none", (f"no {column!r} column and " + ("a single top-level folder" if not at_root else
-                            "files at the corpus root") + ": one global ranking")
-    if mode == "column":
-        lacking = [f for f in files if f not in with_column]
-        if lacking:
-            raise AttninfError(f"{lacking[0]} has no {column!r} column but {sorted(with_column)[0] if with_column else 'no file'} "
-                               f"has: every file needs it ({len(lacking)} lack it), or use --domain-from dir")
-        return "column", f"the {column!r} column"
-    if mode == "dir":
-        if at_root:
-            raise AttninfError(f"--domain-from dir: {at_root[0]} sits at the corpus root, not in a domain folder")
-        return "dir", f"the top-level folder ({', '.join(sorted(tops))})"
-    return "none", "--domain-from none: one global ranking"
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".strip()
 
 
 # ------------------------------------------------------------- fingerprint
@@ -244,7 +170,7 @@ def _client(cfg: ScoreConfig, workers: int):
         try:
             return Client(address, timeout="20s"), None
         except OSError as e:
-            raise AttninfError(f"cannot reach the Dask scheduler at {address}: {_one_line(e)}") from e
+            raise AttninfError(f"cannot reach the Dask scheduler at {address}: {one_line(e)}") from e
     if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
         for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
                      "distributed.core", "distributed.http.proxy"):
@@ -346,7 +272,7 @@ def _score_here(cfg: ScoreConfig, todo: list[Unit], tracker: _Tracker) -> None:
         except AttninfError as e:
             raise AttninfError(f"{unit}: {e}") from e
         except Exception as e:  # noqa: BLE001 - one bad unit must not stop the others
-            tracker.finished(unit, error=_one_line(e))
+            tracker.finished(unit, error=one_line(e))
 
 
 def _score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: _Tracker) -> None:
@@ -367,7 +293,7 @@ def _score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: _T
             except AttninfError as e:
                 raise AttninfError(f"{unit}: {e}") from e
             except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
-                tracker.finished(unit, error=_one_line(e))
+                tracker.finished(unit, error=one_line(e))
     finally:
         client.close()
         if cluster is not None:

@@ -60,3 +60,20 @@ def smollm2_dir():
     from attninf.model import pull_model
 
     return pull_model("smollm2-135m", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def heads_file(tiny_model_dir, tmp_path_factory):
+    """A heads.json for the tiny model, as detect-heads would write it."""
+    import json
+
+    from attninf.heads import HEADS_VERSION, HIT_RULE
+    from attninf.model import model_fingerprint
+    from helpers import SCORE_HEADS
+
+    fp = model_fingerprint(str(tiny_model_dir))
+    p = tmp_path_factory.mktemp("heads") / "heads.json"
+    p.write_text(json.dumps({"model": {**fp, "name": str(tiny_model_dir)}, "heads": SCORE_HEADS,
+                             "num_layers": 4, "num_heads": 6, "heads_version": HEADS_VERSION, "hit": HIT_RULE,
+                             "doc_prefix": {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}}))
+    return p

@@ -2,6 +2,7 @@
 score` would leave them. Tests import these; they never import each other."""
 import json
 import random
+import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,6 +10,8 @@ import pyarrow.parquet as pq
 
 from attninf.artifacts import corpus_signature
 from attninf.probes import sentences
+
+SCORE_HEADS = [[1, 2], [2, 0], [3, 3]]  # masked heads of the tiny model in the scoring tests (heads_file)
 
 
 def docs(rng, n):
@@ -61,3 +64,10 @@ def make_scored_corpus(tmp: Path, files=3, rows=40, seed=0, with_ids=True):
         "corpus_files": corpus_signature(corpus, rels),
         "config": {"text_column": "text", "id_column": "id", "domain_column": "domain"}}))
     return corpus, scores
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from attninf.cli import main
-from attninf.heads import HEADS_VERSION, HIT_RULE
-from attninf.model import load_model, model_fingerprint
+from attninf.model import load_model
 from attninf.scoring import Scorer
 
-from helpers import docs, make_corpus
-
-HEADS = [[1, 2], [2, 0], [3, 3]]
-
-
-@pytest.fixture(scope="module")
-def heads_file(tiny_model_dir, tmp_path_factory):
-    fp = model_fingerprint(str(tiny_model_dir))
-    p = tmp_path_factory.mktemp("heads") / "heads.json"
-    p.write_text(json.dumps({"model": {**fp, "name": str(tiny_model_dir)}, "heads": HEADS,
-                             "num_layers": 4, "num_heads": 6, "heads_version": HEADS_VERSION, "hit": HIT_RULE,
-                             "doc_prefix": {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}}))
-    return p
+from helpers import SCORE_HEADS as HEADS
+from helpers import docs, free_port, make_corpus
 
 
 def run(args, **kw):
@@ -232,16 +219,10 @@ def test_one_vs_two_workers(tmp_path, heads_file):
     assert read_scores(tmp_path / "w1") == read_scores(tmp_path / "w2")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_external_dask_cluster(tmp_path, heads_file):
     pytest.importorskip("distributed")
     corpus = make_corpus(tmp_path / "corpus", files=3)
-    port = _free_port()
+    port = free_port()
     addr = f"tcp://127.0.0.1:{port}"
     bindir = Path(sys.executable).parent
     procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),

@@ -20,8 +20,7 @@ from attninf.pipelines.score import ScoreConfig
 from attninf.pipelines.units import LOCK, PARTS_DIR, Unit, UnitReader, plan_units
 from attninf.scoring import Scorer
 
-from helpers import docs, make_corpus
-from test_score_pipeline import heads_file  # noqa: F401  (the fixture)
+from helpers import docs, free_port, make_corpus
 
 
 def _check_plan(groups, chunk):
@@ -94,7 +93,7 @@ def _bytes(out: Path) -> dict:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
 
 
-def test_same_bytes_whatever_the_workers_and_spread(tmp_path, heads_file):  # noqa: F811
+def test_same_bytes_whatever_the_workers_and_spread(tmp_path, heads_file):
     corpus = _corpus(tmp_path / "c")
     common = ["--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "10"]
     _score([corpus, "--out", tmp_path / "w0", "--workers", "0", *common])
@@ -110,7 +109,7 @@ def test_same_bytes_whatever_the_workers_and_spread(tmp_path, heads_file):  # no
         [f"prose/big.parquet:{i}" for i in range(60)]  # every row, in input order
 
 
-def test_failed_unit_is_reported_and_redone_alone(tmp_path, heads_file, monkeypatch):  # noqa: F811
+def test_failed_unit_is_reported_and_redone_alone(tmp_path, heads_file, monkeypatch):
     corpus = _corpus(tmp_path / "c")
     common = ["--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "10", "--workers", "0"]
     _score([corpus, "--out", tmp_path / "ref", *common])
@@ -137,7 +136,7 @@ def test_failed_unit_is_reported_and_redone_alone(tmp_path, heads_file, monkeypa
     assert _bytes(out) == _bytes(tmp_path / "ref")
 
 
-def test_chunk_change_after_a_crash_is_refused(tmp_path, heads_file):  # noqa: F811
+def test_chunk_change_after_a_crash_is_refused(tmp_path, heads_file):
     corpus = _corpus(tmp_path / "c")
     common = ["--heads", heads_file, "--max-tokens", "48", "--workers", "0"]
     _score([corpus, "--out", tmp_path / "o", "--chunk-docs", "10", *common])
@@ -146,7 +145,7 @@ def test_chunk_change_after_a_crash_is_refused(tmp_path, heads_file):  # noqa: F
     assert res.exit_code == 2 and "differs in: chunk_docs" in res.output
 
 
-def test_second_run_on_the_same_out_is_refused_and_a_dead_lock_taken_over(tmp_path, heads_file):  # noqa: F811
+def test_second_run_on_the_same_out_is_refused_and_a_dead_lock_taken_over(tmp_path, heads_file):
     corpus = make_corpus(tmp_path / "c", files=2, rows=4)
     out = tmp_path / "o"
     out.mkdir()
@@ -163,7 +162,7 @@ def test_second_run_on_the_same_out_is_refused_and_a_dead_lock_taken_over(tmp_pa
     assert len(list(out.rglob("*.parquet"))) == 2
 
 
-def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):  # noqa: F811
+def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):
     corpus = _corpus(tmp_path / "c", big_rows=120)
     common = ["--heads", str(heads_file), "--max-tokens", "48", "--chunk-docs", "10", "--workers", "0"]
     _score([corpus, "--out", tmp_path / "ref", *common])
@@ -188,7 +187,7 @@ def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):  # noqa: F811
 
 
 @pytest.mark.parametrize("size_mb", [1])
-def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):  # noqa: F811
+def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):
     """A long document is scored over many windows, in a unit of its own batch."""
     corpus = tmp_path / "c"
     corpus.mkdir()
@@ -200,3 +199,63 @@ def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):  # n
             "--rows-per-chunk", "2"])
     t = pq.read_table(tmp_path / "o" / "f.parquet").to_pydict()
     assert t["status"] == ["ok"] * 6 and t["n_tokens"][2] > 100_000
+
+
+def test_gpu_out_of_memory_retries_with_smaller_batches():
+    import torch
+
+    from attninf.pipelines.units import _score_batch
+
+    class Fake:
+        max_tokens = 256
+
+        def __init__(self, fits):
+            self.forward = type("F", (), {"batch_tokens": 4096})()
+            self.fits, self.tried = fits, []
+
+        def score_texts(self, texts):
+            self.tried.append(self.forward.batch_tokens)
+            if self.forward.batch_tokens > self.fits:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return {"n": len(texts)}
+
+    s = Fake(fits=1000)
+    assert _score_batch(s, ["a", "b"]) == {"n": 2}
+    assert s.tried == [4096, 2048, 1024, 512] and s.forward.batch_tokens == 4096  # restored for the next batch
+    s = Fake(fits=100)  # not even one window fits: the unit fails, reported like any other
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _score_batch(s, ["a"])
+    assert s.tried == [4096, 2048, 1024, 512, 256]
+
+
+def test_resources_send_units_only_to_workers_that_have_them(tmp_path, heads_file):
+    """An external cluster: one worker declares GPU=1, one does not; with
+    --resources GPU=1 every unit runs on the first."""
+    pytest.importorskip("distributed")
+    corpus = _corpus(tmp_path / "c", big_rows=30)
+    port = free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    bindir = Path(sys.executable).parent
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], **quiet)]
+    try:
+        for name, extra in (("gpu", ["--resources", "GPU=1"]), ("cpu", [])):
+            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nthreads", "1", "--name", name,
+                                           "--no-dashboard", "--host", "127.0.0.1", *extra], **quiet))
+        from distributed import Client
+
+        with Client(addr, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=120)
+        _score([corpus, "--heads", heads_file, "--out", tmp_path / "o", "--scheduler", addr, "--resources",
+                "GPU=1", "--chunk-docs", "10", "--max-tokens", "48"])
+        ran = {}
+        for p in (tmp_path / "o" / "_stats").rglob("*.json"):
+            for w, n in json.loads(p.read_text())["workers"].items():
+                ran[w] = ran.get(w, 0) + n
+        assert ran == {"gpu": 3 + 3}, ran  # 3 small files + 3 units of the big one, all on the worker with GPU=1
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
