@@ -232,9 +232,34 @@ class Scores:
     def summary(self) -> dict:
         return self.manifest.get("summary") or {}
 
+    def find(self, doc_id: str) -> tuple[str, int, dict]:
+        """(file, row, scores row) of the document with this id (ids compared as text)."""
+        import pyarrow.parquet as pq
+
+        for rel in self.files():
+            ids = pq.read_table(self.root / rel, columns=["id"])["id"].to_pylist()
+            for row, x in enumerate(ids):
+                if x is not None and str(x) == str(doc_id):
+                    return rel, row, pq.read_table(self.root / rel).slice(row, 1).to_pylist()[0]
+        raise AttninfError(f"no document with id {doc_id!r} in {self.root}")
+
     def file_stats(self, rel: str) -> dict | None:
         p = self.root / STATS_DIR / f"{rel}.json"
         return json.loads(p.read_text()) if p.is_file() else None
+
+
+def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") -> str | None:
+    """The text of one corpus row, reading only the row group that holds it."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(Path(corpus) / rel)
+    start = 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if row < start + n:
+            return pf.read_row_group(i, columns=[column])[column][row - start].as_py()
+        start += n
+    raise AttninfError(f"{rel} has no row {row}")
 
 
 @dataclass

@@ -54,6 +54,7 @@ class Window:
     doc: int  # index of the document in the batch
     ids: list[int]
     ctx: int = 1  # leading tokens that are context only: targets start at ids[ctx]
+    start: int = 0  # where ids[0] sits in the document's token ids
 
 
 def repetition(text: str | None, n: int = 4) -> float:
@@ -201,7 +202,8 @@ class Scorer:
             ws = window_ids(ids, self.max_tokens, self.context_overlap, self.truncate)
             if not ws:
                 status[d] = Status.TOO_SHORT.value
-            windows.extend(Window(d, w, ctx) for w, ctx in ws)
+            stride = self.max_tokens - self.context_overlap
+            windows.extend(Window(d, w, ctx, k * stride) for k, (w, ctx) in enumerate(ws))
         return windows, status
 
     @torch.inference_mode()
@@ -209,11 +211,27 @@ class Scorer:
         """Per text: loss_base, loss_masked, score (NaN where status != ok),
         n_tokens, status, repetition (numpy arrays; artifacts.scores_table
         turns them into rows of a scores file)."""
-        n = len(texts)
         windows, status = self.windows(self.encode(texts))
-        sums = np.zeros((2, n), dtype=np.float64)  # summed NLL: row 0 plain, row 1 masked
-        counts = np.zeros(n, dtype=np.int64)
-        self.forward.run(windows, sums, counts)
+        sink = DocSums(len(texts))
+        self.forward.run(windows, sink)
+        return self._result(texts, sink, status)
+
+    @torch.inference_mode()
+    def token_nll(self, texts: Sequence[str | None]) -> tuple[dict[str, np.ndarray], list, list]:
+        """score_texts' result, plus per text its token ids (document prefix
+        first) and a (2, len(ids)) float64 array: the NLL of predicting each
+        token, plain (row 0) and with the heads masked (row 1); NaN for tokens
+        nothing predicts (the first, or all of an empty or one-token text).
+        The same windows, packing and forward as score_texts."""
+        encoded = self.encode(texts)
+        windows, status = self.windows(encoded)
+        sink = TokenNLL([0 if ids is None else len(ids) for ids in encoded])
+        self.forward.run(windows, sink)
+        return self._result(texts, sink, status), [ids or [] for ids in encoded], sink.per_token
+
+    @staticmethod
+    def _result(texts, sink: "DocSums", status: np.ndarray) -> dict[str, np.ndarray]:
+        sums, counts = sink.sums, sink.counts
         with np.errstate(invalid="ignore", divide="ignore"):
             base = sums[0] / counts
             masked = sums[1] / counts
@@ -226,13 +244,41 @@ class Scorer:
                 "repetition": np.array([repetition(t) for t in texts], dtype=np.float64)}
 
 
-def _accumulate(nll, doc_of_pos, valid, sums, counts) -> None:
-    """Add per-position NLL (2, P) of valid positions to their documents' sums."""
-    docs = doc_of_pos[valid].cpu().numpy()
-    vals = nll[:, valid].double().cpu().numpy()  # (2, P)
-    np.add.at(sums[0], docs, vals[0])
-    np.add.at(sums[1], docs, vals[1])
-    np.add.at(counts, docs, 1)
+class DocSums:
+    """Where the forward strategies put their per-position NLL: summed per
+    document (row 0 plain, row 1 masked), with the count of predicted tokens."""
+
+    wants_positions = False  # the token index of each position is not needed
+
+    def __init__(self, n_docs: int):
+        self.sums = np.zeros((2, n_docs), dtype=np.float64)
+        self.counts = np.zeros(n_docs, dtype=np.int64)
+
+    def add(self, nll: torch.Tensor, docs: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor | None = None):
+        """nll (2, P) of P positions, their documents (P,), which are scored (P,) bool."""
+        d = docs[valid].cpu().numpy()
+        vals = nll[:, valid].double().cpu().numpy()  # (2, P')
+        np.add.at(self.sums[0], d, vals[0])
+        np.add.at(self.sums[1], d, vals[1])
+        np.add.at(self.counts, d, 1)
+
+
+class TokenNLL(DocSums):
+    """DocSums, and each predicted token's NLL at its index in the document."""
+
+    wants_positions = True
+
+    def __init__(self, lengths: list[int]):
+        super().__init__(len(lengths))
+        self.per_token = [np.full((2, n), np.nan) for n in lengths]
+
+    def add(self, nll, docs, valid, pos=None):
+        super().add(nll, docs, valid)
+        d, p = docs[valid].cpu().numpy(), pos[valid].cpu().numpy()  # pos: index of the predicted token
+        vals = nll[:, valid].double().cpu().numpy()
+        for doc in np.unique(d):
+            m = d == doc
+            self.per_token[doc][:, p[m]] = vals[:, m]
 
 
 class SharedPrefix:
@@ -266,11 +312,11 @@ class SharedPrefix:
         uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
         return not (uses_window and window and window < max_tokens)
 
-    def run(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+    def run(self, windows: list[Window], sink: DocSums) -> None:
         for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
-            self._row([windows[i] for i in bin_], sums, counts)
+            self._row([windows[i] for i in bin_], sink)
 
-    def _row(self, ws: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+    def _row(self, ws: list[Window], sink: DocSums) -> None:
         """One packed row: shared layers once, then plain and masked branches as a batch of 2."""
         dev = self.device
         lens = [len(w.ids) for w in ws]
@@ -288,7 +334,10 @@ class SharedPrefix:
         nll = self._nll(hidden, targets)  # (2, T) fp32
         doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
                                              torch.tensor(lens, device=dev))
-        _accumulate(nll, doc_of_pos, targets != -100, sums, counts)
+        pos = None
+        if sink.wants_positions:  # position j of a window predicts document token start + j + 1
+            pos = torch.cat([torch.arange(n, device=dev) + w.start + 1 for w, n in zip(ws, lens)])
+        sink.add(nll, doc_of_pos, targets != -100, pos)
 
     def _hidden(self, ids: torch.Tensor, pos: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
         """(1, T) packed ids -> (2, T, H) final hidden states: row 0 plain, row 1 masked."""
@@ -328,16 +377,16 @@ class TwoPass:
         self.pad = pad_id if pad_id is not None else 0
         self.device = next(model.parameters()).device
 
-    def run(self, windows: list[Window], sums: np.ndarray, counts: np.ndarray) -> None:
+    def run(self, windows: list[Window], sink: DocSums) -> None:
         for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
             ws = [windows[i] for i in bin_]
             S = max(len(w.ids) for w in ws)
             # padded rows cost S each: split the bin so that rows x S stays within budget
             per = max(1, self.batch_tokens // S)
             for s in range(0, len(ws), per):
-                self._batch(ws[s:s + per], S, sums, counts)
+                self._batch(ws[s:s + per], S, sink)
 
-    def _batch(self, chunk: list[Window], S: int, sums: np.ndarray, counts: np.ndarray) -> None:
+    def _batch(self, chunk: list[Window], S: int, sink: DocSums) -> None:
         from .plugin import masked_heads
 
         dev = self.device
@@ -353,7 +402,11 @@ class TwoPass:
             masked = token_losses(self.model, ids, attention_mask=mask)
         nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
         doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
-        _accumulate(nll, doc, scored.reshape(-1), sums, counts)
+        pos = None
+        if sink.wants_positions:  # (rows, S-1): column j predicts document token start + j + 1
+            pos = (torch.arange(S - 1, device=dev).view(1, -1)
+                   + torch.tensor([w.start + 1 for w in chunk], device=dev).view(-1, 1)).reshape(-1)
+        sink.add(nll, doc, scored.reshape(-1), pos)
 
 
 def _out(x):

@@ -381,6 +381,21 @@ def _merge_stats(parts) -> dict[str, dict]:
     return totals
 
 
+def extremes(cfg: SelectConfig, n: int, by_domain: bool) -> dict[str, dict[str, list[tuple]]]:
+    """The n best and n worst eligible documents of each group, as (score, id,
+    file, row, n_tokens), ranked as select ranks (score, then id, file, row)."""
+    best: dict[str, list] = {}
+    worst: dict[str, list] = {}
+    for rel in Scores.read(cfg.scores).files():
+        d = _load(cfg.scores, rel, cfg, by_domain)
+        for g in set(d["group"][d["cand"]].tolist()):
+            m = np.nonzero((d["group"] == g) & d["cand"])[0]
+            rows = [(float(d["score"][i]), d["id"][i], rel, int(i), int(d["n_tokens"][i])) for i in m]
+            best[g] = sorted(best.get(g, []) + rows, key=lambda r: (-r[0], r[1], r[2], r[3]))[:n]
+            worst[g] = sorted(worst.get(g, []) + rows, key=lambda r: (r[0], r[1], r[2], r[3]))[:n]
+    return {g: {"top": best[g], "bottom": worst[g]} for g in sorted(best)}
+
+
 def ranking_line(manifest: dict) -> str:
     """The one line that says how the documents were ranked, and why."""
     if manifest["by"] == "global":

@@ -29,16 +29,26 @@ def test_report_renders_with_images(tmp_path):
     for g, v in m["groups"].items():  # the selection's numbers are on the page
         assert f"<td>{g}</td>" in text and f"{v['threshold']:.5f}" in text
     assert "text of d0-" in text  # excerpts come from the corpus
+    body = text.split("<table id=selected>")[1].split("<tbody>")[1].split("</tbody>")[0]
+    assert body.count("<tr>") == m["selected"]  # every selected document listed, best first
+    scores_listed = [float(r.split("</td><td>")[1]) for r in body.split("<tr>")[1:]]
+    assert scores_listed == sorted(scores_listed, reverse=True)
+    assert "How to read this page" in text and "{&quot;" not in text  # settings as a table, not raw JSON
     if CHROMIUM is None:
         pytest.skip("no Chromium here (make test installs it)")
-    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'chrome'}", "--allow-file-access-from-files",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', out.stdout)
-    assert loaded, out.stderr[-2000:]
-    assert loaded.group(1) == loaded.group(2) == "3"
+    for width in (1280, 420):  # a desktop window and a narrow one
+        out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                              "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
+                              "--allow-file-access-from-files", f"--window-size={width},900",
+                              "--virtual-time-budget=5000", "--dump-dom", page.as_uri() + "#selftest"],
+                             capture_output=True, text=True, timeout=120)
+        loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', out.stdout)
+        assert loaded, out.stderr[-2000:]
+        assert loaded.group(1) == loaded.group(2) == "3"
+        assert 'data-errors="0"' in out.stdout, "JavaScript errors on the page"
+        assert 'data-sort-ok="yes"' in out.stdout, "the selected table did not sort on a click"
+        assert 'data-fits="yes"' in out.stdout, f"the page overflows a {width}px window"
 
 
 def test_report_without_selection(tmp_path):

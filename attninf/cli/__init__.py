@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from . import data, detect, model, run, schedules, score, train
+from . import data, detect, explain, model, run, schedules, score, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +26,7 @@ def main(verbose: bool) -> None:
       attninf model pull                              # offline default model (SmolLM2-135M)
       attninf detect-heads --out heads.json           # find and check the retrieval heads
       attninf score corpus/ --heads heads.json --out scores/
+      attninf explain --scores scores/ --id ID        # why a document scores what it does
       attninf select scores/ --out selected/          # top 20% per domain
       attninf mix corpus/ --selected selected/ --out mixed/
       attninf report scores/ --selected selected/ --out report/
@@ -44,6 +45,6 @@ def main(verbose: bool) -> None:
         hf_logging.disable_progress_bar()
 
 
-for _cmd in (model.model, detect.detect_heads, score.score, data.select, data.mix, data.report, run.run,
+for _cmd in (model.model, detect.detect_heads, score.score, explain.explain, data.select, data.mix, data.report, run.run,
              train.train, schedules.schedules):
     main.add_command(_cmd)

@@ -13,6 +13,8 @@ from ._common import stage_config, stage_options
 
 @click.command("select")
 @stage_options(SelectConfig, "select", arguments=("scores",))
+@click.option("--show", type=int, default=0, metavar="N",
+              help="Print the N best and N worst documents of each domain with a one-line excerpt.")
 @user_errors
 def select(**kw) -> None:
     """Keep the top documents of each domain by AttentionInfluence score.
@@ -24,7 +26,7 @@ def select(**kw) -> None:
     """
     from ..pipelines.select import ranking_line, run_select
 
-    cfg, _ = stage_config(SelectConfig, "select", kw)
+    cfg, own = stage_config(SelectConfig, "select", kw)
     m = run_select(cfg)
     click.echo(f"attninf: {ranking_line(m)}", err=m["by"] == "global")
     click.echo(f"{'domain':<16}{'documents':>10}{'eligible':>10}{'kept':>8}{'tokens kept':>13}  threshold")
@@ -33,6 +35,29 @@ def select(**kw) -> None:
         click.echo(f"{g:<16}{v['documents']:>10,}{v['candidates']:>10,}{v['selected']:>8,}"
                    f"{v['tokens_selected']:>13,}  {thr}")
     click.echo(f"wrote {cfg.out} ({m['selected']:,} documents, {m['tokens_selected']:,} tokens)")
+    if own["show"] > 0:
+        _show(cfg, own["show"], m["by"] == "domain")
+
+
+def _show(cfg: SelectConfig, n: int, by_domain: bool) -> None:
+    """The best and worst documents of each group, to read before opening a browser."""
+    from ..artifacts import Scores, corpus_text
+    from ..pipelines.select import extremes
+
+    scores = Scores.read(cfg.scores)
+
+    def excerpt(rel: str, row: int) -> str:
+        if scores.corpus is None or not (scores.corpus / rel).is_file():
+            return "(corpus not available)"
+        text = " ".join((corpus_text(scores.corpus, rel, row, scores.column("text")) or "").split())
+        return text[:100] + ("…" if len(text) > 100 else "")
+
+    for group, ends in extremes(cfg, n, by_domain).items():
+        for label in ("top", "bottom"):
+            click.echo(f"\n{group}: {label} {len(ends[label])}")
+            click.echo(f"{'score':>9} {'tokens':>7}  {'id':<20} excerpt")
+            for score, doc_id, rel, row, ntok in ends[label]:
+                click.echo(f"{score:>9.5f} {ntok:>7,}  {str(doc_id)[:20]:<20} {excerpt(rel, row)}")
 
 
 @click.command("mix")
