@@ -233,9 +233,11 @@ class _Tracker:
         self.ran_on: dict[str, dict[str, int]] = {rel: {} for rel in plan}  # file -> worker -> units
         self.t0 = time.perf_counter()
 
-    def assemble_ready(self) -> None:
-        for rel in list(self.waiting):
-            if not self.waiting[rel] and not any(k.startswith(f"{rel}[") for k in self.failures):
+    def assemble_ready(self, files=None) -> None:
+        """Assemble those of `files` (default: all) whose every unit is in and none failed."""
+        for rel in list(self.waiting if files is None else files):
+            if (rel in self.waiting and not self.waiting[rel]
+                    and not any(k.startswith(f"{rel}[") for k in self.failures)):
                 assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel])
                 self.assembled.append(rel)
                 del self.waiting[rel]
@@ -252,7 +254,7 @@ class _Tracker:
             ran = self.ran_on[unit.file]
             ran[result["worker"]] = ran.get(result["worker"], 0) + 1
             self.waiting[unit.file].discard(unit)
-            self.assemble_ready()
+            self.assemble_ready([unit.file])
         self.bar.update(unit.rows)
         self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {self.failed_units} failed unit(s)")
 
