@@ -1,4 +1,4 @@
-"""python benchmarks/pipeline_overhead.py [--tiny-docs 4000] [--smol-docs 24] [--out benchmarks/RESULTS.md]
+"""python benchmarks/pipeline_overhead.py [--tiny-docs 2000] [--smol-docs 12] [--out benchmarks/RESULTS.md]
 
 What the scoring pipeline costs on top of the bare engine. The same corpus
 is scored, each way in its own process (so peak memory is its own):
@@ -9,8 +9,9 @@ is scored, each way in its own process (so peak memory is its own):
   parts, assembly, manifest, lock;
 * `attninf score --workers 1` and `--workers 2`: a local Dask cluster.
 
-Two scorers: a tiny random-weight Llama (built from a config with the
-SmolLM2 tokenizer, so the pipeline's own cost shows) and SmolLM2-135M on a
+Two scorers: a tiny random-weight Llama (built from a config, with a
+2,000-token BPE trained on the probe sentences: so the pipeline's own cost
+shows) and SmolLM2-135M on a
 small corpus (where the model's cost dominates). Reports docs/s, tokens/s,
 the pipeline's cost per document against bare (ms) and as a share, and the
 peak RSS of the process (and of its largest worker).
@@ -23,7 +24,6 @@ import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,15 +34,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def small_tokenizer(vocab: int = 2000):
+    """A byte-level BPE of `vocab` tokens trained on the probe sentences: a
+    cheap LM head, so that the pipeline's own cost shows."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from attninf.probes import sentences
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(list(sentences()), trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
 def tiny_model(dir_: Path) -> Path:
-    """A 4-layer random Llama with SmolLM2's tokenizer, saved with its heads.json."""
+    """A 4-layer random Llama with a 2,000-token BPE, saved with its heads.json."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from attninf.heads import HEADS_VERSION, HIT_RULE
-    from attninf.model import model_fingerprint, pull_model
+    from attninf.model import model_fingerprint
 
-    tok = AutoTokenizer.from_pretrained(pull_model("smollm2-135m", quiet=True))
+    tok = small_tokenizer()
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=128, num_hidden_layers=4,
                       num_attention_heads=6, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
@@ -87,14 +104,26 @@ def bare(corpus: str, heads: str, result: str) -> None:
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds of a command and the peak RSS (MiB) of its largest process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds of a command and the peak RSS (MiB) of its largest process
+    (the command itself or one of its workers), sampled every 0.1 s."""
+    import psutil
+
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    peak = 0
+    proc = psutil.Process(p.pid)
+    while p.poll() is None:
+        try:
+            for q in [proc, *proc.children(recursive=True)]:
+                peak = max(peak, q.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
     el = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return el, (after if after > before else float("nan")) / 1024
+    if p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, cmd)
+    return el, peak / 2**20
 
 
 def measure(name: str, corpus: Path, heads: str, tmp: Path) -> list[dict]:
@@ -119,8 +148,10 @@ def measure(name: str, corpus: Path, heads: str, tmp: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny-docs", type=int, default=4000)
-    ap.add_argument("--smol-docs", type=int, default=24)
+    ap.add_argument("--tiny-docs", type=int, default=2000)
+    ap.add_argument("--tiny-chars", type=int, default=500, help="documents cut to this many characters for "
+                                                                   "the tiny model")
+    ap.add_argument("--smol-docs", type=int, default=12)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--heads", default=None, help="heads.json for smollm2-135m (default: detect a quick one)")
     ap.add_argument("--_bare", nargs=3, help=argparse.SUPPRESS)
@@ -138,7 +169,8 @@ def main() -> None:
     rng = random.Random(0)
     docs = build_corpus(max(args.tiny_docs, args.smol_docs))
     rng.shuffle(docs)
-    write_corpus(docs[:args.tiny_docs], tmp / "corpus-tiny", files=8)
+    short = [{**d, "text": d["text"][:args.tiny_chars]} for d in docs[:args.tiny_docs]]
+    write_corpus(short, tmp / "corpus-tiny", files=8)
     write_corpus(docs[:args.smol_docs], tmp / "corpus-smol", files=2)
     smol_heads = args.heads
     if smol_heads is None:
