@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def write_corpus(path: Path, mb: int, seed: int = 0) -> tuple[int, int]:
-    """One file of about `mb` MB of text in row groups of 20,000 documents; (documents, bytes)."""
+    """One file of about `mb` MB of text, documents of ~100 KB (long ones: the
+    size of a batch is what memory must not exceed), in row groups of 500
+    documents; (documents, bytes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -36,10 +38,10 @@ def write_corpus(path: Path, mb: int, seed: int = 0) -> tuple[int, int]:
     docs = size = 0
     with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as w:
         while size < mb * 1_000_000:
-            batch = [" ".join(rng.choices(pool, k=rng.randint(5, 40))) for _ in range(20_000)]
+            batch = [" ".join(rng.choices(pool, k=rng.randint(1000, 2000))) for _ in range(500)]
             size += sum(len(t) for t in batch)
             docs += len(batch)
-            w.write_table(pa.table({"text": batch}), row_group_size=20_000)
+            w.write_table(pa.table({"text": batch}), row_group_size=500)
     return docs, size
 
 
