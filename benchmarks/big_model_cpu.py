@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from results import append_results  # this folder: the scripts run from it
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -83,11 +85,7 @@ def main() -> None:
              f"{3 * probe_tokens / t_detect:,.1f} (3 passes) | {rss_detect:,.0f} |",
              f"| score | {args.docs} documents, {tokens:,} tokens, default batch | {t_score:.1f} | "
              f"{tokens / t_score:,.1f} | {rss_score:,.0f} |", ""]
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {args.out}")
+    append_results(lines, args.out)
 
 
 if __name__ == "__main__":

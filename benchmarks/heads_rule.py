@@ -22,6 +22,8 @@ import time
 import numpy as np
 import torch
 
+from results import append_results  # this folder: the scripts run from it
+
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="stable")
@@ -33,14 +35,6 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def spearman(a, b) -> float:
     return float(np.corrcoef(_ranks(np.ravel(a)), _ranks(np.ravel(b)))[0, 1])
-
-
-def append_results(lines: list[str], path: str) -> None:
-    """Print a results table and append it to the results file."""
-    text = "\n".join(lines)
-    print(text)
-    with open(path, "a") as f:
-        f.write("\n" + text)
 
 
 @torch.inference_mode()

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heads_rule import append_results, spearman  # this folder: the benchmark scripts run from it
+from heads_rule import spearman  # this folder: the benchmark scripts run from it
+from results import append_results
 
 
 def load_corpus(root: Path):

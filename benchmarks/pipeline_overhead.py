@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import append_results  # this folder: the scripts run from it
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -196,11 +198,7 @@ def main() -> None:
         lines.append(f"| {r['scorer']} | {r['mode']} | {r['docs']:,} | {r['tokens']:,} | {r['seconds']:.1f} | "
                      f"{r['docs'] / r['seconds']:,.1f} | {r['tokens'] / r['seconds']:,.0f} | {cost} | {rel} | "
                      f"{r['rss']:,.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {args.out}")
+    append_results(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import append_results  # this folder: the scripts run from it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -283,11 +285,7 @@ def main() -> None:
         *[f"| {k} | {v:.2f} | {100 * v / prof['total']:.0f}% |" for k, v in prof.items() if k != "total"],
         "",
     ]
-    text = "\n".join(rows)
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {args.out}")
+    append_results(rows, args.out)
 
 
 if __name__ == "__main__":

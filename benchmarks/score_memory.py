@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import append_results  # this folder: the scripts run from it
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -75,10 +77,7 @@ def main() -> None:
              "| text MB | file MB | documents | seconds | documents/s | peak RSS MiB |", "|---|---|---|---|---|---|"]
     for mb, docs, size, fsize, el, rss in rows:
         lines.append(f"| {size / 1e6:,.0f} | {fsize / 1e6:,.0f} | {docs:,} | {el:.0f} | {docs / el:,.0f} | {rss:,.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text + "\n")
+    append_results(lines, args.out)
 
 
 if __name__ == "__main__":
