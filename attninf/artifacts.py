@@ -184,22 +184,32 @@ def scores_table(ids, result: dict | None = None, domain=None):
 
 
 @dataclass
-class Scores:
-    """A scores directory: scores/<corpus file's relative path> in the
-    scores schema, rows in input order; manifest.json (fingerprint, config,
-    corpus signature, summary); _stats/<file>.json per scored file."""
+class _StageOutput:
+    """A stage's output directory and its manifest: read checked, written atomically."""
 
     root: Path
     manifest: dict
 
-    @classmethod
-    def read(cls, root: str | Path) -> "Scores":
-        root = Path(root)
-        return cls(root, _read_manifest(root / MANIFEST, "a scores directory", "run `attninf score` first"))
+    MANIFEST_NAME = MANIFEST
+    WHAT = "a stage output"  # what the directory should be, for the error
+    FIX = ""  # how to make one
 
-    @staticmethod
-    def write_manifest(root: str | Path, manifest: dict) -> None:
-        write_json(manifest, Path(root) / MANIFEST)
+    @classmethod
+    def read(cls, root: str | Path):
+        root = Path(root)
+        return cls(root, _read_manifest(root / cls.MANIFEST_NAME, cls.WHAT, cls.FIX))
+
+    @classmethod
+    def write_manifest(cls, root: str | Path, manifest: dict) -> None:
+        write_json(manifest, Path(root) / cls.MANIFEST_NAME)
+
+
+class Scores(_StageOutput):
+    """A scores directory: scores/<corpus file's relative path> in the
+    scores schema, rows in input order; manifest.json (fingerprint, config,
+    corpus signature, summary); _stats/<file>.json per scored file."""
+
+    WHAT, FIX = "a scores directory", "run `attninf score` first"
 
     def files(self) -> list[str]:
         files = parquet_files(self.root, skip=(".", "_"))
@@ -262,23 +272,12 @@ def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") ->
     raise AttninfError(f"{rel} has no row {row}")
 
 
-@dataclass
-class Selection:
+class Selection(_StageOutput):
     """A selection directory: selected/<scores file> holding the kept rows
     (row, id, domain, score, n_tokens); manifest.json with the cut per
     group and where the scores are."""
 
-    root: Path
-    manifest: dict
-
-    @classmethod
-    def read(cls, root: str | Path) -> "Selection":
-        root = Path(root)
-        return cls(root, _read_manifest(root / MANIFEST, "a selection", "run `attninf select` first"))
-
-    @staticmethod
-    def write_manifest(root: str | Path, manifest: dict) -> None:
-        write_json(manifest, Path(root) / MANIFEST)
+    WHAT, FIX = "a selection", "run `attninf select` first"
 
     @property
     def files(self) -> list[str]:
@@ -321,29 +320,23 @@ def shard_name(shard: int, shards: int) -> str:
     return f"part-{shard:05d}-of-{shards:05d}.parquet"
 
 
-@dataclass
-class Mixture:
+class Mixture(_StageOutput):
     """A training mixture: mixed/part-NNNNN-of-MMMMM.parquet (text, id,
     domain, source) and mixed/.manifest.json, written last: a directory
     without it is a mix that did not finish."""
 
-    root: Path
-    manifest: dict
+    MANIFEST_NAME = MIX_MANIFEST
+    WHAT, FIX = "a mixture", "rerun `attninf mix`"
 
     @classmethod
     def read(cls, root: str | Path) -> "Mixture":
         root = Path(root)
-        man = root / MIX_MANIFEST
-        if not man.is_file():
+        if not (root / MIX_MANIFEST).is_file():
             if not root.is_dir():
                 raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")
             raise AttninfError(f"{root} has no {MIX_MANIFEST}: not a finished `attninf mix` output "
                                "(rerun the mix; a killed one leaves no manifest)")
-        return cls(root, _read_manifest(man, "a mixture", "rerun `attninf mix`"))
-
-    @staticmethod
-    def write_manifest(root: str | Path, manifest: dict) -> None:
-        write_json(manifest, Path(root) / MIX_MANIFEST)
+        return super().read(root)
 
     def shards(self) -> list[Path]:
         """The shard files the manifest lists, all present."""
