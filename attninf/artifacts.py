@@ -145,9 +145,12 @@ STATS_DIR = "_stats"  # per scored file counters, beside the scores
 SCORE_COLUMNS = ("id", "score", "loss_base", "loss_masked", "n_tokens", "status", "repetition", "domain")
 
 
-def _read_manifest(path: Path, what: str, fix: str) -> dict:
+def read_json(path: str | Path, missing: str, fix: str) -> dict:
+    """A JSON mapping written by a stage; one-line errors: `missing` when the
+    file is not there, "damaged ...: fix" when it does not parse."""
+    path = Path(path)
     if not path.is_file():
-        raise AttninfError(f"{path.parent} is not {what} (no {path.name}): {fix}")
+        raise AttninfError(missing)
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
@@ -155,6 +158,10 @@ def _read_manifest(path: Path, what: str, fix: str) -> dict:
     if not isinstance(data, dict):
         raise AttninfError(f"{path} is damaged (not a mapping): {fix}")
     return data
+
+
+def _read_manifest(path: Path, what: str, fix: str) -> dict:
+    return read_json(path, f"{path.parent} is not {what} (no {path.name}): {fix}", fix)
 
 
 def scores_schema(id_type=None):
@@ -247,10 +254,10 @@ class Scores(_StageOutput):
         import pyarrow.parquet as pq
 
         for rel in self.files():
-            ids = pq.read_table(self.root / rel, columns=["id"])["id"].to_pylist()
-            for row, x in enumerate(ids):
+            t = pq.read_table(self.root / rel)
+            for row, x in enumerate(t["id"].to_pylist()):
                 if x is not None and str(x) == str(doc_id):
-                    return rel, row, pq.read_table(self.root / rel).slice(row, 1).to_pylist()[0]
+                    return rel, row, t.slice(row, 1).to_pylist()[0]
         raise AttninfError(f"no document with id {doc_id!r} in {self.root}")
 
     def file_stats(self, rel: str) -> dict | None:
@@ -258,18 +265,29 @@ class Scores(_StageOutput):
         return json.loads(p.read_text()) if p.is_file() else None
 
 
-def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") -> str | None:
-    """The text of one corpus row, reading only the row group that holds it."""
+def corpus_texts(corpus: str | Path, rel: str, rows, column: str = "text") -> dict[int, str | None]:
+    """{row: text} of some rows of one corpus file, reading each row group
+    that holds one of them once (never the whole text column)."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(Path(corpus) / rel)
-    start = 0
+    wanted, out, start = sorted(set(int(r) for r in rows)), {}, 0
     for i in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(i).num_rows
-        if row < start + n:
-            return pf.read_row_group(i, columns=[column])[column][row - start].as_py()
+        here = [r for r in wanted if start <= r < start + n]
+        if here:
+            col = pf.read_row_group(i, columns=[column])[column]
+            out.update({r: col[r - start].as_py() for r in here})
         start += n
-    raise AttninfError(f"{rel} has no row {row}")
+    missing = [r for r in wanted if r not in out]
+    if missing:
+        raise AttninfError(f"{rel} has no row {missing[0]}")
+    return out
+
+
+def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") -> str | None:
+    """The text of one corpus row, reading only the row group that holds it."""
+    return corpus_texts(corpus, rel, [row], column)[row]
 
 
 class Selection(_StageOutput):

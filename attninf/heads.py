@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import random
 import time
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
-from .artifacts import write_json
+from .artifacts import read_json, write_json
 from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
@@ -309,12 +308,8 @@ def run_detect(cfg: DetectConfig, out: str | Path, plot: str | Path | None = Non
 def read_heads(path: str | Path) -> dict:
     """Load and check a heads.json written by detect-heads."""
     p = Path(path)
-    if not p.is_file():
-        raise AttninfError(f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)")
-    try:
-        data = json.loads(p.read_text())
-    except ValueError as e:
-        raise AttninfError(f"{p} is not valid JSON: {e}") from e
+    rerun = f"run `attninf detect-heads --out {p}` again"
+    data = read_json(p, f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)", rerun)
     for key in ("model", "heads", "num_layers", "num_heads"):
         if key not in data:
             raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")

@@ -200,7 +200,7 @@ class Runner:
                 raise AttninfError(f"{len(s['failures'])} file(s) failed to score: {', '.join(s['failures'])}")
             return {"summary": {k: s[k] for k in ("documents", "ok", "tokens", "wall_s", "tokens_per_s")}}
         inputs = ("corpus", "heads") if self.cfg.get("demo_corpus") is not None else ("heads",)
-        return Stage("score", {**dataclasses.asdict(scfg), "corpus_dir": str(self.corpus)}, inputs,
+        return Stage("score", scfg, inputs,
                      scores / MANIFEST, score, not_in_key=("workers", "scheduler", "overwrite"))
 
     def _select_stage(self, scores: Path, selected: Path) -> Stage:

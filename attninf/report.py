@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import (NO_DOMAIN, Scores, Selection, Status, combine_digests, corpus_text, domain_name,
+from .artifacts import (NO_DOMAIN, Scores, Selection, Status, combine_digests, corpus_text, corpus_texts, domain_name,
                         score_file_digest, write_text)
 from .errors import AttninfError
 
@@ -108,7 +108,10 @@ def _token_maps(scores: Scores, docs: list[tuple[str, int]]) -> tuple[dict, str]
     scorer = load_scorer(c.get("model"), heads, dtype=c.get("dtype", "auto"), device="cpu",
                          max_tokens=c.get("max_tokens"), context_overlap=c.get("context_overlap"),
                          doc_prefix=c.get("doc_prefix"), truncate=bool(c.get("truncate")))
-    texts = [corpus_text(corpus, rel, row, scores.column("text")) or "" for rel, row in docs]
+    by_file: dict[str, dict] = {}
+    for rel in sorted({rel for rel, _ in docs}):
+        by_file[rel] = corpus_texts(corpus, rel, [row for f, row in docs if f == rel], scores.column("text"))
+    texts = [by_file[rel][row] or "" for rel, row in docs]
     maps = {doc: heat_spans(ti) for doc, ti in zip(docs, explain_texts(scorer, texts))}
     return maps, ""
 
@@ -231,8 +234,6 @@ def _excerpt_sections(d: dict, ok: np.ndarray, domains: list[str], scores: Score
 def _selected_rows_table(d: dict, chosen: np.ndarray, scores: Scores, limit: int) -> str:
     """The selected documents (the best `limit` by score) as a table that
     sorts on a click of its header and filters as you type."""
-    import pyarrow.parquet as pq
-
     e = html.escape
     idx = np.nonzero(chosen)[0]
     if not len(idx):
@@ -241,10 +242,9 @@ def _selected_rows_table(d: dict, chosen: np.ndarray, scores: Scores, limit: int
     texts: dict[tuple[str, int], str] = {}
     corpus = scores.corpus
     for rel in sorted(set(d["file"][idx].tolist())):
-        rows = [int(r) for r in d["row"][idx][d["file"][idx] == rel]]
         if corpus is not None and (corpus / rel).is_file():
-            col = pq.read_table(corpus / rel, columns=[scores.column("text")]).column(0).take(rows).to_pylist()
-            texts.update({(rel, r): " ".join((t or "").split())[:160] for r, t in zip(rows, col)})
+            got = corpus_texts(corpus, rel, d["row"][idx][d["file"][idx] == rel], scores.column("text"))
+            texts.update({(rel, r): " ".join((t or "").split())[:160] for r, t in got.items()})
     body = "".join(
         f"<tr><td>{e(str(d['domain'][i]))}</td><td>{d['score'][i]:.5f}</td><td>{int(d['n_tokens'][i])}</td>"
         f"<td>{d['repetition'][i]:.2f}</td><td><code>{e(str(d['id'][i]))}</code></td>"
@@ -387,7 +387,7 @@ def run_report(cfg: ReportConfig) -> Path:
 
 
 def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3,
-                 token_maps: int = 0, table_rows: int = 2000) -> Path:
+                 token_maps: int = 2, table_rows: int = 2000) -> Path:
     """Write out/index.html and its PNGs; returns the page's path."""
     import matplotlib
 

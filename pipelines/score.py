@@ -133,16 +133,19 @@ def _check_paths(cfg: ScoreConfig) -> None:
         raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
 
 
-def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
+def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
+    """The corpus signature an earlier run of the same fingerprint recorded
+    ({} when there is none, or when --overwrite cleared another run's scores)."""
     out = Path(cfg.out).resolve()
     man = out / MANIFEST
     if not man.exists():
         if out.exists() and any(out.rglob("*.parquet")):
             raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
-        return
-    old = Scores.read(out).fingerprint
+        return {}
+    earlier = Scores.read(out)
+    old = earlier.fingerprint
     if old == fp:
-        return
+        return earlier.corpus_files or {}
     diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
     if not cfg.overwrite:
         raise AttninfError(f"{cfg.out} holds scores from a different run (differs in: {', '.join(diff)}); "
@@ -152,6 +155,7 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> None:
         p.unlink()
     shutil.rmtree(out / STATS_DIR, ignore_errors=True)
     shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    return {}
 
 
 def _clean_tmp(out: Path) -> None:
@@ -322,15 +326,14 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     say(f"domains: {why}")
     cfg = dataclasses.replace(cfg, domain_from=mode, chunk_docs=chunk_docs(cfg))
     fp = run_fingerprint(cfg)
-    _check_out_dir(cfg, fp)
+    recorded = _check_out_dir(cfg, fp)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
     signature = corpus_signature(cfg.corpus, [f for f in files if f in rows])
-    if (out / MANIFEST).exists():
-        changed = _drop_changed(out, Scores.read(out).corpus_files or {}, files, signature)
-        if changed:
-            say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
+    changed = _drop_changed(out, recorded, files, signature)
+    if changed:
+        say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
                 "corpus_files": signature, "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
