@@ -143,6 +143,7 @@ def scores_digest(root: str | Path, files: list[str]) -> str:
 MANIFEST = "manifest.json"  # of a scores directory and of a selection
 STATS_DIR = "_stats"  # per scored file counters, beside the scores
 SCORE_COLUMNS = ("id", "score", "loss_base", "loss_masked", "n_tokens", "status", "repetition", "domain")
+TOKEN_STATS = ("top1_share", "score_first_half", "score_second_half")  # score --save-token-stats
 
 
 def read_json(path: str | Path, missing: str, fix: str) -> dict:
@@ -164,14 +165,16 @@ def _read_manifest(path: Path, what: str, fix: str) -> dict:
     return read_json(path, f"{path.parent} is not {what} (no {path.name}): {fix}", fix)
 
 
-def scores_schema(id_type=None):
+def scores_schema(id_type=None, token_stats: bool = False):
     """The Arrow schema of a scores file; `id` keeps the corpus column's type
-    (string when score made the ids)."""
+    (string when score made the ids). token_stats: with the TOKEN_STATS
+    columns of `score --save-token-stats` at the end."""
     import pyarrow as pa
 
     f64, s = pa.float64(), pa.string()
     return pa.schema([("id", id_type or s), ("score", f64), ("loss_base", f64), ("loss_masked", f64),
-                      ("n_tokens", pa.int64()), ("status", s), ("repetition", f64), ("domain", s)])
+                      ("n_tokens", pa.int64()), ("status", s), ("repetition", f64), ("domain", s)]
+                     + [(c, f64) for c in (TOKEN_STATS if token_stats else ())])
 
 
 def scores_table(ids, result: dict | None = None, domain=None):
@@ -185,9 +188,11 @@ def scores_table(ids, result: dict | None = None, domain=None):
     n = len(ids)
     if not isinstance(domain, (pa.Array, pa.ChunkedArray)):
         domain = pa.array([domain] * n, pa.string())
-    cols = [ids] + [pa.array(result[c] if c != "status" else result[c].tolist(), t, from_pandas=True)
-                    for c, t in zip(SCORE_COLUMNS[1:7], scores_schema().types[1:7])] + [domain.cast(pa.string())]
-    return pa.Table.from_arrays(cols, schema=scores_schema(ids.type))
+    schema = scores_schema(ids.type, token_stats=TOKEN_STATS[0] in result)
+    cols = ([ids] + [pa.array(result[c] if c != "status" else result[c].tolist(), t, from_pandas=True)
+                     for c, t in zip(SCORE_COLUMNS[1:7], schema.types[1:7])] + [domain.cast(pa.string())]
+            + [pa.array(result[c], pa.float64(), from_pandas=True) for c in schema.names[len(SCORE_COLUMNS):]])
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 @dataclass

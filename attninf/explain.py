@@ -18,6 +18,28 @@ from typing import Sequence
 import numpy as np
 
 
+def token_summary(nll_base: np.ndarray, nll_masked: np.ndarray, frac: float = 0.01) -> tuple[float, float, float]:
+    """Where a document's score sits among its tokens (NaN entries: tokens
+    nothing predicts, skipped):
+
+    * top1_share: the share of its loss rises (positive nll_masked - nll_base)
+      carried by its top `frac` of predicted tokens (at least one). Near 1 the
+      score comes from a few tokens, e.g. one copied block; NaN with no rise;
+    * the score, (sum masked - sum base) / sum base, of the first and of the
+      second half of its predicted tokens (NaN for an empty half)."""
+    ok = ~(np.isnan(nll_base) | np.isnan(nll_masked))
+    base, masked = nll_base[ok], nll_masked[ok]
+    delta = masked - base
+    rises = np.sort(delta[delta > 0])[::-1]
+    share = float(rises[:max(1, int(np.ceil(frac * len(delta))))].sum() / rises.sum()) if len(rises) else np.nan
+    half = len(delta) // 2
+    out = [share]
+    for b, m in ((base[:half], masked[:half]), (base[half:], masked[half:])):
+        sb = b.sum()
+        out.append(float((m.sum() - sb) / sb) if len(b) and sb > 0 else np.nan)
+    return out[0], out[1], out[2]
+
+
 @dataclass
 class TokenInfluence:
     text: str
@@ -40,22 +62,11 @@ class TokenInfluence:
         """Share of the document's loss rises (the positive deltas) carried by
         its top `frac` of predicted tokens (at least one): near 1, the score
         comes from a few tokens, e.g. one copied block."""
-        d = self.delta[~np.isnan(self.delta)]
-        rises = np.sort(d[d > 0])[::-1]
-        if len(rises) == 0:
-            return math.nan
-        k = max(1, int(math.ceil(frac * len(d))))
-        return float(rises[:k].sum() / rises.sum())
+        return token_summary(self.nll_base, self.nll_masked, frac)[0]
 
     def halves(self) -> tuple[float, float]:
         """The score of the first and of the second half of the predicted tokens."""
-        ok = ~np.isnan(self.delta)
-        idx = np.nonzero(ok)[0]
-        out = []
-        for part in (idx[: len(idx) // 2], idx[len(idx) // 2:]):
-            b, m = self.nll_base[part].sum(), self.nll_masked[part].sum()
-            out.append(float((m - b) / b) if len(part) and b > 0 else math.nan)
-        return out[0], out[1]
+        return token_summary(self.nll_base, self.nll_masked)[1:]
 
     def top_tokens(self, k: int = 10) -> list[tuple[int, float]]:
         d = np.where(np.isnan(self.delta), -np.inf, self.delta)

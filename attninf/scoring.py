@@ -34,9 +34,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .artifacts import Status
+from .artifacts import TOKEN_STATS, Status
 from .docstart import DocPrefix, resolve_doc_prefix
 from .errors import AttninfError
+from .explain import token_summary
 from .model import LoadedModel
 from .plugin import head_mask_tensors, install, lm_head, set_layer_masks, token_losses
 
@@ -207,14 +208,21 @@ class Scorer:
         return windows, status
 
     @torch.inference_mode()
-    def score_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
+    def score_texts(self, texts: Sequence[str | None], token_stats: bool = False) -> dict[str, np.ndarray]:
         """Per text: loss_base, loss_masked, score (NaN where status != ok),
         n_tokens, status, repetition (numpy arrays; artifacts.scores_table
-        turns them into rows of a scores file)."""
-        windows, status = self.windows(self.encode(texts))
-        sink = DocSums(len(texts))
-        self.forward.run(windows, sink)
-        return self._result(texts, sink, status)
+        turns them into rows of a scores file). token_stats adds the
+        TOKEN_STATS columns (token_summary of each text), at the cost of
+        keeping every token's NLL of the batch."""
+        if not token_stats:
+            windows, status = self.windows(self.encode(texts))
+            sink = DocSums(len(texts))
+            self.forward.run(windows, sink)
+            return self._result(texts, sink, status)
+        res, _, per_token = self.token_nll(texts)
+        stats = np.array([token_summary(p[0], p[1]) for p in per_token], dtype=np.float64).reshape(-1, 3)
+        stats[res["status"] != Status.OK.value] = np.nan
+        return {**res, **{c: stats[:, k] for k, c in enumerate(TOKEN_STATS)}}
 
     @torch.inference_mode()
     def token_nll(self, texts: Sequence[str | None]) -> tuple[dict[str, np.ndarray], list, list]:

@@ -66,6 +66,10 @@ class ScoreConfig:
         "metavar": "TOKEN|none", "help": "Token put before every document.",
         "default_help": "the one heads.json's probes used"})
     truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
+    save_token_stats: bool = field(default=False, metadata={
+        "help": "Also keep, per document, the share of its loss rise carried by its top 1% of tokens "
+                "(top1_share) and the score of each half (score_first_half, score_second_half): finds "
+                "documents whose score comes from one copied block."})
     batch_tokens: int | None = field(default=None, metadata={
         "help": "Tokens per packed forward pass (memory vs. speed).", "default_help": "4096 on CPU, 16384 on a GPU"})
     chunk_docs: int | None = field(default=None, metadata={
@@ -121,6 +125,7 @@ def run_fingerprint(cfg: ScoreConfig) -> dict:
         "rows_per_chunk": cfg.rows_per_chunk,
         "scoring_version": SCORING_VERSION,
         "tokenizer": mfp.get("tokenizer_sha256"),
+        **({"token_stats": True} if cfg.save_token_stats else {}),  # absent when off: older runs still match
     }
 
 

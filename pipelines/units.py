@@ -205,7 +205,7 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _score_batch(scorer, texts: list) -> dict:
+def _score_batch(scorer, texts: list, token_stats: bool = False) -> dict:
     """score_texts, retried with half the packed batch on a GPU out-of-memory
     (down to one window per row) before giving up."""
     import torch
@@ -215,7 +215,7 @@ def _score_batch(scorer, texts: list) -> dict:
     try:
         while True:
             try:
-                return scorer.score_texts(texts)
+                return scorer.score_texts(texts, token_stats=token_stats)
             except torch.cuda.OutOfMemoryError:
                 if forward.batch_tokens <= scorer.max_tokens:
                     raise
@@ -243,12 +243,12 @@ def score_unit(cfg, unit: Unit, threads: int | None = None) -> dict:
         writer = None
         try:
             for texts, ids, domain in reader.batches(unit.start, unit.end):
-                res = _score_batch(scorer, texts)
+                res = _score_batch(scorer, texts, cfg.save_token_stats)
                 table = scores_table(ids, res, domain)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 tokens += int(res["n_tokens"].sum())
-            writer = writer or pq.ParquetWriter(tmp, scores_schema())
+            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=cfg.save_token_stats))
         finally:
             if writer is not None:
                 writer.close()

@@ -157,3 +157,63 @@ def test_select_show(tmp_path):
         assert shown == [r[1] for r in rows[:3]]
         assert " ".join(rows[0][3].split())[:60] in block  # the excerpt is that document's text
     json.loads((tmp_path / "sel" / "manifest.json").read_text())
+
+
+def _reference_summary(base, masked):
+    """token_summary written out plainly: a sorted Python list, two loops."""
+    deltas = [m - b for b, m in zip(base, masked)]
+    rises = sorted((d for d in deltas if d > 0), reverse=True)
+    k = max(1, math.ceil(0.01 * len(deltas)))
+    share = sum(rises[:k]) / sum(rises) if rises else math.nan
+    h = len(deltas) // 2
+    halves = [(sum(masked[a:b]) - sum(base[a:b])) / sum(base[a:b]) for a, b in ((0, h), (h, len(deltas)))]
+    return [share, *halves]
+
+
+def test_token_stats_leave_scores_alone_and_match_a_plain_reference(lm):
+    """score_texts(token_stats=True): the same scores bit for bit, and
+    top1_share / half scores equal a plain computation over the NLLs of one
+    unpacked float64 forward per text (every predicted token, prefix included)."""
+    scorer = Scorer(lm, SCORE_HEADS, max_tokens=24, context_overlap=8, batch_tokens=64)
+    plain = scorer.score_texts(TEXTS)
+    got = scorer.score_texts(TEXTS, token_stats=True)
+    for k in plain:
+        np.testing.assert_array_equal(got[k], plain[k])
+    full = Scorer(lm, SCORE_HEADS)  # one window: the reference forward sees the same context
+    got = full.score_texts(TEXTS, token_stats=True)
+    prefix = list(full.doc_prefix.ids)
+    for i, text in enumerate(TEXTS):
+        if got["status"][i] != "ok":
+            assert all(math.isnan(got[c][i]) for c in ("top1_share", "score_first_half", "score_second_half"))
+            continue
+        ids = prefix + lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        x = torch.tensor(ids).view(1, -1)
+        nll = []
+        with torch.inference_mode():
+            for masked in (False, True):
+                with masked_heads(lm.model, SCORE_HEADS if masked else []):
+                    lp = torch.log_softmax(lm.model(x).logits[0].double()[:-1], -1)
+                nll.append((-lp[torch.arange(len(ids) - 1), x[0, 1:]]).tolist())
+        want = _reference_summary(*nll)
+        have = [got[c][i] for c in ("top1_share", "score_first_half", "score_second_half")]
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-6)
+
+
+def test_score_save_token_stats(tmp_path, heads_file):
+    """--save-token-stats adds three columns and changes no score; it is part
+    of the run's fingerprint (a directory scored without it is not mixed in)."""
+    corpus = make_corpus(tmp_path / "corpus", files=2, rows=6)
+    r = CliRunner()
+    args = ["score", str(corpus), "--heads", str(heads_file), "--workers", "0", "--max-tokens", "32", "--quiet"]
+    assert r.invoke(main, [*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    res = r.invoke(main, [*args, "--out", str(tmp_path / "b"), "--save-token-stats"])
+    assert res.exit_code == 0, res.output
+    for p in sorted((tmp_path / "a").rglob("part-*.parquet")):
+        a, b = pq.read_table(p), pq.read_table(tmp_path / "b" / p.relative_to(tmp_path / "a"))
+        assert b.column_names == a.column_names + ["top1_share", "score_first_half", "score_second_half"]
+        assert a.equals(b.select(a.column_names))
+        ok = np.array(b["status"].to_pylist()) == "ok"
+        share = b["top1_share"].to_numpy(zero_copy_only=False)
+        assert ok.any() and np.all((share[ok] > 0) & (share[ok] <= 1))
+    res = r.invoke(main, [*args, "--out", str(tmp_path / "a"), "--save-token-stats"])
+    assert res.exit_code != 0 and "--overwrite" in res.output, res.output
