@@ -4,8 +4,15 @@ scored and selected, before anyone spends GPU-months on it:
 * score histogram per domain, with the selection threshold drawn;
 * token length of all vs selected documents (the method favours long ones);
 * score against repetition (repeated text inflates the score);
-* the top and bottom documents of each domain, as short excerpts;
+* with `score --save-token-stats`, how much of each score its top 1% of
+  tokens carry (one copied block scores high for the wrong reason);
+* length and token-share diagnostics per domain, as a table;
+* the top and bottom documents of each domain, as short excerpts with their
+  token maps; the selected documents in a table that sorts and filters;
 * the numbers of the scores and selection manifests.
+
+Memory stays bounded however many rows the scores hold: attninf.scorestats
+reads them in batches.
 """
 from __future__ import annotations
 
@@ -15,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import (NO_DOMAIN, Scores, Selection, Status, combine_digests, corpus_text, corpus_texts, domain_name,
-                        score_file_digest, write_text)
+from .artifacts import NO_DOMAIN, Scores, Selection, corpus_text, corpus_texts, write_text
 from .errors import AttninfError
+from .scorestats import ONE_BLOCK, DomainStats, Histogram, Kept, collect
 
 
 @dataclass
@@ -31,53 +38,7 @@ class ReportConfig:
     table_rows: int = field(default=2000, metadata={"help": "Selected documents listed in the sortable table."})
 
 
-MAX_POINTS = 200_000  # rows kept for the plots (a uniform sample beyond this)
 EXCERPT = 400
-
-
-def _load_scores(scores: Scores):
-    """Every scores row as columns (numpy), with its file and row."""
-    import pyarrow.parquet as pq
-
-    files = [scores.root / rel for rel in scores.files()]
-    cols = {"id": [], "score": [], "n_tokens": [], "status": [], "repetition": [], "domain": [], "file": [], "row": []}
-    for p in files:
-        t = pq.read_table(p)
-        n = len(t)
-        for c in ("id", "score", "n_tokens", "status", "repetition", "domain"):
-            cols[c].extend(t[c].to_pylist() if c in t.column_names else [None] * n)
-        cols["file"].extend([p.relative_to(scores.root).as_posix()] * n)
-        cols["row"].extend(range(n))
-    d = {k: np.array(v, dtype=object) for k, v in cols.items()}
-    d["id"] = np.array([str(x) for x in d["id"]], dtype=object)
-    d["domain"] = np.array([domain_name(x) for x in d["domain"]], dtype=object)
-    d["score"] = np.array([np.nan if x is None else x for x in d["score"]], dtype=float)
-    d["repetition"] = np.array([np.nan if x is None else x for x in d["repetition"]], dtype=float)
-    d["n_tokens"] = d["n_tokens"].astype(float)
-    return d
-
-
-def _check_selection(sel: Selection, scores: Path, d: dict) -> None:
-    """A selection shown over other scores than it was made from would draw
-    wrong thresholds and mark wrong documents: refused. Digests the scores
-    already loaded (d), no second read."""
-    want = sel.manifest.get("scores", {}).get("digest")
-    got = combine_digests({f: score_file_digest(d["score"][d["file"] == f]) for f in sel.files})
-    if want and got != want:
-        raise AttninfError(f"{sel.root} was not selected from the scores now in {scores} (rescored since?): "
-                           "run `attninf select` again")
-
-
-def _chosen(sel: Selection | None, d: dict) -> np.ndarray:
-    """Which loaded rows the selection kept."""
-    chosen = np.zeros(len(d["score"]), dtype=bool)
-    if sel is None:
-        return chosen
-    key = {(f, r): i for i, (f, r) in enumerate(zip(d["file"], d["row"]))}
-    for f in sel.files:
-        for r in sel.rows(f).tolist():
-            chosen[key[(f, r)]] = True
-    return chosen
 
 
 def _excerpt(corpus: Path | None, text_col: str, rel: str, row: int) -> str:
@@ -116,42 +77,32 @@ def _token_maps(scores: Scores, docs: list[tuple[str, int]]) -> tuple[dict, str]
     return maps, ""
 
 
-def plot_sample(domain: np.ndarray, ok: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of at most ~limit ok rows for the plots, drawn per domain
-    in proportion to its size but never fewer than min(its size, limit / 100):
-    a small domain is never sampled away."""
-    idx = np.nonzero(ok)[0]
-    if len(idx) <= limit:
-        return idx
-    rng = np.random.default_rng(seed)
-    floor = max(1, limit // 100)
-    parts = []
-    for dom in sorted(set(domain[idx].tolist())):
-        rows = idx[domain[idx] == dom]
-        k = min(len(rows), max(floor, int(round(limit * len(rows) / len(idx)))))
-        parts.append(rows if k == len(rows) else rng.choice(rows, k, replace=False))
-    return np.sort(np.concatenate(parts))
+def _stairs(ax, h, density: bool = False, **kw) -> None:
+    counts, edges = h.counts.astype(float), h.edges
+    if density and counts.sum():
+        counts = counts / (counts.sum() * np.diff(edges))
+    ax.stairs(counts, edges, fill=True, **kw)
 
 
 class _Figures:
-    """PNG figures of one panel per domain, drawn from a sample of the rows."""
+    """PNG figures of one panel per domain, from the exact histograms and the
+    sample of ReportStats."""
 
-    def __init__(self, out: Path, d: dict, domains: list[str], plot_idx: np.ndarray, chosen: np.ndarray,
-                 thresholds: dict):
-        self.out, self.d, self.domains, self.plot_idx = out, d, domains, plot_idx
-        self.chosen, self.thresholds = chosen, thresholds
+    def __init__(self, out: Path, domains: list[DomainStats], thresholds: dict):
+        self.out, self.domains, self.thresholds = out, domains, thresholds
         self.images: list[tuple[str, str]] = []
 
     def figure(self, name: str, caption: str, draw) -> None:
-        """One panel per domain: draw(ax, domain, rows of that domain in the sample)."""
+        """One panel per domain: draw(ax, DomainStats)."""
         import matplotlib.pyplot as plt
 
         cols = min(3, len(self.domains))
         nrows = -(-len(self.domains) // cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
-        for ax, dom in zip(axes.flat, self.domains):
-            draw(ax, dom, self.plot_idx[self.d["domain"][self.plot_idx] == dom])
-            ax.legend(fontsize=7)
+        for ax, ds in zip(axes.flat, self.domains):
+            draw(ax, ds)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(self.domains):]:
             ax.axis("off")
         fig.tight_layout()
@@ -159,40 +110,49 @@ class _Figures:
         plt.close(fig)
         self.images.append((name, caption))
 
-    def scores(self, ax, dom, m):
-        d, chosen = self.d, self.chosen
-        ax.hist(d["score"][m], bins=40, color="#4c72b0", alpha=0.85, label="all")
-        if chosen.any():
-            ax.hist(d["score"][m][chosen[m]], bins=40, color="#dd8452", alpha=0.8, label="selected")
-        thr = self.thresholds.get(dom, self.thresholds.get("(all)"))
+    def scores(self, ax, ds: DomainStats):
+        _stairs(ax, ds.scores["all"], color="#4c72b0", alpha=0.85, label="all")
+        if ds.docs["selected"]:
+            _stairs(ax, ds.scores["selected"], color="#dd8452", alpha=0.8, label="selected")
+        thr = self.thresholds.get(ds.name, self.thresholds.get("(all)"))
         if thr is not None:
             ax.axvline(thr, color="crimson", ls="--", lw=1.4, label=f"threshold {thr:.4f}")
-        ax.set_title(f"{dom} ({len(m):,} docs)", fontsize=10)
+        ax.set_title(f"{ds.name} ({ds.ok:,} docs)", fontsize=10)
         ax.set_xlabel("score (L_masked − L_base) / L_base")
 
-    def lengths(self, ax, dom, m):
-        if len(m) == 0:
-            ax.set_title(f"{dom} (no scored document)", fontsize=10)
+    def lengths(self, ax, ds: DomainStats):
+        if not ds.ok:
+            ax.set_title(f"{ds.name} (no scored document)", fontsize=10)
             return
-        lens = np.maximum(self.d["n_tokens"][m], 1)
-        bins = np.logspace(0, np.log10(max(lens.max(), 10)), 30)
-        ax.hist(lens, bins=bins, alpha=0.6, density=True, color="#4c72b0", label=f"all (median {np.median(lens):.0f})")
-        if self.chosen[m].any():
-            sl = lens[self.chosen[m]]
-            ax.hist(sl, bins=bins, alpha=0.6, density=True, color="#dd8452",
-                    label=f"selected (median {np.median(sl):.0f})")
+        _stairs(ax, ds.lengths["all"], density=True, alpha=0.6, color="#4c72b0",
+                label=f"all (median {ds.median_tokens('all'):.0f})")
+        if ds.docs["selected"]:
+            _stairs(ax, ds.lengths["selected"], density=True, alpha=0.6, color="#dd8452",
+                    label=f"selected (median {ds.median_tokens('selected'):.0f})")
         ax.set_xscale("log")
-        ax.set_title(dom, fontsize=10)
+        ax.set_title(ds.name, fontsize=10)
         ax.set_xlabel("tokens per document")
 
-    def repetition(self, ax, dom, m):
-        d, c = self.d, self.chosen[m]
-        ax.scatter(d["repetition"][m], d["score"][m], s=6, alpha=0.5, color="#4c72b0", label="all")
+    def repetition(self, ax, ds: DomainStats):
+        p, c = ds.points, ds.points["selected"]
+        shown = f" ({len(c):,} of {ds.ok:,} shown)" if len(c) < ds.ok else ""
+        ax.scatter(p["repetition"], p["score"], s=6, alpha=0.5, color="#4c72b0", label="all" + shown)
         if c.any():
-            ax.scatter(d["repetition"][m][c], d["score"][m][c], s=8, alpha=0.7, color="#dd8452", label="selected")
-        ax.set_title(dom, fontsize=10)
+            ax.scatter(p["repetition"][c], p["score"][c], s=8, alpha=0.7, color="#dd8452", label="selected")
+        ax.set_title(ds.name, fontsize=10)
         ax.set_xlabel("repetition (repeated word 4-grams)")
         ax.set_ylabel("score")
+
+    def token_share(self, ax, ds: DomainStats):
+        for k, color in (("all", "#4c72b0"), ("selected", "#dd8452")):
+            h = ds.share[k]
+            if h.counts.sum():
+                coarse = Histogram(h.edges[::20])
+                coarse.counts = h.counts.reshape(-1, 20).sum(axis=1)
+                _stairs(ax, coarse, density=True, alpha=0.6, color=color, label=f"{k} (median {h.median():.2f})")
+        ax.axvline(ONE_BLOCK, color="crimson", ls="--", lw=1)
+        ax.set_title(ds.name, fontsize=10)
+        ax.set_xlabel("share of the loss rise in the top 1% of tokens")
 
     def draw_all(self) -> list[tuple[str, str]]:
         self.figure("scores.png", "Score distribution per domain, with the selection threshold", self.scores)
@@ -200,60 +160,97 @@ class _Figures:
                     self.lengths)
         self.figure("repetition.png", "Score against repetition: repeated text inflates the score "
                                       "(exclude it with `attninf select --max-repetition`)", self.repetition)
+        if any(ds.has_token_stats for ds in self.domains):
+            self.figure("token_share.png", "Share of each document's loss rise carried by its top 1% of tokens: "
+                                           f"beyond {ONE_BLOCK:.0%} (dashed) the score comes from a few tokens, "
+                                           "often one copied block", self.token_share)
         return self.images
 
 
-def _extremes(d: dict, ok: np.ndarray, dom: str, n: int) -> list[tuple[str, int]]:
-    """Indices of the n best and n worst ok documents of a domain, as ranked by select."""
-    idx = np.nonzero(ok & (d["domain"] == dom))[0]
-    order = idx[np.lexsort((d["id"][idx], -d["score"][idx]))]
-    return [("top", i) for i in order[:n]] + [("bottom", i) for i in order[::-1][:n]]
+def _doc_row(label: str, k: Kept, i: int, excerpt: str) -> str:
+    e = html.escape
+    return (f"<tr><td>{label}</td><td>{k.score[i]:.4f}</td><td>{int(k.n_tokens[i])}</td>"
+            f"<td>{k.repetition[i]:.2f}</td><td><code>{e(str(k.id[i]))}</code></td><td class=x>{excerpt}</td></tr>")
 
 
-def _excerpt_sections(d: dict, ok: np.ndarray, domains: list[str], scores: Scores, top: int,
-                      maps: dict) -> str:
+def _excerpt_sections(domains: list[DomainStats], scores: Scores, maps: dict) -> str:
     """The top and bottom documents of each domain: excerpts, and the token
     map (expandable) where there is one."""
     e = html.escape
     corpus, text_col = scores.corpus, scores.column("text")
     sections = []
-    for dom in domains:
+    for ds in domains:
         rows = []
-        for label, i in _extremes(d, ok, dom, top):
-            doc = (d["file"][i], int(d["row"][i]))
-            heat = (f"<details><summary>token map</summary><pre class=heat>{maps[doc]}</pre></details>"
-                    if doc in maps else "")
-            rows.append(f"<tr><td>{label}</td><td>{d['score'][i]:.4f}</td><td>{int(d['n_tokens'][i])}</td>"
-                        f"<td>{d['repetition'][i]:.2f}</td><td><code>{e(str(d['id'][i]))}</code></td>"
-                        f"<td class=x>{e(_excerpt(corpus, text_col, *doc))}{heat}</td></tr>")
-        sections.append(f"<h3>{e(dom)}</h3><div class=wrap><table><tr><th></th><th>score</th><th>tokens</th>"
+        for label, k in (("top", ds.top), ("bottom", ds.bottom)):
+            for i in range(len(k)):
+                doc = (k.file[i], int(k.row[i]))
+                heat = (f"<details><summary>token map</summary><pre class=heat>{maps[doc]}</pre></details>"
+                        if doc in maps else "")
+                rows.append(_doc_row(label, k, i, e(_excerpt(corpus, text_col, *doc)) + heat))
+        sections.append(f"<h3>{e(ds.name)}</h3><div class=wrap><table><tr><th></th><th>score</th><th>tokens</th>"
                         f"<th>rep.</th><th>id</th><th>excerpt</th></tr>{''.join(rows)}</table></div>")
     return "".join(sections)
 
 
-def _selected_rows_table(d: dict, chosen: np.ndarray, scores: Scores, limit: int) -> str:
+def _selected_rows_table(best: Kept, selected: int, scores: Scores, limit: int) -> str:
     """The selected documents (the best `limit` by score) as a table that
     sorts on a click of its header and filters as you type."""
     e = html.escape
-    idx = np.nonzero(chosen)[0]
-    if not len(idx):
+    if not len(best):
         return ""
-    idx = idx[np.lexsort((d["id"][idx], -d["score"][idx]))][:limit]
     texts: dict[tuple[str, int], str] = {}
     corpus = scores.corpus
-    for rel in sorted(set(d["file"][idx].tolist())):
+    for rel in sorted(set(best.file.tolist())):
         if corpus is not None and (corpus / rel).is_file():
-            got = corpus_texts(corpus, rel, d["row"][idx][d["file"][idx] == rel], scores.column("text"))
+            got = corpus_texts(corpus, rel, best.row[best.file == rel], scores.column("text"))
             texts.update({(rel, r): " ".join((t or "").split())[:160] for r, t in got.items()})
     body = "".join(
-        f"<tr><td>{e(str(d['domain'][i]))}</td><td>{d['score'][i]:.5f}</td><td>{int(d['n_tokens'][i])}</td>"
-        f"<td>{d['repetition'][i]:.2f}</td><td><code>{e(str(d['id'][i]))}</code></td>"
-        f"<td class=x>{e(texts.get((d['file'][i], int(d['row'][i])), ''))}</td></tr>" for i in idx)
-    more = f" (the best {limit:,} of {int(chosen.sum()):,})" if chosen.sum() > limit else ""
+        f"<tr><td>{e(str(best.domain[i]))}</td><td>{best.score[i]:.5f}</td><td>{int(best.n_tokens[i])}</td>"
+        f"<td>{best.repetition[i]:.2f}</td><td><code>{e(str(best.id[i]))}</code></td>"
+        f"<td class=x>{e(texts.get((best.file[i], int(best.row[i])), ''))}</td></tr>" for i in range(len(best)))
+    more = f" (the best {limit:,} of {selected:,})" if selected > limit else ""
     return (f"<h2>Selected documents{more}</h2><p><input id=filter placeholder='filter: domain, id or text' "
             "size=40> click a column to sort</p><div class=wrap><table id=selected><thead><tr>"
             "<th>domain</th><th data-num>score</th><th data-num>tokens</th><th data-num>rep.</th><th>id</th>"
             f"<th>excerpt</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _pct(x: float) -> str:
+    return "-" if np.isnan(x) else f"{x:.0%}"
+
+
+def _num(x: float, fmt: str = ".0f") -> str:
+    return "-" if np.isnan(x) else format(x, fmt)
+
+
+def _diagnostics(domains: list[DomainStats], with_selection: bool) -> str:
+    """Length and token-share diagnostics per domain, all vs selected."""
+    e = html.escape
+    stats = any(ds.has_token_stats for ds in domains)
+    kinds = ("all", "selected") if with_selection else ("all",)
+    head = ["domain", "documents"] + (["selected", "tokens selected"] if with_selection else [])
+    head += [f"median tokens ({k})" for k in kinds]
+    if stats:
+        head += [f"median top-1% share ({k})" for k in kinds] + [f"score from one block ({k})" for k in kinds]
+        head += [f"mean score 1st / 2nd half ({k})" for k in kinds]
+    rows = []
+    for ds in domains:
+        cells = [e(ds.name), f"{ds.ok:,}"]
+        if with_selection:
+            tok = ds.tokens["selected"] / ds.tokens["all"] if ds.tokens["all"] else float("nan")
+            cells += [f"{ds.docs['selected']:,} ({_pct(ds.docs['selected'] / ds.ok if ds.ok else np.nan)})",
+                      _pct(tok)]
+        cells += [_num(ds.median_tokens(k)) for k in kinds]
+        if stats:
+            cells += [_num(ds.share[k].median(), ".2f") for k in kinds] + [_pct(ds.one_block(k)) for k in kinds]
+            cells += [" / ".join(_num(x, ".4f") for x in ds.mean_halves(k)) for k in kinds]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    why = ("" if stats else " Score with <code>--save-token-stats</code> to see here how much of each score its "
+           "top 1% of tokens carry.")
+    return (f"<h2>Diagnostics per domain</h2><p>Length: the method favours long documents (the paper: the top "
+            f"20% of documents held ~30% of tokens). Share: a document whose top 1% of tokens carry "
+            f"{ONE_BLOCK:.0%} or more of its loss rise scores from one block, often copied text.{why}</p>"
+            f"<div class=wrap><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table></div>")
 
 
 def _selection_table(sel: Selection | None) -> str:
@@ -340,7 +337,7 @@ SCRIPT = """
 
 
 def _page(scores: Scores, sel: Selection | None, images: list, excerpts: str, selected_table: str,
-          note: str) -> str:
+          note: str, diagnostics: str) -> str:
     e = html.escape
     stat_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in scores.summary.items()
                         if k != "failures")
@@ -374,6 +371,7 @@ model fingerprint <code>{e(str(scores.fingerprint.get('model')))}</code>
 <h2>Scoring</h2><div class=wrap><table>{stat_rows}</table></div>
 {_selection_table(sel)}
 <h2>Plots</h2>{figs}
+{diagnostics}
 <h2>Top and bottom documents per domain</h2>{HEAT_KEY if "token map" in excerpts else ""}<p>{e(note)}</p>{excerpts}
 {selected_table}
 <script>{SCRIPT}</script>
@@ -388,7 +386,8 @@ def run_report(cfg: ReportConfig) -> Path:
 
 def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3,
                  token_maps: int = 2, table_rows: int = 2000) -> Path:
-    """Write out/index.html and its PNGs; returns the page's path."""
+    """Write out/index.html and its PNGs; returns the page's path. Reads the
+    scores in batches (attninf.scorestats): memory does not grow with rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -396,18 +395,15 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
     sel = Selection.read(selected) if selected is not None else None
     if top < 0:
         raise AttninfError(f"report: top must be 0 or more, got {top}")
-    d = _load_scores(sc)
-    if sel is not None:
-        _check_selection(sel, sc.root, d)
-    ok = (d["status"] == Status.OK.value) & ~np.isnan(d["score"])
-    domains = sorted(set(d["domain"][ok].tolist())) or [NO_DOMAIN]
+    stats = collect(sc, sel, top, table_rows)
+    domains = list(stats.domains.values()) or [DomainStats(NO_DOMAIN, 0, np.nan, np.nan, 0, 0)]
     out.mkdir(parents=True, exist_ok=True)
-    chosen = _chosen(sel, d)
-    figures = _Figures(out, d, domains, plot_sample(d["domain"], ok, MAX_POINTS), chosen,
-                       sel.thresholds() if sel else {})
-    docs = [(d["file"][i], int(d["row"][i])) for dom in domains for _, i in _extremes(d, ok, dom, min(top, token_maps))]
+    figures = _Figures(out, domains, sel.thresholds() if sel else {})
+    n_maps = min(top, token_maps)
+    docs = [(k.file[i], int(k.row[i])) for ds in domains for k in (ds.top, ds.bottom) for i in range(min(len(k), n_maps))]
     maps, note = _token_maps(sc, docs)
-    page = _page(sc, sel, figures.draw_all(), _excerpt_sections(d, ok, domains, sc, top, maps),
-                 _selected_rows_table(d, chosen, sc, table_rows), note)
+    page = _page(sc, sel, figures.draw_all(), _excerpt_sections(domains, sc, maps),
+                 _selected_rows_table(stats.best_selected, stats.selected, sc, table_rows), note,
+                 _diagnostics(domains, sel is not None))
     write_text(page, out / "index.html")
     return out / "index.html"

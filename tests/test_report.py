@@ -60,7 +60,7 @@ def test_report_without_selection(tmp_path):
 
 
 def test_small_domain_survives_the_plot_sample(tmp_path, monkeypatch):
-    """Beyond MAX_POINTS rows the plots use a sample; a domain of one
+    """Beyond SAMPLE rows the scatter plot draws a sample; a domain of one
     document used to vanish from it and crash the length plot."""
     import json
 
@@ -68,9 +68,11 @@ def test_small_domain_survives_the_plot_sample(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import attninf.report as report
+    import attninf.scorestats as ss
+    from attninf.artifacts import Scores
 
-    monkeypatch.setattr(report, "MAX_POINTS", 500)
+    monkeypatch.setattr(ss, "SAMPLE", 500)
+    monkeypatch.setattr(ss, "BATCH_ROWS", 1000)
     scores = tmp_path / "scores"
     scores.mkdir()
     n = 5000
@@ -81,8 +83,9 @@ def test_small_domain_survives_the_plot_sample(tmp_path, monkeypatch):
     (scores / "manifest.json").write_text(json.dumps({"fingerprint": {"model": "x"}}))
     res = CliRunner().invoke(main, ["report", str(scores), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
-    idx = report.plot_sample(np.array(dom, dtype=object), np.ones(n, dtype=bool), 500)
-    assert len(idx) <= 510 and (np.array(dom, dtype=object)[idx] == "tiny").sum() == 1
+    stats = ss.collect(Scores.read(scores), None, top=1, table_rows=0, sample=500)
+    assert len(stats.domains["tiny"].points["score"]) == 1
+    assert len(stats.domains["big"].points["score"]) == 500  # round(500 * 4999 / 5000)
 
 
 def test_null_domain_has_one_name(tmp_path):
