@@ -113,7 +113,11 @@ def run_mode(mode: str, corpus_file: str, heads_file: str, result_file: str) -> 
         t = time.perf_counter()
         res = scorer.score_texts(texts)
         el = time.perf_counter() - t
-        out = {"score": res["score"].tolist(), "n_tokens": res["n_tokens"].tolist(),
+        t = time.perf_counter()  # score --save-token-stats: every token's NLL kept, summarised per document
+        with_stats = scorer.score_texts(texts, token_stats=True)
+        el_stats = time.perf_counter() - t
+        assert np.array_equal(with_stats["score"], res["score"], equal_nan=True)
+        out = {"score": res["score"].tolist(), "n_tokens": res["n_tokens"].tolist(), "seconds_token_stats": el_stats,
                "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
                "first_masked": scorer.first_masked, "layers": lm.config.num_hidden_layers,
                "batch_tokens": scorer.batch_tokens, "profile": profile_engine(scorer, texts[:8])}
@@ -273,6 +277,9 @@ def main() -> None:
         f"{tokens / c['seconds']:,.0f} | {n['seconds'] / c['seconds']:.2f} | {c['peak_rss_mib']:,.0f} | "
         f"{flops_per_token(config, shared) * tokens / c['seconds'] / 1e9:,.0f} | {peak_e / 1e9:,.0f} | "
         f"{100 * flops_per_token(config, shared) * tokens / c['seconds'] / peak_e:.0f}% |",
+        f"| engine with token stats (`--save-token-stats`), same process | {e['dtype']} | "
+        f"{e['seconds_token_stats']:.1f} | {tokens / e['seconds_token_stats']:,.0f} | "
+        f"{n['seconds'] / e['seconds_token_stats']:.2f} | - | - | - | - |",
         "",
         f"FLOP bound of the shared prefix on this model: {bound:.2f}x the naive passes. "
         f"Scores vs fp32 naive: engine max |difference| {diff:.2e}, Spearman {rho:.4f}; "
