@@ -361,9 +361,19 @@ class Mixture(_StageOutput):
                                "(rerun the mix; a killed one leaves no manifest)")
         return super().read(root)
 
+    def phases(self) -> dict[str, "Mixture"] | None:
+        """{phase: its mixture} of a phased mixture (`mix --phases`), each read
+        checked; None for a plain one."""
+        if "phases" not in self.manifest:
+            return None
+        return {p: Mixture.read(self.root / v.get("path", p)) for p, v in self.manifest["phases"].items()}
+
     def shards(self) -> list[Path]:
         """The shard files the manifest lists, all present."""
         m = self.manifest
+        if "phases" in m:
+            raise AttninfError(f"{self.root} is a phased mixture ({', '.join(m['phases'])}): read one of its "
+                               f"phases, e.g. {self.root}/stable")
         try:
             names = m.get("files") or [shard_name(i, m["shards"]) for i in range(m["shards"])]
         except (KeyError, TypeError) as e:

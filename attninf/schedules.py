@@ -48,7 +48,7 @@ def decay_value(p: float, shape: str, min_lr_ratio: float = 0.0, steps_into: flo
     return f * (1.0 - m) + m
 
 
-def _decay_steps(total_steps: int, decay_steps: int | None, decay_frac: float | None) -> int:
+def decay_length(total_steps: int, decay_steps: int | None, decay_frac: float | None) -> int:
     if decay_steps is None:
         decay_steps = round((0.1 if decay_frac is None else decay_frac) * total_steps)  # MiniCPM: 10%
     return int(decay_steps)
@@ -61,7 +61,7 @@ def wsd(step: int, total_steps: int, warmup_steps: int = 0, decay_steps: int | N
     decay_steps (or decay_frac of total_steps, 10% by default) of the run;
     warmup rises linearly from warmup_from (0; transformers' get_wsd_schedule
     starts it at min_lr_ratio)."""
-    D = _decay_steps(total_steps, decay_steps, decay_frac)
+    D = decay_length(total_steps, decay_steps, decay_frac)
     if warmup_steps + D > total_steps:
         raise AttninfError(f"warmup ({warmup_steps}) + decay ({D}) steps exceed the total ({total_steps})")
     T = total_steps - D

@@ -23,12 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import Mixture, atomic_path, parquet_files
+from .artifacts import Mixture, atomic_path, parquet_files, write_json
 from .errors import AttninfError
 
 
-SCHEDULES = ("wsd", "wsd-s", "cosine", "cyclic-cosine", "constant")
+SCHEDULES = ("wsd", "wsd-s", "power", "cosine", "cyclic-cosine", "constant")
 DECAYS = ("linear", "cosine", "1-sqrt", "exponential", "inverse")
+DECAYING = ("wsd", "wsd-s", "power")  # schedules with a decay phase: the ones a phased mixture can follow
+SCHEDULE_HELP = (
+    "Learning-rate schedule. wsd: warmup (--warmup-steps), stable, decay over --decay-steps/--decay-frac "
+    "of shape --decay to --min-lr-ratio. wsd-s: a decay before each of --budgets (--decay-frac of it), back "
+    "to the stable LR after. power: lr = min(--lr, batch x --power-a x tokens^--power-b) (batch: sequences "
+    "per step), warmup, then an exponential decay (--decay linear: linear) over --decay-steps/--decay-frac to "
+    "--min-lr-ratio of its start (0: 0.01). cosine: to --min-lr-ratio. cyclic-cosine: 4 cycles. constant.")
 
 
 @dataclass
@@ -45,7 +52,7 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps."})
-    schedule: str = field(default="wsd", metadata={"choices": SCHEDULES, "help": "Learning-rate schedule."})
+    schedule: str = field(default="wsd", metadata={"choices": SCHEDULES, "help": SCHEDULE_HELP})
     decay: str = field(default="1-sqrt", metadata={"choices": DECAYS, "help": "Shape of the WSD decay phase."})
     decay_steps: int | None = field(default=None, metadata={"help": "WSD decay length in steps.",
                                                             "default_help": "10% of the total"})
@@ -53,6 +60,8 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.0, metadata={"help": "Learning rate at the end, as a fraction of --lr."})
     half_life: float | None = field(default=None, metadata={"help": "Exponential decay half-life in steps."})
     budgets: list[int] | None = field(default=None, metadata={"help": "WSD-S budgets in steps, comma-separated."})
+    power_a: float = field(default=4.6, metadata={"help": "Power schedule: the coefficient a."})
+    power_b: float = field(default=-0.51, metadata={"help": "Power schedule: the exponent b."})
     save_every: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
     keep_last: int = field(default=2, metadata={"help": "Checkpoints kept (WSD-S budget ends are always kept)."})
     eval_data: str | None = field(default=None, metadata={
@@ -61,7 +70,9 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation and the data order."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     dtype: str = field(default="auto", metadata={
-        "choices": ("auto", "float32", "bfloat16"), "help": "auto: bf16 autocast where the CPU runs it fast."})
+        "choices": ("auto", "float32", "bfloat16"),
+        "help": "auto: bf16 autocast on a GPU and where the CPU runs it fast; the weights stay float32."})
+    device: str = field(default="auto", metadata={"help": "auto (a GPU when there is one), cpu, cuda, cuda:N."})
     max_steps_this_run: int | None = field(default=None, metadata={
         "cli": False, "help": "Stop after this many steps (tests of resuming)."})
 
@@ -78,6 +89,13 @@ class TrainConfig:
             return lr_lambda("wsd-s", budgets=list(self.budgets), decay_frac=self.decay_frac or 0.1,
                              warmup_steps=self.warmup_steps, decay=self.decay, min_lr_ratio=self.min_lr_ratio,
                              half_life=self.half_life)
+        if self.schedule == "power":
+            tps = self.tokens_per_step
+            return lr_lambda("power", tokens_per_step=tps, lr_max=self.lr, a=self.power_a, b=self.power_b,
+                             batch_size=self.batch_size * self.grad_accum, warmup_tokens=self.warmup_steps * tps,
+                             decay_tokens=self.decay_length() * tps, total_tokens=self.total_steps * tps,
+                             decay="linear" if self.decay == "linear" else "exponential",
+                             final_ratio=self.min_lr_ratio or 0.01)
         if self.schedule == "cosine":
             return lr_lambda("cosine", total_steps=self.total_steps, warmup_steps=self.warmup_steps,
                              min_lr_ratio=self.min_lr_ratio)
@@ -88,8 +106,29 @@ class TrainConfig:
             return lr_lambda("constant", warmup_steps=self.warmup_steps)
         raise AttninfError(f"unknown schedule {self.schedule!r}")
 
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.seq_len
+
+    def decay_length(self) -> int:
+        """Steps of the final decay of wsd and power."""
+        from .schedules import decay_length
+
+        return decay_length(self.total_steps, self.decay_steps, self.decay_frac)
+
+    def in_decay(self, step: int) -> bool:
+        """Whether the step (0-based) trains inside a decay phase of the schedule."""
+        from .schedules import wsd_s_decays
+
+        if self.schedule == "wsd-s":
+            return any(a <= step < b for a, b in wsd_s_decays(list(self.budgets), self.decay_frac or 0.1))
+        if self.schedule in ("wsd", "power"):
+            return step >= self.total_steps - self.decay_length()
+        return False
+
     def digest(self) -> str:
-        keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("max_steps_this_run", "out")}
+        # where it runs is not what it computes: a run may resume on another device
+        keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("max_steps_this_run", "out", "device")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,6 +181,42 @@ def mixture_files(data: str | Path) -> list[Path]:
     return Mixture.read(data).shards()
 
 
+def mixture_streams(data: str | Path) -> dict[str, list[Path]]:
+    """{stream: its shards}: {"main": ...} for a mixture, {"stable": ...,
+    "decay": ...} for a phased one (`attninf mix --phases stable,decay`)."""
+    mix = Mixture.read(data)
+    phases = mix.phases()
+    if phases is None:
+        return {"main": mix.shards()}
+    return {name: m.shards() for name, m in phases.items()}
+
+
+class Streams:
+    """The token streams of a run and which one each step reads: the decay
+    stream inside the schedule's decay phases, the stable one elsewhere (or
+    the one stream of a plain mixture). Each keeps its own position."""
+
+    def __init__(self, cfg: "TrainConfig", files: dict[str, list[Path]], tokenizer, state: dict | None = None):
+        if set(files) != {"main"} and cfg.schedule not in DECAYING:
+            raise AttninfError(f"{cfg.data} is a phased mixture (stable, decay): it needs a schedule with a "
+                               f"decay phase ({', '.join(DECAYING)}), not {cfg.schedule}")
+        if state is not None and "file" in state:  # a checkpoint of a single-stream run
+            state = {"main": state}
+        state = state or {}
+        self.cfg = cfg
+        self.streams = {name: PackedStream(f, tokenizer, cfg.seq_len, cfg.text_column, state.get(name))
+                        for name, f in files.items()}
+
+    def name_at(self, step: int) -> str:
+        """The stream step (0-based) reads."""
+        if "main" in self.streams:
+            return "main"
+        return "decay" if self.cfg.in_decay(step) else "stable"
+
+    def state(self) -> dict:
+        return {name: st.state() for name, st in self.streams.items()}
+
+
 def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -158,7 +233,7 @@ def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
     return LlamaForCausalLM(cfg)
 
 
-def _save(out: Path, step: int, model, opt, sched, stream: PackedStream, cfg: TrainConfig, keep: bool) -> Path:
+def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainConfig, keep: bool) -> Path:
     import torch
 
     ck = out / "checkpoints"
@@ -168,6 +243,7 @@ def _save(out: Path, step: int, model, opt, sched, stream: PackedStream, cfg: Tr
         model.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "keep": keep}, tmp / "trainer_state.pt")
         if final.exists():  # the same step saved again (a resumed run): replaced whole
             shutil.rmtree(final)
@@ -212,7 +288,7 @@ def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column:
             ids = tokenizer(text or "", add_special_tokens=False)["input_ids"][: seq_len + 1]
             if len(ids) < 2:
                 continue
-            x = torch.tensor(ids).view(1, -1)
+            x = torch.tensor(ids, device=next(model.parameters()).device).view(1, -1)
             loss = model(x, labels=x).loss.item()
             s = per.setdefault(str(dom), [0.0, 0])
             s[0] += loss * (len(ids) - 1)
@@ -227,38 +303,38 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     cfg.max_steps_this_run more steps; returns {"step", "tokens_per_s"[, "eval_loss"]}."""
     from tqdm.auto import tqdm
 
-    from .model import cpu_has_bf16
-
-    files = mixture_files(cfg.data)
+    files = mixture_streams(cfg.data)
     tok = _load_tokenizer(cfg.tokenizer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, say)
-    stream = PackedStream(files, tok, cfg.seq_len, cfg.text_column, stream_state)
-    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cpu_has_bf16())
+    device = _device(cfg.device)
+    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, device, say)
+    streams = Streams(cfg, files, tok, stream_state)
+    amp = _autocast_dtype(cfg.dtype, device)
     keep_steps = _wsd_s_keep_steps(cfg)
     model.train()
 
     log_path = out / "log.csv"
     logf, writer = _open_log(log_path, step)
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
+    tokens_per_step = cfg.tokens_per_step
     bar = tqdm(total=cfg.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     t0, done_now = time.perf_counter(), 0
     end = cfg.total_steps if cfg.max_steps_this_run is None else min(cfg.total_steps, step + cfg.max_steps_this_run)
     try:
         while step < end:
             lr = opt.param_groups[0]["lr"]  # the LR this step trains with
-            loss = _train_step(model, opt, sched, stream, cfg, use_bf16)
+            name = streams.name_at(step)
+            loss = _train_step(model, opt, sched, streams.streams[name], cfg, device, amp)
             step += 1
             done_now += 1
             tps = done_now * tokens_per_step / (time.perf_counter() - t0)
-            writer.writerow([step, f"{lr:.8g}", f"{loss:.6f}", step * tokens_per_step, f"{tps:.1f}"])
+            writer.writerow([step, f"{lr:.8g}", f"{loss:.6f}", step * tokens_per_step, f"{tps:.1f}", name])
             logf.flush()
             bar.update(1)
-            bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+            bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s" + ("" if name == "main" else f" {name}"))
             # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
             if step % cfg.save_every == 0 or step == end or step in keep_steps:
-                _save(out, step, model, opt, sched, stream, cfg, keep=step in keep_steps)
+                _save(out, step, model, opt, sched, streams, cfg, keep=step in keep_steps)
     finally:
         bar.close()
         logf.close()
@@ -268,8 +344,50 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
         if cfg.eval_data:
             result["eval_loss"] = evaluate(model, tok, cfg.eval_data, cfg.seq_len, cfg.eval_sequences, cfg.text_column)
         plot_log(log_path, out / "loss.png")
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    write_json({"config": dataclasses.asdict(cfg), "digest": cfg.digest(), "device": str(device),
+                "autocast": str(amp).replace("torch.", "") if amp else None,
+                "data": {name: [str(f) for f in fs] for name, fs in files.items()},
+                "streams": stream_segments(log_path), **result}, out / "run.json")
     return result
+
+
+def stream_segments(log_path: Path) -> list[dict]:
+    """[{"stream", "first_step", "last_step"}] of consecutive steps of log.csv
+    that read the same stream."""
+    with open(log_path, newline="") as f:
+        rows = [(int(r["step"]), r.get("stream") or "main") for r in csv.DictReader(f)]
+    out: list[dict] = []
+    for step, name in rows:
+        if out and out[-1]["stream"] == name and out[-1]["last_step"] == step - 1:
+            out[-1]["last_step"] = step
+        else:
+            out.append({"stream": name, "first_step": step, "last_step": step})
+    return out
+
+
+def _device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AttninfError(f"--device {spec}: no CUDA GPU is visible to torch here")
+    return dev
+
+
+def _autocast_dtype(dtype: str, device):
+    """bf16 autocast (the weights and optimizer stay fp32) on a GPU, and on a
+    CPU that runs bf16 matmuls fast; None: plain fp32."""
+    import torch
+
+    from .model import cpu_has_bf16
+
+    if dtype == "float32":
+        return None
+    if dtype == "bfloat16" or device.type == "cuda" or cpu_has_bf16():
+        return torch.bfloat16
+    return None
 
 
 def _load_tokenizer(name: str):
@@ -282,7 +400,7 @@ def _load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(tok_path)
 
 
-def _start_or_resume(cfg: TrainConfig, out: Path, tok, say: Callable[[str], None]):
+def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[str], None]):
     """(model, optimizer, scheduler, step, stream state): fresh at step 0, or
     restored exactly (weights, optimizer, scheduler, RNG, data position) from
     the newest checkpoint in out, which must be of a run with the same settings."""
@@ -290,20 +408,22 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, say: Callable[[str], None
 
     latest = _latest(out)
     if latest is None:
-        model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed)
+        model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed).to(device)
         opt, sched = _optimizer(model, cfg)
         return model, opt, sched, 0, None
 
     from transformers import LlamaForCausalLM
 
-    st = torch.load(latest / "trainer_state.pt", weights_only=False)
+    st = torch.load(latest / "trainer_state.pt", weights_only=False, map_location="cpu")
     if st["digest"] != cfg.digest():
         raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
-    model = LlamaForCausalLM.from_pretrained(latest)
+    model = LlamaForCausalLM.from_pretrained(latest).to(device)
     opt, sched = _optimizer(model, cfg)
-    opt.load_state_dict(st["optimizer"])
+    opt.load_state_dict(st["optimizer"])  # moves the state to the parameters' device
     sched.load_state_dict(st["scheduler"])
     torch.set_rng_state(st["rng"])
+    if st.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
     say(f"resuming from {latest.name}")
     return model, opt, sched, st["step"], st["stream"]
 
@@ -348,18 +468,18 @@ def _open_log(log_path: Path, step: int):
     logf = open(log_path, "a", newline="")
     writer = csv.writer(logf)
     if new_log:
-        writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s"])
+        writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s", "stream"])
     return logf, writer
 
 
-def _train_step(model, opt, sched, stream: PackedStream, cfg: TrainConfig, use_bf16: bool) -> float:
+def _train_step(model, opt, sched, stream: PackedStream, cfg: TrainConfig, device, amp) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss."""
     import torch
 
     total = 0.0
     for _ in range(cfg.grad_accum):
-        batch = torch.tensor([stream.next() for _ in range(cfg.batch_size)])  # (batch_size, seq_len + 1)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        batch = torch.tensor([stream.next() for _ in range(cfg.batch_size)]).to(device)  # (batch, seq_len + 1)
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             loss = _lm_loss(model, batch)
         (loss / cfg.grad_accum).backward()
         total += loss.item() / cfg.grad_accum
@@ -379,20 +499,28 @@ def _lm_loss(model, batch):
 
 
 def plot_log(log_path: Path, png: Path) -> None:
+    """Loss and the learning rate (second axis) per step; the steps that read
+    the decay stream of a phased mixture shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(open(log_path)))
+    with open(log_path, newline="") as f:
+        rows = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(steps, [float(r["loss"]) for r in rows], label="loss", color="#4c72b0")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    ax2.plot(steps, [float(r["lr"]) for r in rows], label="lr", color="#dd8452")
-    ax2.set_ylabel("lr")
+    ax2.plot(steps, [float(r["lr"]) for r in rows], label="learning rate", color="#dd8452")
+    ax2.set_ylabel("learning rate")
+    for k, seg in enumerate(s for s in stream_segments(log_path) if s["stream"] == "decay"):
+        ax.axvspan(seg["first_step"] - 0.5, seg["last_step"] + 0.5, color="#55a868", alpha=0.15,
+                   label=None if k else "decay stream")
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

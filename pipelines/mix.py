@@ -13,6 +13,12 @@ source ("base" or "selected"); mixed/.manifest.json with rows and tokens per
 domain and source and each domain's effective sampling weight. The manifest
 is a dot-file so that `datasets.load_dataset("parquet", data_dir="mixed/")`,
 which reads every other file in the folder as Parquet, skips it.
+
+With --phases stable,decay (MiniCPM, arXiv 2404.06395: high-quality data
+brought in during the decay of a WSD schedule gives most of its gain there)
+there are two such mixtures, mixed/stable/ (the corpus alone) and
+mixed/decay/ (the selected documents --decay-weight more times), and
+mixed/.manifest.json lists them with their per-domain weights.
 """
 from __future__ import annotations
 
@@ -40,6 +46,14 @@ class MixConfig:
     repeat: int = field(default=1, metadata={"help": "Extra copies of each selected document (the paper: 1)."})
     seed: int = field(default=0, metadata={"help": "Shuffle seed."})
     shard_rows: int = field(default=100_000, metadata={"help": "About this many rows per shard."})
+    phases: str | None = field(default=None, metadata={
+        "metavar": "stable,decay",
+        "help": "Write one mixture per phase of a WSD-family schedule: OUT/stable/ (the corpus alone) and "
+                "OUT/decay/ (the corpus with every selected document --decay-weight more times); "
+                "`attninf train` switches stream where the schedule starts to decay.",
+        "default_help": "one mixture, as --repeat says"})
+    decay_weight: int = field(default=3, metadata={
+        "help": "With --phases: extra copies of each selected document in the decay mixture."})
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -193,7 +207,37 @@ def _clear(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+PHASES = ("stable", "decay")
+
+
 def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
+    """Write the mixture (or, with cfg.phases, one per phase); returns the manifest."""
+    if not cfg.phases:
+        return _run_one(cfg, scheduler)
+    phases = [p.strip() for p in cfg.phases.split(",") if p.strip()]
+    if phases != list(PHASES):
+        raise AttninfError(f"--phases must be {','.join(PHASES)} (the stable and the decay phase of the "
+                           f"schedule), got {cfg.phases!r}")
+    if cfg.decay_weight < 1:
+        raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MIX_MANIFEST).unlink(missing_ok=True)  # written last: marks the phased mixture complete
+    repeat = {"stable": 0, "decay": cfg.decay_weight}
+    parts = {p: _run_one(dataclasses.replace(cfg, out=str(out / p), repeat=repeat[p], phases=None), scheduler)
+             for p in PHASES}
+    manifest = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(cfg), "corpus": str(Path(cfg.corpus).resolve()),
+        "phases": {p: {"path": p, "repeat": repeat[p], "rows": m["rows"], "shards": m["shards"],
+                       "weights": {d: e["weight"] for d, e in m["domains"].items()}} for p, m in parts.items()},
+        "rows": sum(m["rows"] for m in parts.values()),
+    }
+    Mixture.write_manifest(out, manifest)
+    return {**manifest, "parts": parts}
+
+
+def _run_one(cfg: MixConfig, scheduler: str = "threads") -> dict:
     import dask
 
     sel, scores = _plan(cfg)

@@ -134,3 +134,39 @@ def test_moved_workdir_and_corpus(tmp_path):
     res = CliRunner().invoke(main, ["mix", str(tmp_path / "new" / "corpus"), "--selected",
                                     str(tmp_path / "new" / "sel"), "--out", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "a/part-0.parquet changed since it was scored" in res.output
+
+
+def test_phased_mixture(tmp_path):
+    """--phases stable,decay: stable/ is the corpus alone, decay/ the corpus
+    with the selection --decay-weight more times; each loads with datasets;
+    the top manifest lists both with their weights and is what train reads."""
+    import datasets
+
+    from attninf.artifacts import Mixture
+
+    corpus, scores = make_scored_corpus(tmp_path)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel"), frac=0.25))
+    out = tmp_path / "mix"
+    res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out", str(out),
+                                    "--phases", "stable,decay", "--decay-weight", "2", "--shard-rows", "30"])
+    assert res.exit_code == 0, res.output
+    corpus_ids = Counter(i for p in sorted(corpus.rglob("*.parquet")) for i in pq.read_table(p)["id"].to_pylist())
+    chosen = Counter(i for p in (tmp_path / "sel").rglob("*.parquet") for i in pq.read_table(p)["id"].to_pylist())
+    stable, decay = _mixed_rows(out / "stable"), _mixed_rows(out / "decay")
+    assert Counter(r["id"] for r in stable) == corpus_ids
+    assert Counter(r["id"] for r in decay) == corpus_ids + Counter({i: 2 for i in chosen})
+    mix = Mixture.read(out)
+    assert set(mix.phases()) == {"stable", "decay"} and mix.manifest["rows"] == len(stable) + len(decay)
+    w = mix.manifest["phases"]
+    assert w["stable"]["repeat"] == 0 and w["decay"]["repeat"] == 2
+    assert pytest.approx(sum(w["decay"]["weights"].values())) == 1.0
+    for phase, rows in (("stable", stable), ("decay", decay)):
+        ds = datasets.load_dataset("parquet", data_dir=str(out / phase), split="train")
+        assert len(ds) == len(rows)
+    with pytest.raises(Exception, match="phased mixture"):
+        mix.shards()
+    for bad, msg in ((["--phases", "decay"], "--phases must be"), (["--phases", "stable,decay", "--decay-weight", "0"],
+                                                                   "--decay-weight")):
+        res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"),
+                                        "--out", str(tmp_path / "bad"), *bad])
+        assert res.exit_code != 0 and msg in res.output, res.output

@@ -163,3 +163,105 @@ def test_reads_only_a_finished_mixture(data, model_yaml, tiny_model_dir, tmp_pat
     (d / "part-00001-of-00002.parquet").unlink()
     with pytest.raises(AttninfError, match="1 shard\\(s\\) its manifest lists are missing"):
         mixture_files(d)
+
+
+@pytest.fixture(scope="module")
+def phased(tmp_path_factory):
+    """A phased mixture as `attninf mix --phases stable,decay` leaves it:
+    stable/ and decay/ with different texts, and the top manifest."""
+    import json
+
+    d = tmp_path_factory.mktemp("phased")
+    pool = list(sentences())
+    for phase, lo in (("stable", 0), ("decay", 600)):
+        (d / phase).mkdir()
+        texts = [" ".join(pool[i:i + 4]) for i in range(lo, lo + 200, 4)]
+        pq.write_table(pa.table({"text": texts, "domain": ["plays"] * len(texts)}),
+                       d / phase / "part-00000-of-00001.parquet")
+        _manifest(d / phase, 1)
+    (d / ".manifest.json").write_text(json.dumps({"phases": {"stable": {"path": "stable"}, "decay": {"path": "decay"}}}))
+    return d
+
+
+def _stream_state(run, step):
+    return torch.load(Path(run) / "checkpoints" / f"step-{step:07d}" / "trainer_state.pt", weights_only=False)["stream"]
+
+
+def test_phased_mixture_switches_at_the_decay(phased, model_yaml, tiny_model_dir, tmp_path):
+    """WSD: the decay stream from the first decay step (total - decay_steps)
+    on; the stable stream does not move while the decay one is read."""
+    import json
+
+    cfg = _cfg(phased, model_yaml, tiny_model_dir, tmp_path / "run", keep_last=10)
+    train(cfg, progress=False)
+    rows = _log(tmp_path / "run")
+    assert [r["stream"] for r in rows] == ["stable"] * 30 + ["decay"] * 10  # steps 31..40 train at steps 30..39
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["streams"] == [{"stream": "stable", "first_step": 1, "last_step": 30},
+                              {"stream": "decay", "first_step": 31, "last_step": 40}]
+    s30, s40 = _stream_state(tmp_path / "run", 30), _stream_state(tmp_path / "run", 40)
+    assert s30["decay"] == {"file": 0, "row": 0, "buffer": [], "epoch": 0}  # untouched before the decay
+    assert s40["stable"] == s30["stable"] and s40["decay"] != s30["decay"]
+
+
+def test_phased_mixture_wsd_s_goes_back_to_stable(phased, model_yaml, tiny_model_dir, tmp_path):
+    from attninf.schedules import wsd_s_decays
+
+    cfg = _cfg(phased, model_yaml, tiny_model_dir, tmp_path / "run", schedule="wsd-s", budgets=[12, 30],
+               decay_frac=0.25, total_steps=34, save_every=100)
+    train(cfg, progress=False)
+    windows = wsd_s_decays([12, 30], 0.25)
+    want = ["decay" if any(a <= s - 1 < b for a, b in windows) else "stable" for s in range(1, 35)]
+    assert [r["stream"] for r in _log(tmp_path / "run")] == want
+    assert want[8] == "stable" and want[9:12] == ["decay"] * 3 and want[12] == "stable"  # 0-based steps 9..11
+
+
+@pytest.mark.parametrize("stops", [(25, 5), (33, 4)])  # stopped in the stable phase, in the decay phase
+def test_phased_resume_is_bit_identical(phased, model_yaml, tiny_model_dir, tmp_path, stops):
+    ref = _cfg(phased, model_yaml, tiny_model_dir, tmp_path / "ref", save_every=7)
+    train(ref, progress=False)
+    first, more = stops
+    train(_cfg(phased, model_yaml, tiny_model_dir, tmp_path / "cut", save_every=7, max_steps_this_run=first),
+          progress=False)
+    train(_cfg(phased, model_yaml, tiny_model_dir, tmp_path / "cut", save_every=7, max_steps_this_run=more),
+          progress=False)
+    train(_cfg(phased, model_yaml, tiny_model_dir, tmp_path / "cut", save_every=7), progress=False)
+    a = load_file(tmp_path / "ref" / "checkpoints" / "step-0000040" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoints" / "step-0000040" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [(r["loss"], r["stream"]) for r in _log(tmp_path / "cut")] == \
+        [(r["loss"], r["stream"]) for r in _log(tmp_path / "ref")]
+
+
+def test_power_schedule_in_training(data, model_yaml, tiny_model_dir, tmp_path):
+    from attninf.schedules import power
+
+    cfg = _cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", schedule="power", lr=0.02, power_a=0.05,
+               total_steps=30)
+    train(cfg, progress=False)
+    tps = 4 * 32
+    for r in _log(tmp_path / "run"):
+        s = int(r["step"]) - 1
+        want = power(s * tps, 0.02, a=0.05, b=-0.51, batch_size=4, warmup_tokens=4 * tps, decay_tokens=10 * tps,
+                     total_tokens=30 * tps, decay="exponential", final_ratio=0.01)
+        assert float(r["lr"]) == pytest.approx(0.02 * want, rel=1e-6)
+    lrs = [float(r["lr"]) for r in _log(tmp_path / "run")]
+    assert lrs[4] < 0.02 and lrs[19] < lrs[4] and lrs[-1] < lrs[19] / 5  # under the cap, falling, then decaying
+
+
+def test_phased_mixture_needs_a_decaying_schedule(phased, model_yaml, tiny_model_dir, tmp_path):
+    with pytest.raises(AttninfError, match="needs a schedule with a decay phase"):
+        train(_cfg(phased, model_yaml, tiny_model_dir, tmp_path / "run", schedule="cosine"), progress=False)
+
+
+def test_train_device_option(data, model_yaml, tiny_model_dir, tmp_path):
+    import json
+
+    train(_cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", device="cpu", total_steps=16, decay_steps=4),
+          progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["device"] == "cpu" and run["autocast"] is None and run["streams"][0]["stream"] == "main"
+    if not torch.cuda.is_available():
+        with pytest.raises(AttninfError, match="no CUDA GPU"):
+            train(_cfg(data, model_yaml, tiny_model_dir, tmp_path / "gpu", device="cuda"), progress=False)
