@@ -304,7 +304,7 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     from tqdm.auto import tqdm
 
     files = mixture_streams(cfg.data)
-    tok = _load_tokenizer(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(cfg.device)
@@ -390,7 +390,7 @@ def _autocast_dtype(dtype: str, device):
     return None
 
 
-def _load_tokenizer(name: str):
+def load_tokenizer(name: str):
     """The tokenizer of a model name or path; an offline model is pulled first."""
     from transformers import AutoTokenizer
 

@@ -1,0 +1,188 @@
+"""`attninf export`: a mixture as flat token-id shards, the layout other
+trainers read without a tokenizer (nanoGPT-style memmap loaders, Megatron-
+style indexed datasets, torchtitan readers).
+
+For each shard of the mixture (each phase of a phased one):
+
+* `<name>.bin`: the token ids of its documents, in row order, each document
+  followed by EOS, as `uint16` when the vocabulary fits (< 65,536 ids), else
+  `uint32`, little-endian, no header: `np.memmap(path, dtype)` reads it;
+* `<name>.idx`: `int64`, rows + 1 offsets (in tokens) into the .bin:
+  document i is bin[idx[i]:idx[i + 1]]. Every mixture row is a document, an
+  empty or null text an empty one (no EOS), so row i of the shard is
+  document i;
+* `manifest.json`, written last: tokenizer, vocabulary size, EOS id, dtype,
+  and per shard its documents, tokens and the sha256 of both files, so a
+  truncated or damaged shard is found (`attninf export --verify`).
+
+The shards are tokenized in parallel (one Dask task each), streaming: a
+shard is read in record batches and its .bin written as it goes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import Mixture, atomic_path, write_json
+from .errors import AttninfError
+
+FORMAT = "attninf-tokens-1"
+MANIFEST = "manifest.json"
+READ_ROWS = 2048
+
+
+@dataclass
+class ExportConfig:
+    data: str = field(default="mixed", metadata={"help": "Mixture from `attninf mix` (plain or phased)."})
+    out: str = field(default="tokens", metadata={"help": "Output directory."})
+    format: str = field(default="tokens", metadata={
+        "choices": ("tokens",), "help": "tokens: flat token-id shards (.bin) with document offsets (.idx)."})
+    tokenizer: str = field(default="smollm2-135m", metadata={"help": "Model name or path of the tokenizer."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    workers: int | None = field(default=None, metadata={
+        "help": "Shards tokenized at once (Dask threads).", "default_help": "the cores"})
+
+
+def token_dtype(vocab_size: int):
+    """uint16 when every id fits, else uint32."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_shard(src: Path, dst: Path, tokenizer, eos: int, dtype, text_column: str) -> dict:
+    """One mixture shard to dst.bin and dst.idx; returns its manifest entry."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(src)
+    if text_column not in pf.schema_arrow.names:
+        raise AttninfError(f"{src}: no column {text_column!r} (columns: {', '.join(pf.schema_arrow.names)})")
+    offsets, total, h = [0], 0, hashlib.sha256()
+    limit = np.iinfo(dtype).max
+    with atomic_path(dst.with_suffix(".bin")) as tmp, open(tmp, "wb") as f:
+        for batch in pf.iter_batches(batch_size=READ_ROWS, columns=[text_column]):
+            texts = batch.column(0).to_pylist()
+            keep = [i for i, t in enumerate(texts) if t]
+            enc = tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"] if keep else []
+            docs = [[] for _ in texts]
+            for i, ids in zip(keep, enc):
+                docs[i] = ids + [eos]
+            flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=sum(map(len, docs)))
+            if len(flat) and (flat.max() > limit or flat.min() < 0):
+                raise AttninfError(f"token id {int(flat.max())} does not fit {dtype.name}: the tokenizer's "
+                                   "vocabulary is larger than it says")
+            data = flat.astype(dtype).tobytes()
+            f.write(data)
+            h.update(data)
+            for d in docs:
+                total += len(d)
+                offsets.append(total)
+    idx = np.asarray(offsets, dtype="<i8")
+    with atomic_path(dst.with_suffix(".idx")) as tmp:
+        idx.tofile(tmp)
+    return {"bin": dst.with_suffix(".bin").name, "idx": dst.with_suffix(".idx").name, "source": src.name,
+            "documents": len(idx) - 1, "tokens": total, "sha256_bin": h.hexdigest(),
+            "sha256_idx": hashlib.sha256(idx.tobytes()).hexdigest()}
+
+
+def run_export(cfg: ExportConfig) -> dict:
+    """Export every stream of the mixture; returns the manifest."""
+    import dask
+
+    from .train import load_tokenizer
+
+    mix = Mixture.read(cfg.data)
+    phases = mix.phases()
+    streams = {"main": mix.shards()} if phases is None else {p: m.shards() for p, m in phases.items()}
+    tok = load_tokenizer(cfg.tokenizer)
+    eos = tok.eos_token_id
+    if eos is None:
+        raise AttninfError(f"the tokenizer {cfg.tokenizer} has no EOS token to end documents with")
+    dtype = token_dtype(len(tok))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # written last: marks the export complete
+    tasks = {}
+    for name, files in streams.items():
+        d = out if name == "main" else out / name
+        d.mkdir(parents=True, exist_ok=True)
+        tasks[name] = [dask.delayed(export_shard)(f, d / f.stem, tok, eos, dtype, cfg.text_column) for f in files]
+    done = dask.compute(tasks, scheduler="threads", num_workers=cfg.workers)[0]
+    manifest = {"format": FORMAT, "tokenizer": cfg.tokenizer, "vocab_size": len(tok), "eos_id": int(eos),
+                "dtype": dtype.name, "byteorder": "little", "eos_appended": True,
+                "source": str(Path(cfg.data).resolve()),
+                "streams": {name: {"path": "." if name == "main" else name, "shards": shards,
+                                   "documents": sum(s["documents"] for s in shards),
+                                   "tokens": sum(s["tokens"] for s in shards)} for name, shards in done.items()}}
+    manifest["documents"] = sum(v["documents"] for v in manifest["streams"].values())
+    manifest["tokens"] = sum(v["tokens"] for v in manifest["streams"].values())
+    write_json(manifest, out / MANIFEST)
+    return manifest
+
+
+@dataclass
+class TokenShards:
+    """An export read back: its manifest, and each shard as numpy arrays."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "TokenShards":
+        root = Path(root)
+        p = root / MANIFEST
+        if not p.is_file():
+            raise AttninfError(f"{root} has no {MANIFEST}: not a finished `attninf export` (export again)")
+        m = json.loads(p.read_text())
+        if m.get("format") != FORMAT:
+            raise AttninfError(f"{p}: format {m.get('format')!r}, expected {FORMAT!r}")
+        return cls(root, m)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.manifest["dtype"]).newbyteorder("<")
+
+    def shard_paths(self, stream: str = "main"):
+        s = self.manifest["streams"][stream]
+        d = self.root / s["path"]
+        return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
+
+    def verify(self, digests: bool = True) -> None:
+        """Sizes against the manifest's counts, offsets that add up, and (with
+        digests) the sha256 of every file; the first problem is an error."""
+        for stream in self.manifest["streams"]:
+            for b, i, e in self.shard_paths(stream):
+                for p in (b, i):
+                    if not p.is_file():
+                        raise AttninfError(f"{p} is missing: export again")
+                want_b, want_i = e["tokens"] * self.dtype.itemsize, (e["documents"] + 1) * 8
+                for p, want in ((b, want_b), (i, want_i)):
+                    got = p.stat().st_size
+                    if got != want:
+                        raise AttninfError(f"{p}: {got:,} bytes, the manifest says {want:,} "
+                                           f"({'truncated' if got < want else 'grown'}): export again")
+                idx = np.fromfile(i, dtype="<i8")
+                if idx[0] != 0 or idx[-1] != e["tokens"] or np.any(np.diff(idx) < 0):
+                    raise AttninfError(f"{i}: offsets do not run from 0 to {e['tokens']:,}: export again")
+                if digests:
+                    for p, key in ((b, "sha256_bin"), (i, "sha256_idx")):
+                        if _sha256(p) != e[key]:
+                            raise AttninfError(f"{p}: sha256 differs from the manifest (damaged): export again")
+
+    def documents(self, stream: str = "main"):
+        """Every document's token ids (numpy views), shard by shard, in row order."""
+        for b, i, _ in self.shard_paths(stream):
+            tokens = np.memmap(b, dtype=self.dtype, mode="r") if b.stat().st_size else np.zeros(0, self.dtype)
+            idx = np.fromfile(i, dtype="<i8")
+            for k in range(len(idx) - 1):
+                yield tokens[idx[k]:idx[k + 1]]
