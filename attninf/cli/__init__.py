@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from . import data, detect, explain, export, model, run, schedules, score, train
+from . import compare, data, detect, explain, export, model, run, schedules, score, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,6 +32,7 @@ def main(verbose: bool) -> None:
       attninf report scores/ --selected selected/ --out report/
       attninf train --data mixed/ --out run/          # WSD schedule
       attninf export mixed/ --out tokens/             # token-id shards for other trainers
+      attninf compare --scores scores/ --corpus corpus/ --out compare/   # proxy A/B trainings
     or all of it (but training) from one file:  attninf run configs/demo.yaml
 
     Every stage command takes --config FILE.yaml (the stage's section of a
@@ -47,5 +48,5 @@ def main(verbose: bool) -> None:
 
 
 for _cmd in (model.model, detect.detect_heads, score.score, explain.explain, data.select, data.mix, data.report, run.run,
-             train.train, export.export, schedules.schedules):
+             train.train, compare.compare, export.export, schedules.schedules):
     main.add_command(_cmd)
