@@ -1,5 +1,5 @@
 """`attninf run PIPELINE.yaml`: the whole chain, heads -> score -> select ->
-mix -> report, from one YAML file.
+mix [-> compare] -> report, from one YAML file.
 
 Each stage has a key: a digest of its own settings and the keys of the stages
 it reads. A stage whose key matches the one recorded after its last success
@@ -15,6 +15,7 @@ stage also resumes inside itself (finished files are kept).
     score:  {max_tokens: 512}
     select: {frac: 0.2}
     mix:    {repeat: 1, seed: 0}
+    compare: {seeds: 3, total_steps: 200}   # optional: proxy trainings, linked from the report
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .artifacts import MANIFEST, MIX_MANIFEST, write_json
 from .config import from_mapping, read_yaml, unknown_key
 from .errors import AttninfError
 
-SECTIONS = ("demo_corpus", "detect", "score", "select", "mix", "report")
+SECTIONS = ("demo_corpus", "detect", "score", "select", "mix", "compare", "report")
 TOP = ("model", "dtype", "device", "seed", "workdir", "corpus")
 
 
@@ -146,15 +147,18 @@ class Runner:
         return dict(self.cfg.get(name) or {})
 
     def stages(self) -> list[Stage]:
-        """corpus (only with demo_corpus:) -> heads -> score -> select -> mix -> report."""
+        """corpus (only with demo_corpus:) -> heads -> score -> select -> mix
+        [-> compare, only with compare:] -> report."""
         if self.cfg.get("demo_corpus") is None and not self.corpus.is_dir():
             raise AttninfError(f"corpus directory not found: {self.corpus}")
         heads, scores = self.work / "heads.json", self.work / "scores"
         selected, mixed, report = self.work / "selected", self.work / "mixed", self.work / "report"
         built = [self._corpus_stage()] if self.cfg.get("demo_corpus") is not None else []
+        compare = self.work / "compare" if self.cfg.get("compare") is not None else None
         return built + [self._heads_stage(heads), self._score_stage(heads, scores),
-                        self._select_stage(scores, selected), self._mix_stage(selected, mixed),
-                        self._report_stage(scores, selected, report)]
+                        self._select_stage(scores, selected), self._mix_stage(selected, mixed)] + \
+            ([self._compare_stage(scores, compare)] if compare else []) + \
+            [self._report_stage(scores, selected, report, compare)]
 
     def _corpus_stage(self) -> Stage:
         from .democorpus import DemoCorpusConfig, build_demo_corpus
@@ -227,17 +231,37 @@ class Runner:
             from .pipelines.mix import run_mix
 
             m = run_mix(mix)
-            return {"rows": m["rows"], "domains": m["domains"]}
+            return {"rows": m["rows"],
+                    "domains": m.get("domains") or {p: v["domains"] for p, v in m.get("parts", {}).items()}}
         return Stage("mix", mix, ("select",), mixed / MIX_MANIFEST, do_mix)
 
-    def _report_stage(self, scores: Path, selected: Path, report: Path) -> Stage:
+    def _compare_stage(self, scores: Path, compare: Path) -> Stage:
+        from .pipelines.compare import CompareConfig
+
+        shared = {k: self.cfg[k] for k in ("device",) if k in self.cfg}
+        ccfg = from_mapping(CompareConfig, {**shared, **self.section("compare")}, "section compare",
+                            fixed={"scores": str(scores), "corpus": str(self.corpus), "out": str(compare)})
+
+        def do_compare():
+            from .pipelines.compare import run_compare
+
+            summary = run_compare(ccfg, progress=self.progress, say=self.say)
+            if summary is None:
+                raise AttninfError("compare stopped before the end: run the pipeline again to go on")
+            return {"arms": summary["arms"], "page": str(compare / "index.html")}
+        return Stage("compare", ccfg, ("score",), compare / "summary.json", do_compare)
+
+    def _report_stage(self, scores: Path, selected: Path, report: Path, compare: Path | None = None) -> Stage:
         from .report import ReportConfig
 
-        rep = from_mapping(ReportConfig, self.section("report"), "section report",
-                           fixed={"scores": str(scores), "out": str(report), "selected": str(selected)})
+        fixed = {"scores": str(scores), "out": str(report), "selected": str(selected)}
+        if compare is not None:
+            fixed["compare"] = str(compare)
+        rep = from_mapping(ReportConfig, self.section("report"), "section report", fixed=fixed)
 
         def do_report():
             from .report import run_report
 
             return {"page": str(run_report(rep))}
-        return Stage("report", rep, ("select",), report / "index.html", do_report)
+        return Stage("report", rep, ("select",) + (("compare",) if compare else ()), report / "index.html",
+                     do_report)

@@ -36,6 +36,8 @@ class ReportConfig:
     token_maps: int = field(default=2, metadata={
         "help": "Top and bottom documents per domain shown token by token (loads the scoring model; 0: none)."})
     table_rows: int = field(default=2000, metadata={"help": "Selected documents listed in the sortable table."})
+    compare: str | None = field(default=None, metadata={
+        "help": "Output of `attninf compare`: its headline numbers and a link on the page."})
 
 
 EXCERPT = 400
@@ -381,11 +383,34 @@ model fingerprint <code>{e(str(scores.fingerprint.get('model')))}</code>
 
 def run_report(cfg: ReportConfig) -> Path:
     return build_report(cfg.scores, cfg.out, cfg.selected, top=cfg.top, token_maps=cfg.token_maps,
-                        table_rows=cfg.table_rows)
+                        table_rows=cfg.table_rows, compare=cfg.compare)
+
+
+def _compare_section(compare: str | Path | None, out: Path) -> str:
+    """The comparison's verdicts on held-out loss, and a link to its page."""
+    if compare is None:
+        return ""
+    import json
+    import os
+
+    e = html.escape
+    p = Path(compare) / "summary.json"
+    if not p.is_file():
+        raise AttninfError(f"--compare {compare}: no summary.json (run `attninf compare` first)")
+    s = json.loads(p.read_text())
+    key = "heldout loss (mean of domains)"
+    rows = "".join(f"<tr><td>{e(a)}</td><td>{s['stats'][a][key]['mean']:.4f} ± {s['stats'][a][key]['sd']:.4f}</td></tr>"
+                   for a in s["arms"] if key in s["stats"][a])
+    verdicts = "".join(f"<li>{e(arm)} − {e(ref)}: {ms[key]['mean']:+.4f} ({e(ms[key]['verdict'])})</li>"
+                       for ref, per in s["paired"].items() for arm, ms in per.items() if key in ms)
+    link = os.path.relpath(Path(compare).resolve() / "index.html", out.resolve())
+    return (f"<h2>Proxy trainings</h2><p>Held-out loss after equal tokens, {len(s['seeds'])} seed(s) per arm "
+            f"(<a href='{e(link)}'>the comparison</a>):</p><table><tr><th>arm</th><th>{e(key)}</th></tr>{rows}"
+            f"</table><ul>{verdicts}</ul>")
 
 
 def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3,
-                 token_maps: int = 2, table_rows: int = 2000) -> Path:
+                 token_maps: int = 2, table_rows: int = 2000, compare: str | Path | None = None) -> Path:
     """Write out/index.html and its PNGs; returns the page's path. Reads the
     scores in batches (attninf.scorestats): memory does not grow with rows."""
     import matplotlib
@@ -404,6 +429,6 @@ def build_report(scores: str | Path, out: str | Path, selected: str | Path | Non
     maps, note = _token_maps(sc, docs)
     page = _page(sc, sel, figures.draw_all(), _excerpt_sections(domains, sc, maps),
                  _selected_rows_table(stats.best_selected, stats.selected, sc, table_rows), note,
-                 _diagnostics(domains, sel is not None))
+                 _diagnostics(domains, sel is not None) + _compare_section(compare, out))
     write_text(page, out / "index.html")
     return out / "index.html"

@@ -99,3 +99,25 @@ def test_copied_workdir_mixes(tmp_path, tiny_model_dir):
     finally:
         os.chdir(here)
     assert corpus.exists()
+
+
+def test_phased_mix_and_compare_sections(tmp_path, tiny_model_dir):
+    """A `compare:` section adds proxy trainings after the mix; the report
+    shows their verdict and links to them. A phased mix runs in the chain."""
+    corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
+    model = tmp_path / "m.yaml"
+    model.write_text("hidden_size: 32\nintermediate_size: 64\nnum_hidden_layers: 2\nnum_attention_heads: 2\n"
+                     "num_key_value_heads: 1\n")
+    extra = ("select: {frac: 0.3}\nmix: {phases: 'stable,decay', decay_weight: 2}\n"
+             f"compare: {{arms: 'full,attninf', seeds: 1, total_steps: 6, warmup_steps: 1, decay_steps: 2, "
+             f"seq_len: 32, batch_size: 2, probes: 0, model_config: {model}, tokenizer: {tiny_model_dir}, "
+             f"dtype: float32}}\n")
+    cfg = _pipeline_yaml(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "work", corpus, extra=extra)
+    out = _run(cfg)
+    work = tmp_path / "work"
+    assert "[compare] done" in out and (work / "compare" / "summary.json").is_file()
+    assert (work / "mixed" / "stable" / ".manifest.json").is_file() and (work / "mixed" / "decay").is_dir()
+    page = (work / "report" / "index.html").read_text()
+    assert "Proxy trainings" in page and "../compare/index.html" in page
+    out = _run(cfg, "compare.seeds=1")
+    assert "[compare] up to date" in out and "[report] up to date" in out
