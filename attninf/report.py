@@ -399,8 +399,8 @@ def _compare_section(compare: str | Path | None, out: Path) -> str:
         raise AttninfError(f"--compare {compare}: no summary.json (run `attninf compare` first)")
     s = json.loads(p.read_text())
     key = "heldout loss (mean of domains)"
-    rows = "".join(f"<tr><td>{e(a)}</td><td>{s['stats'][a][key]['mean']:.4f} ± {s['stats'][a][key]['sd']:.4f}</td></tr>"
-                   for a in s["arms"] if key in s["stats"][a])
+    rows = "".join(f"<tr><td>{e(a)}</td><td>{_num(s['stats'][a][key]['mean'], '.4f')} ± "
+                   f"{_num(s['stats'][a][key]['sd'], '.4f')}</td></tr>" for a in s["arms"] if key in s["stats"][a])
     verdicts = "".join(f"<li>{e(arm)} − {e(ref)}: {ms[key]['mean']:+.4f} ({e(ms[key]['verdict'])})</li>"
                        for ref, per in s["paired"].items() for arm, ms in per.items() if key in ms)
     link = os.path.relpath(Path(compare).resolve() / "index.html", out.resolve())

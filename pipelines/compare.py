@@ -26,6 +26,7 @@ import json
 import math
 import shutil
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -318,19 +319,23 @@ def run_compare(cfg, progress: bool = True, say: Callable[[str], None] = print) 
     data = prepare(cfg, say)
     runs = [(arm, seed) for seed in range(cfg.seeds) for arm in arms]
     results: dict = {}
+    spent: list[float] = []  # seconds of each run trained by this call: the ETA of the rest
     for k, (arm, seed) in enumerate(runs, 1):
         tcfg = train_config(cfg, arm, seed, data)
         measured = Path(tcfg.out) / "measures.json"
         if measured.is_file():
             results[(arm, seed)] = json.loads(measured.read_text())
             continue
-        say(f"[{k}/{len(runs)}] arm {arm}, seed {seed}: training {cfg.total_steps} steps")
+        eta = f", about {statistics.mean(spent) * (len(runs) - k + 1) / 60:.0f} min left" if spent else ""
+        say(f"[{k}/{len(runs)}] arm {arm}, seed {seed}: training {cfg.total_steps} steps{eta}")
+        t0 = time.perf_counter()
         r = train(tcfg, progress=progress, say=say)
         if r["step"] < tcfg.total_steps:  # a planned stop (max_steps_this_run): run again to go on
             say(f"stopped at step {r['step']} of arm {arm}, seed {seed}; run the same command to go on")
             return None
         results[(arm, seed)] = _measure(tcfg, cfg.probes)
         write_json(results[(arm, seed)], measured)
+        spent.append(time.perf_counter() - t0)
     summary = summarize(cfg, arms, data, results)
     summary["diagnostics"] = diagnostics(cfg, data)
     write_json(summary, Path(cfg.out) / "summary.json")
