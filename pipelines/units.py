@@ -215,7 +215,7 @@ def _score_batch(scorer, texts: list, token_stats: bool = False) -> dict:
     try:
         while True:
             try:
-                return scorer.score_texts(texts, token_stats=token_stats)
+                return scorer.score_texts(texts, token_stats=True) if token_stats else scorer.score_texts(texts)
             except torch.cuda.OutOfMemoryError:
                 if forward.batch_tokens <= scorer.max_tokens:
                     raise

@@ -16,14 +16,24 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 def test_report_renders_with_images(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     corpus, scores = make_scored_corpus(tmp_path, files=3, rows=50)
+    rng = np.random.default_rng(0)
+    for p in scores.rglob("*.parquet"):  # as `score --save-token-stats` leaves them
+        t = pq.read_table(p)
+        for c in ("top1_share", "score_first_half", "score_second_half"):
+            t = t.append_column(c, pa.array(rng.random(len(t))))
+        pq.write_table(t, p)
     m = run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel"), frac=0.2))
     res = CliRunner().invoke(main, ["report", str(scores), "--selected", str(tmp_path / "sel"),
                                     "--out", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     page = tmp_path / "report" / "index.html"
     text = page.read_text()
-    for png in ("scores.png", "lengths.png", "repetition.png"):
+    for png in ("scores.png", "lengths.png", "repetition.png", "token_share.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
         assert f"src='{png}'" in text
     for g, v in m["groups"].items():  # the selection's numbers are on the page
@@ -34,6 +44,7 @@ def test_report_renders_with_images(tmp_path):
     scores_listed = [float(r.split("</td><td>")[1]) for r in body.split("<tr>")[1:]]
     assert scores_listed == sorted(scores_listed, reverse=True)
     assert "How to read this page" in text and "{&quot;" not in text  # settings as a table, not raw JSON
+    assert "Diagnostics per domain" in text and "median top-1% share" in text
     if CHROMIUM is None:
         pytest.skip("no Chromium here (make test installs it)")
     for width in (1280, 420):  # a desktop window and a narrow one
@@ -45,7 +56,7 @@ def test_report_renders_with_images(tmp_path):
                              capture_output=True, text=True, timeout=120)
         loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', out.stdout)
         assert loaded, out.stderr[-2000:]
-        assert loaded.group(1) == loaded.group(2) == "3"
+        assert loaded.group(1) == loaded.group(2) == "4"
         assert 'data-errors="0"' in out.stdout, "JavaScript errors on the page"
         assert 'data-sort-ok="yes"' in out.stdout, "the selected table did not sort on a click"
         assert 'data-fits="yes"' in out.stdout, f"the page overflows a {width}px window"
