@@ -148,6 +148,7 @@ def power(tokens: float, lr_max: float, a: float = 4.6, b: float = -0.51, batch_
 
 
 SCHEDULES = ("wsd", "wsd-s", "cosine", "cyclic-cosine", "power", "constant")
+DECAYING = ("wsd", "wsd-s", "power")  # the ones with a decay phase: a phased mixture can follow them
 
 
 def lr_lambda(name: str, **kw) -> Callable[[int], float]:

@@ -157,7 +157,7 @@ def test_reads_only_a_finished_mixture(data, model_yaml, tiny_model_dir, tmp_pat
     _manifest(d, 2)
     (d / ".pieces" / "00000").mkdir(parents=True)
     pq.write_table(pa.table({"text": ["zzzz " * 50] * 30}), d / ".pieces" / "00000" / "x.parquet")
-    from attninf.train import mixture_files
+    from attninf.streams import mixture_files
 
     assert [p.name for p in mixture_files(d)] == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
     (d / "part-00001-of-00002.parquet").unlink()
