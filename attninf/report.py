@@ -114,7 +114,7 @@ class _Figures:
 
     def scores(self, ax, ds: DomainStats):
         _stairs(ax, ds.scores["all"], color="#4c72b0", alpha=0.85, label="all")
-        if ds.docs["selected"]:
+        if ds.selected:
             _stairs(ax, ds.scores["selected"], color="#dd8452", alpha=0.8, label="selected")
         thr = self.thresholds.get(ds.name, self.thresholds.get("(all)"))
         if thr is not None:
@@ -128,7 +128,7 @@ class _Figures:
             return
         _stairs(ax, ds.lengths["all"], density=True, alpha=0.6, color="#4c72b0",
                 label=f"all (median {ds.median_tokens('all'):.0f})")
-        if ds.docs["selected"]:
+        if ds.selected:
             _stairs(ax, ds.lengths["selected"], density=True, alpha=0.6, color="#dd8452",
                     label=f"selected (median {ds.median_tokens('selected'):.0f})")
         ax.set_xscale("log")
@@ -240,7 +240,7 @@ def _diagnostics(domains: list[DomainStats], with_selection: bool) -> str:
         cells = [e(ds.name), f"{ds.ok:,}"]
         if with_selection:
             tok = ds.tokens["selected"] / ds.tokens["all"] if ds.tokens["all"] else float("nan")
-            cells += [f"{ds.docs['selected']:,} ({_pct(ds.docs['selected'] / ds.ok if ds.ok else np.nan)})",
+            cells += [f"{ds.selected:,} ({_pct(ds.selected / ds.ok if ds.ok else np.nan)})",
                       _pct(tok)]
         cells += [_num(ds.median_tokens(k)) for k in kinds]
         if stats:

@@ -169,7 +169,7 @@ class DomainStats:
         self.lengths = {k: Histogram(length_edges) for k in ("all", "selected")}
         self.length_counts = {k: Counter() for k in ("all", "selected")}
         self.tokens = {"all": 0, "selected": 0}
-        self.docs = {"all": 0, "selected": 0}
+        self.selected = 0  # documents the selection kept (all of them: self.ok)
         self.share = {k: Histogram(share_edges) for k in ("all", "selected")}
         self.halves = {k: np.zeros(3) for k in ("all", "selected")}  # sum first, sum second, count
         self.has_token_stats = False
@@ -187,13 +187,13 @@ class DomainStats:
             u, c = np.unique(lengths[m].astype(np.int64), return_counts=True)
             self.length_counts[k].update(dict(zip(u.tolist(), c.tolist())))
             self.tokens[k] += int(cols["n_tokens"][idx][m].sum())
-            self.docs[k] += len(idx) if k == "all" else int(chosen.sum())
             if TOKEN_STATS[0] in cols:
                 self.has_token_stats = True
                 self.share[k].add(cols[TOKEN_STATS[0]][idx][m])
                 first, second = cols[TOKEN_STATS[1]][idx][m], cols[TOKEN_STATS[2]][idx][m]
                 both = ~(np.isnan(first) | np.isnan(second))
                 self.halves[k] += (first[both].sum(), second[both].sum(), both.sum())
+        self.selected += int(chosen.sum())
         self._sample(cols, idx, chosen, keys)
         if top:
             s = cols["score"][idx]
