@@ -295,6 +295,19 @@ def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") ->
     return corpus_texts(corpus, rel, [row], column)[row]
 
 
+def write_selection_rows(path: Path, rows, ids, domains, scores, n_tokens) -> None:
+    """One file of a selection: the kept rows of a scores file (row, id,
+    domain, score, n_tokens), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"row": pa.array(rows, pa.int64()), "id": pa.array(ids, pa.string()),
+                      "domain": pa.array(domains, pa.string()), "score": pa.array(scores, pa.float64()),
+                      "n_tokens": pa.array(n_tokens, pa.int64())})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
 class Selection(_StageOutput):
     """A selection directory: selected/<scores file> holding the kept rows
     (row, id, domain, score, n_tokens); manifest.json with the cut per

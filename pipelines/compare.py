@@ -27,13 +27,13 @@ import math
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from attninf.artifacts import (Scores, Selection, atomic_path, corpus_mismatch, corpus_signature,
+from attninf.artifacts import (Scores, write_selection_rows, Selection, atomic_path, corpus_mismatch, corpus_signature,
                                domain_name, write_json)
 from attninf.errors import AttninfError
 from attninf.train import TrainConfig
@@ -101,10 +101,8 @@ def _check(cfg) -> None:
 
 
 def _check_pair(scores: Scores, corpus: Path) -> None:
-    """The scores belong to this corpus: same files and rows, and (where the
-    corpus has ids) the same ids."""
-    import pyarrow.parquet as pq
-
+    """The scores belong to this corpus by its files' sizes and rows (the ids
+    are compared where the split reads both, `_same_ids`)."""
     if not corpus.is_dir():
         raise AttninfError(f"corpus directory not found: {corpus}")
     files = scores.files()
@@ -112,21 +110,22 @@ def _check_pair(scores: Scores, corpus: Path) -> None:
         why = corpus_mismatch(corpus, scores.corpus_files, files)
         if why:
             raise AttninfError(f"{corpus} is not the corpus {scores.root} was scored from: {why}")
-    id_col = scores.column("id")
-    for rel in files:
-        if not (corpus / rel).is_file():
-            raise AttninfError(f"{rel} is scored but missing from {corpus}")
-        names = pq.read_schema(corpus / rel).names
-        sc = pq.read_table(scores.root / rel, columns=["id"])["id"].cast("string").to_pylist()
-        if id_col in names:
-            ids = pq.read_table(corpus / rel, columns=[id_col])[id_col].cast("string").to_pylist()
-        else:
-            ids = [f"{rel}:{i}" for i in range(pq.ParquetFile(corpus / rel).metadata.num_rows)]
-        if ids != sc:
-            bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
-            raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
-                               f"{ids[bad] if bad < len(ids) else '(none)'!r} in the corpus and "
-                               f"{sc[bad] if bad < len(sc) else '(none)'!r} in the scores")
+    missing = [rel for rel in files if not (corpus / rel).is_file()]
+    if missing:
+        raise AttninfError(f"{missing[0]} is scored but missing from {corpus}")
+
+
+def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus: Path) -> None:
+    """A corpus file (t) and its scores (s) hold the same ids, row by row
+    (`<file>:<row>` where the corpus has no id column)."""
+    sc = s["id"].cast("string").to_pylist()
+    ids = (t[id_col].cast("string").to_pylist() if id_col in t.column_names
+           else [f"{rel}:{i}" for i in range(len(t))])
+    if ids != sc:
+        bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
+        raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
+                           f"{ids[bad] if bad < len(ids) else '(none)'!r} in the corpus and "
+                           f"{sc[bad] if bad < len(sc) else '(none)'!r} in the scores")
 
 
 def heldout_rows(scores: Scores, frac: float) -> dict[str, np.ndarray]:
@@ -159,10 +158,11 @@ def _split(scores: Scores, corpus: Path, held: dict[str, np.ndarray], data: Path
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    text_col = scores.column("text")
+    text_col, id_col = scores.column("text"), scores.column("id")
     heldout, counts = [], {}
     for rel, rows in held.items():
         t, s = pq.read_table(corpus / rel), pq.read_table(scores.root / rel)
+        _same_ids(t, s, rel, id_col, scores, corpus)
         mask = np.ones(len(t), dtype=bool)
         mask[rows] = False
         keep = pa.array(mask)
@@ -191,7 +191,6 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
     attninf selection within one document: documents of the domain (status
     ok) in an order fixed by a hash of their id, taken until the tokens reach
     the target. Written in the Selection format, so `attninf mix` reads it."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from attninf.measures import id_hash
@@ -218,13 +217,7 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
         groups[g] = {**attninf.groups[g], "selected": kept, "tokens_selected": got, "threshold": None}
     for rel, rows in chosen.items():
         rows.sort()
-        with atomic_path(out / rel) as tmp:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"row": pa.array([r[0] for r in rows], pa.int64()),
-                                     "id": pa.array([r[1] for r in rows], pa.string()),
-                                     "domain": pa.array([r[2] for r in rows], pa.string()),
-                                     "score": pa.array([r[3] for r in rows], pa.float64()),
-                                     "n_tokens": pa.array([r[4] for r in rows], pa.int64())}), tmp)
+        write_selection_rows(out / rel, *([r[k] for r in rows] for k in range(5)))
     m = {**attninf.manifest, "groups": groups, "selected": sum(v["selected"] for v in groups.values()),
          "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
          "by_why": "random documents with the tokens of the attninf selection per domain (compare's control)"}
@@ -242,7 +235,7 @@ def prepare(cfg, say: Callable[[str], None] = print) -> dict:
     key = {k: getattr(cfg, k) for k in ("scores", "corpus", "heldout_frac", "frac", "repeat", "decay_weight")}
     key["scores"], key["corpus"] = str(Path(cfg.scores).resolve()), str(Path(cfg.corpus).resolve())
     scores = Scores.read(cfg.scores)
-    key["digest"] = scores.manifest.get("summary")
+    key["scores_summary"] = scores.manifest.get("summary")  # a rescore changes it
     done = data / "prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (NO_DOMAIN, Scores, Selection, atomic_path, combine_digests, domain_name,
-                               score_file_digest)
+from attninf.artifacts import (NO_DOMAIN, Scores, Selection, combine_digests, domain_name,
+                               score_file_digest, write_selection_rows)
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -277,18 +277,11 @@ def _cut(job: dict, need: dict, open_: dict, cuts: dict) -> None:
 
 def _write_rows(root, rel, cfg, by_domain, cuts, out: str) -> dict[str, list[int]]:
     """Pass 4, one file: write its selected rows; (documents, tokens) kept per group."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     d, keep = _selected_rows(root, rel, cfg, by_domain, cuts)
     idx = np.nonzero(keep)[0]
-    table = pa.table({"row": pa.array(idx, pa.int64()), "id": pa.array(d["id"][idx].tolist(), pa.string()),
-                      "domain": pa.array([None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
-                                         pa.string()),
-                      "score": pa.array(d["score"][idx], pa.float64()),
-                      "n_tokens": pa.array(d["n_tokens"][idx], pa.int64())})
-    with atomic_path(Path(out) / rel) as tmp:
-        pq.write_table(table, tmp)
+    write_selection_rows(Path(out) / rel, idx, d["id"][idx].tolist(),
+                         [None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
+                         d["score"][idx], d["n_tokens"][idx])
     per: dict[str, list[int]] = {}
     for i in idx:
         k = per.setdefault(d["group"][i], [0, 0])
