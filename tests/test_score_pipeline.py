@@ -40,8 +40,9 @@ def test_scores_every_row_in_order(tmp_path, heads_file, tiny_model_dir):
     t["text"][2], t["text"][3], t["text"][5] = None, "", "  \n"
     pq.write_table(pa.table(t), corpus / "prose" / "part-0.parquet")
     out = tmp_path / "scores"
+    # float32: --dtype auto is bf16 on a CPU with AVX512-BF16/AMX, and the reference below is float32
     res = run([corpus, "--heads", heads_file, "--out", out, "--workers", "0", "--max-tokens", "64",
-               "--batch-tokens", "256"])
+               "--batch-tokens", "256", "--dtype", "float32"])
     assert res.exit_code == 0, res.output
     got = read_scores(out)
     assert sorted(got) == ["code/part-1.parquet", "code/part-3.parquet", "prose/part-0.parquet", "prose/part-2.parquet"]
