@@ -147,23 +147,46 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     return out.transpose(1, 2).contiguous(), None
 
 
+def logit_factor(cfg) -> float:
+    """The factor an architecture applies to its output layer's logits:
+    Granite divides them by `logits_scaling`, Cohere multiplies them by
+    `logit_scale`. Logits are linear in the final hidden state, so the fused
+    loss applies the factor to the hidden state instead."""
+    factor = 1.0
+    if getattr(cfg, "logits_scaling", None) not in (None, 1, 1.0):
+        factor /= float(cfg.logits_scaling)
+    if getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        factor *= float(cfg.logit_scale)
+    return factor
+
+
 def lm_head(model):
     """(weight (V, H), bias (V,) or None) of the model's output layer."""
     cfg = model.config
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
-        raise AttninfError(f"{cfg.model_type}: logit soft-capping / scaling is not supported by the fused loss")
+    if getattr(cfg, "final_logit_softcapping", None):
+        raise AttninfError(f"{cfg.model_type}: final logit soft-capping is not supported by the fused loss")
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise AttninfError(f"{type(model).__name__} has no linear output layer")
     return head.weight, getattr(head, "bias", None)
 
 
+def head_nll(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, H) final hidden states, (N,) targets -> (N,) fp32 NLL through the
+    model's output layer (and its logit factor), with no (N x vocab) logits."""
+    from attninf.kernels import token_nll
+
+    weight, bias = lm_head(model)
+    factor = logit_factor(model.config)
+    if factor != 1.0:
+        hidden = hidden * factor
+    return token_nll(hidden, weight, targets, bias)
+
+
 def token_losses(model, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
     """(B, S) ids -> (B, S-1) fp32 per-token NLL of ids[:, 1:], through the
     final hidden states and token_nll: no (tokens x vocab) logits tensor.
     Positions whose target is padding (attention_mask 0) get 0."""
-    from attninf.kernels import token_nll
-
     out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False)
     hidden = out.last_hidden_state[:, :-1]  # (B, S-1, H): position t predicts token t+1
@@ -171,5 +194,28 @@ def token_losses(model, input_ids, attention_mask=None, position_ids=None) -> to
     targets = input_ids[:, 1:]
     if attention_mask is not None:
         targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
-    weight, bias = lm_head(model)
-    return token_nll(hidden.reshape(B * S1, H), weight, targets.reshape(-1), bias).view(B, S1)
+    return head_nll(model, hidden.reshape(B * S1, H), targets.reshape(-1)).view(B, S1)
+
+
+@torch.inference_mode()
+def check_fused_loss(model, tokens: int = 24) -> None:
+    """The fused loss (token_losses) against the model's own forward and
+    its logits, on a few tokens, once at load: an architecture whose output
+    the fused path does not reproduce (some scaling, capping or bias it does
+    not know of) is refused before it scores anything."""
+    import torch.nn.functional as F
+
+    cfg = model.config
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(cfg.vocab_size), (1, tokens), generator=g).to(device)
+    logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+    own = F.cross_entropy(logits, ids[0, 1:], reduction="none")
+    ours = token_losses(model, ids)[0].float()
+    low = next(model.parameters()).dtype != torch.float32  # the model's logits are rounded to bf16/fp16
+    rel = float((ours - own).abs().mean() / own.abs().mean().clamp_min(1e-6))
+    if rel > (2e-2 if low else 1e-4):
+        raise AttninfError(
+            f"{type(model).__name__}: attninf's loss differs from the model's own by {rel:.1%} on the same "
+            f"tokens (mean {float(ours.mean()):.4f} vs {float(own.mean()):.4f}): its output layer does something "
+            "the fused loss does not reproduce; this architecture is not supported")

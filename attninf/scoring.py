@@ -39,7 +39,7 @@ from .docstart import DocPrefix, resolve_doc_prefix
 from .errors import AttninfError
 from .explain import token_summary
 from .model import LoadedModel
-from .plugin import head_mask_tensors, install, lm_head, set_layer_masks, token_losses
+from .plugin import check_fused_loss, head_mask_tensors, head_nll, install, set_layer_masks, token_losses
 
 log = logging.getLogger("attninf")
 
@@ -162,6 +162,7 @@ class Scorer:
         if len(self.doc_prefix.ids) >= self.max_tokens:
             raise AttninfError(f"--max-tokens {self.max_tokens} leaves no room after the document prefix")
         install(self.model)
+        check_fused_loss(self.model)  # refuses an output layer the fused loss does not reproduce
         can_share = SharedPrefix.supports(self.model, self.max_tokens)
         if layered and not can_share:
             raise AttninfError(f"the shared-prefix path does not support {cfg.model_type} models")
@@ -367,11 +368,8 @@ class SharedPrefix:
         return base.norm(hidden)
 
     def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from attninf.kernels import token_nll
-
-        weight, bias = lm_head(self.model)
         B, T, Hd = hidden.shape
-        return token_nll(hidden.reshape(B * T, Hd), weight, targets.repeat(B), bias).view(B, T)
+        return head_nll(self.model, hidden.reshape(B * T, Hd), targets.repeat(B)).view(B, T)
 
 
 class TwoPass:
