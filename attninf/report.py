@@ -230,14 +230,16 @@ def _diagnostics(domains: list[DomainStats], with_selection: bool) -> str:
     e = html.escape
     stats = any(ds.has_token_stats for ds in domains)
     kinds = ("all", "selected") if with_selection else ("all",)
-    head = ["domain", "documents"] + (["selected", "tokens selected"] if with_selection else [])
+    nonfinite = any(ds.non_finite for ds in domains)
+    head = ["domain", "documents"] + (["non-finite score (not ranked)"] if nonfinite else [])
+    head += ["selected", "tokens selected"] if with_selection else []
     head += [f"median tokens ({k})" for k in kinds]
     if stats:
         head += [f"median top-1% share ({k})" for k in kinds] + [f"score from one block ({k})" for k in kinds]
         head += [f"mean score 1st / 2nd half ({k})" for k in kinds]
     rows = []
     for ds in domains:
-        cells = [e(ds.name), f"{ds.ok:,}"]
+        cells = [e(ds.name), f"{ds.ok:,}"] + ([f"{ds.non_finite:,}"] if nonfinite else [])
         if with_selection:
             tok = ds.tokens["selected"] / ds.tokens["all"] if ds.tokens["all"] else float("nan")
             cells += [f"{ds.selected:,} ({_pct(ds.selected / ds.ok if ds.ok else np.nan)})",

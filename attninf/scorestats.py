@@ -63,7 +63,11 @@ def _batches(scores: Scores, columns) -> Iterator[tuple[str, int, int, dict]]:
             cols.setdefault("domain", np.full(n, NO_DOMAIN, dtype=object))
             cols.setdefault("ok", np.zeros(n, dtype=bool))
             cols.setdefault("repetition", np.full(n, np.nan))
-            cols["ok"] &= ~np.isnan(cols.get("score", np.full(n, np.nan)))
+            # as select: a score of +-inf (L_base = 0) or NaN is never ranked, binned or drawn; the
+            # ok rows with a non-finite score are counted per domain instead
+            finite = np.isfinite(cols.get("score", np.full(n, np.nan)))
+            cols["non_finite"] = cols["ok"] & ~finite
+            cols["ok"] &= finite
             yield rel, start, total, cols
             start += n
 
@@ -160,8 +164,10 @@ def _score_edges(lo: float, hi: float) -> np.ndarray:
 class DomainStats:
     """Everything the page shows of one domain, for all and for selected documents."""
 
-    def __init__(self, name: str, ok: int, lo: float, hi: float, longest: float, sample: int):
+    def __init__(self, name: str, ok: int, lo: float, hi: float, longest: float, sample: int,
+                 non_finite: int = 0):
         self.name, self.ok, self.sample_size = name, ok, sample
+        self.non_finite = non_finite  # status ok but a score of +-inf or NaN: counted, never ranked
         score_edges = _score_edges(lo, hi)
         length_edges = np.logspace(0, np.log10(max(longest, 10)), LENGTH_BINS + 1)
         share_edges = np.linspace(0, 1, SHARE_BINS + 1)
@@ -245,7 +251,8 @@ class ReportStats:
 
 
 def _ranges(scores: Scores) -> tuple[dict, dict, int]:
-    """Pass 1: per domain [ok rows, lowest, highest score, longest document];
+    """Pass 1: per domain [ok rows, lowest, highest score, longest document,
+    rows with a non-finite score];
     each file's score digest; rows read."""
     ranges: dict[str, list] = {}
     digests: dict[str, hashlib._Hash] = {}
@@ -254,10 +261,13 @@ def _ranges(scores: Scores) -> tuple[dict, dict, int]:
         h = digests.setdefault(rel, hashlib.sha256(f"{total}|".encode()))  # = artifacts.score_file_digest
         h.update(np.ascontiguousarray(cols["score"], dtype=np.float64).tobytes())
         rows += cols["n"]
-        ok = cols["ok"]
-        for dom in np.unique(cols["domain"][ok]).tolist():
+        ok, nonfinite = cols["ok"], cols["non_finite"]
+        for dom in np.unique(cols["domain"][ok | nonfinite]).tolist():
             m = ok & (cols["domain"] == dom)
-            r = ranges.setdefault(dom, [0, np.inf, -np.inf, 0])
+            r = ranges.setdefault(dom, [0, np.inf, -np.inf, 0, 0])
+            r[4] += int((nonfinite & (cols["domain"] == dom)).sum())
+            if not m.any():
+                continue
             s = cols["score"][m]
             r[0] += int(m.sum())
             r[1], r[2] = min(r[1], s.min()), max(r[2], s.max())
@@ -292,7 +302,8 @@ def collect(scores: Scores, sel: Selection | None, top: int, table_rows: int, sa
     if sel is not None:
         check_selection(sel, scores.root, digests)
     sizes = sample_sizes({d: r[0] for d, r in ranges.items()}, sample)
-    domains = {d: DomainStats(d, r[0], r[1], r[2], r[3], sizes[d]) for d, r in sorted(ranges.items())}
+    domains = {d: DomainStats(d, r[0], r[1], r[2], r[3], sizes[d], non_finite=r[4])
+               for d, r in sorted(ranges.items())}
     best, selected, rows = Kept(), 0, 0
     sel_rows, current = np.zeros(0, dtype=np.int64), None
     for b, (rel, start, total, cols) in enumerate(_batches(scores, COLUMNS)):
