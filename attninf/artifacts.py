@@ -5,8 +5,8 @@ that reads its manifest; the digests that tie a selection to the scores it
 was made from and scores to the corpus they were made of. docs/design.md
 describes each.
 
-The corpus signature reads only Parquet footers (paths, sizes, row counts),
-the scores digest the score column; neither depends on modification times or
+The corpus signature reads only Parquet footers (paths, sizes, row counts,
+a hash of the footer bytes), the scores digest the score column; neither depends on modification times or
 absolute paths: a workdir copied or moved elsewhere keeps its digests, a
 rescore or a changed corpus does not.
 """
@@ -65,6 +65,28 @@ def atomic_path(dst: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def replaced_dir(dst: str | Path) -> Iterator[Path]:
+    """A new empty directory beside dst to build a whole output in. When the
+    block ends without error it takes dst's place whole: an earlier output,
+    and anything else that was in dst, is gone, so dst never mixes two runs'
+    files. When it fails it is removed and dst is left as it was."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = dst.with_name(f".{dst.name}.tmp-{tag}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = dst.with_name(f".{dst.name}.old-{tag}")
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(obj, path: str | Path, indent: int = 1) -> None:
     """JSON written atomically (non-JSON values, e.g. numpy scalars, as str)."""
     with atomic_path(path) as tmp:
@@ -81,9 +103,33 @@ def domain_name(value) -> str:
     return NO_DOMAIN if value is None else str(value)
 
 
-def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list[int]]:
-    """{relative path: [size in bytes, rows]} of corpus files; rows -1 where
-    the file cannot be read."""
+def parquet_footer_sha(path: str | Path) -> str | None:
+    """sha256 (16 hex) of a Parquet file's footer: its schema, row groups,
+    column chunk sizes, offsets and statistics. A byte copy keeps it; an
+    edit of the data almost always changes it, even at the same size and
+    row count, for the cost of reading the file's last few KiB."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            if size < 12:
+                return None
+            f.seek(size - 8)
+            n, magic = struct.unpack("<I4s", f.read(8))
+            if magic != b"PAR1" or n > size - 12:
+                return None
+            f.seek(size - 8 - n)
+            return hashlib.sha256(f.read(n)).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list]:
+    """{relative path: [size in bytes, rows, footer sha]} of corpus files;
+    rows -1 where the file cannot be read. Neither modification times nor
+    absolute paths enter it: a copied corpus has the same signature."""
     import pyarrow.parquet as pq
 
     out = {}
@@ -93,11 +139,18 @@ def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list[int]]
             rows = pq.ParquetFile(p).metadata.num_rows
         except Exception:  # noqa: BLE001 - an unreadable file still has a size
             rows = -1
-        out[rel] = [p.stat().st_size, rows]
+        out[rel] = [p.stat().st_size, rows, parquet_footer_sha(p)]
     return out
 
 
-def corpus_mismatch(root: str | Path, recorded: dict[str, list[int]], files: list[str]) -> str | None:
+def same_file(recorded, now) -> bool:
+    """Whether a file's signature now is the one recorded. Signatures recorded
+    before the footer sha was added ([size, rows]) compare on what they hold."""
+    recorded = list(recorded or [])
+    return bool(recorded) and list(now)[:len(recorded)] == recorded
+
+
+def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str]) -> str | None:
     """Why the corpus at root is not the one recorded (for these files), or None."""
     for rel in files:
         p = Path(root) / rel
@@ -106,8 +159,9 @@ def corpus_mismatch(root: str | Path, recorded: dict[str, list[int]], files: lis
         if not p.is_file():
             return f"{rel} is missing"
         now = corpus_signature(root, [rel])[rel]
-        if now != list(recorded[rel]):
-            return f"{rel} changed since it was scored (size, rows {now} vs {recorded[rel]})"
+        if not same_file(recorded[rel], now):
+            return (f"{rel} changed since it was scored (size, rows, footer {now} vs "
+                    f"{list(recorded[rel])})")
     return None
 
 

@@ -80,20 +80,30 @@ def from_mapping(cls: type[T], values: dict[str, Any], where: str, fixed: dict[s
         raise AttninfError(f"bad settings in {where}: {e}") from e
 
 
+def stage_values(cls, data: dict[str, Any], section: str, where: str | None = None,
+                 fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The one rule for what a pipeline file says to a stage, used by `attninf
+    run` and by `--config` alike: the top-level shared keys (model, dtype,
+    device, seed) that are fields of cls, then the stage's own section, which
+    wins. A section key that is not a field is an error; shared keys the
+    caller sets itself (fixed) are left to it."""
+    names = field_names(cls)
+    values = {k: data[k] for k in SHARED_KEYS if k in data and k in names and k not in fixed}
+    sect = data.get(section) or {}
+    if not isinstance(sect, dict):
+        raise AttninfError(f"{where or 'the pipeline file'}: section {section!r} must be a mapping")
+    for key in sect:
+        if key not in names:
+            raise unknown_key(key, f"section {section}" + (f" of {where}" if where else ""), names - set(fixed))
+    values.update(sect)
+    return values
+
+
 def load_stage(cls: type[T], path: str | Path | None, section: str, overrides: dict[str, Any]) -> T:
     """cls defaults <- YAML shared keys <- YAML section <- overrides (None = not given)."""
-    names = field_names(cls)
     values: dict[str, Any] = {}
     if path is not None:
-        data = read_yaml(path)
-        values.update({k: data[k] for k in SHARED_KEYS if k in data and k in names})
-        sect = data.get(section) or {}
-        if not isinstance(sect, dict):
-            raise AttninfError(f"{path}: section {section!r} must be a mapping")
-        for key in sect:
-            if key not in names:
-                raise unknown_key(key, f"section {section} of {path}", names)
-        values.update(sect)
+        values.update(stage_values(cls, read_yaml(path), section, str(path)))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_mapping(cls, values, f"the {section} settings")
 

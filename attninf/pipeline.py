@@ -1,11 +1,17 @@
 """`attninf run PIPELINE.yaml`: the whole chain, heads -> score -> select ->
 mix [-> compare] -> report, from one YAML file.
 
-Each stage has a key: a digest of its own settings and the keys of the stages
-it reads. A stage whose key matches the one recorded after its last success
-(workdir/.stages/<stage>.json) and whose output exists is skipped; a changed
-setting redoes that stage and those after it, nothing before. The score
-stage also resumes inside itself (finished files are kept).
+Each stage has a key (attninf.identity): a digest of its own settings and
+of what it reads, by content: the corpus's file signature, the model's
+fingerprint, the manifest of each stage output it reads. A stage whose key
+matches the one recorded after its last success (workdir/.stages/<stage>.json)
+and whose output exists is skipped. A changed setting or input redoes that
+stage, and the stages after it see a new output; nothing before is redone.
+The score stage also resumes inside itself (files scored from the same
+corpus file are kept, a changed or new file is scored, a removed one's
+scores are dropped). The YAML's top-level model, dtype, device and seed reach
+every stage whose config has that field, as with `--config`
+(attninf.config.stage_values).
 
     model: smollm2-135m          # shared: model, dtype, device, seed
     workdir: demo-out            # heads.json, scores/, selected/, mixed/, report/ go here
@@ -20,23 +26,19 @@ stage also resumes inside itself (finished files are kept).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import identity
 from .artifacts import MANIFEST, MIX_MANIFEST, write_json
-from .config import from_mapping, read_yaml, unknown_key
+from .config import from_mapping, read_yaml, stage_values, unknown_key
 from .errors import AttninfError
 
 SECTIONS = ("demo_corpus", "detect", "score", "select", "mix", "compare", "report")
 TOP = ("model", "dtype", "device", "seed", "workdir", "corpus")
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def apply_overrides(cfg: dict, sets: list[str]) -> dict:
@@ -75,23 +77,22 @@ def load_pipeline(path: str | Path, sets: list[str] = ()) -> dict:
 
 @dataclass
 class Stage:
-    """One step of the chain: its settings, the stages whose outputs it
-    reads, the output that exists once it is done, and the work itself
-    (which returns what the stage's marker records)."""
+    """One step of the chain: its settings, what it reads (named inputs, each
+    keyed by content when the stage is about to run), the output that exists
+    once it is done, and the work itself (which returns what the stage's
+    marker records)."""
 
     name: str
     settings: Any  # what decides the output: a config dataclass or a mapping
-    inputs: tuple[str, ...]
+    inputs: dict[str, Callable[[], Any]]  # input name -> its content key, computed when asked
     output: Path
     run: Callable[[], dict | None]
     not_in_key: tuple[str, ...] = field(default=())  # settings that change how, not what
 
-    def key(self, keys: dict[str, str]) -> str:
-        """A digest of this stage's settings and the keys of the stages it reads."""
-        s = dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else self.settings
-        if isinstance(s, dict):
-            s = {k: v for k, v in s.items() if k not in self.not_in_key}
-        return _digest([self.name, s, [keys[i] for i in self.inputs]])
+    def key(self) -> str:
+        """A digest of this stage's settings and of the content of what it reads."""
+        inputs = {name: key() for name, key in sorted(self.inputs.items())}
+        return identity.digest([self.name, identity.settings_of(self.settings, self.not_in_key), inputs])
 
 
 class Runner:
@@ -110,16 +111,23 @@ class Runner:
 
     def run(self) -> dict:
         self.work.mkdir(parents=True, exist_ok=True)
-        keys: dict[str, str] = {}
-        for stage in self.stages():
-            keys[stage.name] = stage.key(keys)
-            self._run_stage(stage, keys[stage.name])
+        for stage in self.stages():  # each key is taken after the stages before it ran
+            self._run_stage(stage, stage.key())
         page = self.work / "report" / "index.html"
         return {"ran": self.ran, "times": self.times, "report": str(page.resolve())}
 
     # ----------------------------------------------------------- bookkeeping
 
+    @staticmethod
+    def _output_key(stage: Stage) -> str | None:
+        """The stage's output as it is now: a manifest or file by its bytes, the corpus by its signature."""
+        if stage.output.is_dir():
+            return identity.corpus_key(stage.output)
+        return identity.file_key(stage.output)
+
     def _done(self, stage: Stage, key: str) -> bool:
+        """The marker holds this key and the output is the one the stage wrote
+        (not rewritten since, e.g. by a command run by hand into the workdir)."""
         p = self.stage_dir / f"{stage.name}.json"
         if not p.exists() or not stage.output.exists():
             return False
@@ -127,7 +135,8 @@ class Runner:
             marker = json.loads(p.read_text())
         except (ValueError, OSError):  # empty or truncated: the stage is not known to be done
             return False
-        return isinstance(marker, dict) and marker.get("key") == key
+        return (isinstance(marker, dict) and marker.get("key") == key
+                and marker.get("output") == self._output_key(stage))
 
     def _run_stage(self, stage: Stage, key: str) -> None:
         if self._done(stage, key):
@@ -137,14 +146,27 @@ class Runner:
         t = time.perf_counter()
         info = stage.run() or {}
         self.times[stage.name] = round(time.perf_counter() - t, 1)
-        write_json({"key": key, "finished": time.time(), **info}, self.stage_dir / f"{stage.name}.json")
+        write_json({"key": key, "output": self._output_key(stage), "finished": time.time(), **info},
+                   self.stage_dir / f"{stage.name}.json")
         self.ran.append(stage.name)
         self.say(f"[{stage.name}] done in {self.times[stage.name]:.1f}s: {stage.output}")
 
     # ---------------------------------------------------------------- stages
 
-    def section(self, name: str) -> dict:
-        return dict(self.cfg.get(name) or {})
+    def settings(self, cls, name: str, fixed: dict | None = None, base: dict | None = None):
+        """cls from the file's shared keys and section `name` (config.stage_values,
+        the rule `--config` follows), over `base`, with `fixed` set by the pipeline."""
+        fixed = fixed or {}
+        values = {**(base or {}), **stage_values(cls, self.cfg, name, fixed=tuple(fixed))}
+        return from_mapping(cls, values, f"section {name}", fixed=fixed)
+
+    # what stages read, keyed by content (attninf.identity)
+    def _corpus_key(self):
+        return identity.corpus_key(self.corpus)
+
+    @staticmethod
+    def _output(path: Path):
+        return lambda: identity.output_key(path)
 
     def stages(self) -> list[Stage]:
         """corpus (only with demo_corpus:) -> heads -> score -> select -> mix
@@ -163,7 +185,7 @@ class Runner:
     def _corpus_stage(self) -> Stage:
         from .democorpus import DemoCorpusConfig, build_demo_corpus
 
-        dc = from_mapping(DemoCorpusConfig, self.section("demo_corpus"), "section demo_corpus")
+        dc = self.settings(DemoCorpusConfig, "demo_corpus")
 
         def build():
             import shutil
@@ -171,13 +193,12 @@ class Runner:
             if self.corpus.exists():
                 shutil.rmtree(self.corpus)
             return {"counts": build_demo_corpus(self.corpus, **dataclasses.asdict(dc))}
-        return Stage("corpus", {"path": str(self.corpus), **dataclasses.asdict(dc)}, (), self.corpus, build)
+        return Stage("corpus", {"path": str(self.corpus), **dataclasses.asdict(dc)}, {}, self.corpus, build)
 
     def _heads_stage(self, heads: Path) -> Stage:
         from .heads import DetectConfig
 
-        shared = {k: self.cfg[k] for k in ("model", "dtype", "device", "seed") if k in self.cfg}
-        dcfg = from_mapping(DetectConfig, {**shared, **self.section("detect")}, "section detect")
+        dcfg = self.settings(DetectConfig, "detect")
 
         def detect():
             from .heads import run_detect, summary_table
@@ -186,15 +207,15 @@ class Runner:
             self.say(summary_table(res))
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}
-        return Stage("heads", dcfg, (), heads, detect)
+        return Stage("heads", dcfg, {"model": lambda: identity.model_key(dcfg.model)},
+                     heads, detect)
 
     def _score_stage(self, heads: Path, scores: Path) -> Stage:
         from .pipelines.score import ScoreConfig
 
-        base = {k: self.cfg[k] for k in ("dtype", "device") if k in self.cfg}
         # the pipeline owns its workdir: scores made with other settings are redone
-        scfg = from_mapping(ScoreConfig, {"overwrite": True, **base, **self.section("score")}, "section score",
-                            fixed={"corpus": str(self.corpus), "out": str(scores), "heads": str(heads)})
+        scfg = self.settings(ScoreConfig, "score", base={"overwrite": True},
+                             fixed={"corpus": str(self.corpus), "out": str(scores), "heads": str(heads)})
 
         def score():
             from .pipelines.score import run_score
@@ -203,15 +224,13 @@ class Runner:
             if s["failures"]:
                 raise AttninfError(f"{len(s['failures'])} file(s) failed to score: {', '.join(s['failures'])}")
             return {"summary": {k: s[k] for k in ("documents", "ok", "tokens", "wall_s", "tokens_per_s")}}
-        inputs = ("corpus", "heads") if self.cfg.get("demo_corpus") is not None else ("heads",)
-        return Stage("score", scfg, inputs,
-                     scores / MANIFEST, score, not_in_key=("workers", "scheduler", "overwrite"))
+        return Stage("score", scfg, {"corpus": self._corpus_key, "heads": lambda: identity.file_key(heads)},
+                     scores / MANIFEST, score, not_in_key=("workers", "scheduler", "overwrite", "threads"))
 
     def _select_stage(self, scores: Path, selected: Path) -> Stage:
         from .pipelines.select import SelectConfig
 
-        sel = from_mapping(SelectConfig, self.section("select"), "section select",
-                           fixed={"scores": str(scores), "out": str(selected)})
+        sel = self.settings(SelectConfig, "select", fixed={"scores": str(scores), "out": str(selected)})
 
         def select():
             from .pipelines.select import ranking_line, run_select
@@ -219,13 +238,13 @@ class Runner:
             m = run_select(sel)
             self.say(ranking_line(m))
             return {"groups": m["groups"], "by": m["by"], "by_why": m["by_why"]}
-        return Stage("select", sel, ("score",), selected / MANIFEST, select)
+        return Stage("select", sel, {"scores": self._output(scores / MANIFEST)}, selected / MANIFEST, select)
 
     def _mix_stage(self, selected: Path, mixed: Path) -> Stage:
         from .pipelines.mix import MixConfig
 
-        mix = from_mapping(MixConfig, self.section("mix"), "section mix",
-                           fixed={"corpus": str(self.corpus), "selected": str(selected), "out": str(mixed)})
+        mix = self.settings(MixConfig, "mix",
+                            fixed={"corpus": str(self.corpus), "selected": str(selected), "out": str(mixed)})
 
         def do_mix():
             from .pipelines.mix import run_mix
@@ -233,14 +252,14 @@ class Runner:
             m = run_mix(mix)
             return {"rows": m["rows"],
                     "domains": m.get("domains") or {p: v["domains"] for p, v in m.get("parts", {}).items()}}
-        return Stage("mix", mix, ("select",), mixed / MIX_MANIFEST, do_mix)
+        return Stage("mix", mix, {"corpus": self._corpus_key, "selected": self._output(selected / MANIFEST)},
+                     mixed / MIX_MANIFEST, do_mix)
 
     def _compare_stage(self, scores: Path, compare: Path) -> Stage:
         from .pipelines.compare import CompareConfig
 
-        shared = {k: self.cfg[k] for k in ("device",) if k in self.cfg}
-        ccfg = from_mapping(CompareConfig, {**shared, **self.section("compare")}, "section compare",
-                            fixed={"scores": str(scores), "corpus": str(self.corpus), "out": str(compare)})
+        ccfg = self.settings(CompareConfig, "compare",
+                             fixed={"scores": str(scores), "corpus": str(self.corpus), "out": str(compare)})
 
         def do_compare():
             from .pipelines.compare import run_compare
@@ -249,7 +268,9 @@ class Runner:
             if summary is None:
                 raise AttninfError("compare stopped before the end: run the pipeline again to go on")
             return {"arms": summary["arms"], "page": str(compare / "index.html")}
-        return Stage("compare", ccfg, ("score",), compare / "summary.json", do_compare)
+        # compare keys each of its runs on what makes it, and skips those already done
+        return Stage("compare", ccfg, {"corpus": self._corpus_key, "scores": self._output(scores / MANIFEST)},
+                     compare / "summary.json", do_compare, not_in_key=("device", "max_steps_this_run"))
 
     def _report_stage(self, scores: Path, selected: Path, report: Path, compare: Path | None = None) -> Stage:
         from .report import ReportConfig
@@ -257,11 +278,14 @@ class Runner:
         fixed = {"scores": str(scores), "out": str(report), "selected": str(selected)}
         if compare is not None:
             fixed["compare"] = str(compare)
-        rep = from_mapping(ReportConfig, self.section("report"), "section report", fixed=fixed)
+        rep = self.settings(ReportConfig, "report", fixed=fixed)
 
         def do_report():
             from .report import run_report
 
             return {"page": str(run_report(rep))}
-        return Stage("report", rep, ("select",) + (("compare",) if compare else ()), report / "index.html",
-                     do_report)
+        inputs = {"corpus": self._corpus_key,  # the excerpts and token maps
+                  "scores": self._output(scores / MANIFEST), "selected": self._output(selected / MANIFEST)}
+        if compare is not None:
+            inputs["compare"] = self._output(compare / "summary.json")
+        return Stage("report", rep, inputs, report / "index.html", do_report)

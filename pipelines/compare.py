@@ -33,8 +33,9 @@ from typing import Callable
 
 import numpy as np
 
-from attninf.artifacts import (Scores, write_selection_rows, Selection, atomic_path, corpus_mismatch, corpus_signature,
-                               domain_name, write_json)
+from attninf import identity
+from attninf.artifacts import (MANIFEST, MIX_MANIFEST, Scores, Selection, atomic_path, corpus_mismatch,
+                               corpus_signature, domain_name, write_json, write_selection_rows)
 from attninf.errors import AttninfError
 from attninf.train import TrainConfig
 
@@ -232,10 +233,10 @@ def prepare(cfg, say: Callable[[str], None] = print) -> dict:
     from attninf.pipelines.select import SelectConfig, run_select
 
     data = Path(cfg.out) / "data"
-    key = {k: getattr(cfg, k) for k in ("scores", "corpus", "heldout_frac", "frac", "repeat", "decay_weight")}
-    key["scores"], key["corpus"] = str(Path(cfg.scores).resolve()), str(Path(cfg.corpus).resolve())
     scores = Scores.read(cfg.scores)
-    key["scores_summary"] = scores.manifest.get("summary")  # a rescore changes it
+    # by content (attninf.identity): a rescore rewrites the scores' manifest, a changed corpus file its signature
+    key = {**{k: getattr(cfg, k) for k in ("heldout_frac", "frac", "repeat", "decay_weight")},
+           "scores": identity.output_key(Path(cfg.scores) / MANIFEST), "corpus": identity.corpus_key(cfg.corpus)}
     done = data / "prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())
@@ -269,12 +270,34 @@ def prepare(cfg, say: Callable[[str], None] = print) -> dict:
 
 # -------------------------------------------------------------------- runs
 
+RUN_KEY = "run-key.json"  # in each run's folder: the key (run_key) it was trained under
+
+
+def _recorded_key(marker: Path) -> str | None:
+    try:
+        return json.loads(marker.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
 
 def train_config(cfg, arm: str, seed: int, data: dict) -> TrainConfig:
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FROM_TRAIN}
     return TrainConfig(**kw, data=data["mixtures"][arm], out=str(Path(cfg.out) / "runs" / f"{arm}-s{seed}"),
                        eval_data=str(Path(cfg.out) / "data" / "heldout"), seed=seed,
                        save_every=max(1, cfg.total_steps // 10), keep_last=1)
+
+
+def run_key(tcfg: TrainConfig, probes: int) -> str:
+    """What makes one run's numbers: its training settings (less where and
+    how far this call goes) and, by content, its mixture, held-out data,
+    model config and tokenizer, and the probes it is measured with."""
+    settings = identity.settings_of(tcfg, ("out", "device", "max_steps_this_run"))
+    model_config = Path(tcfg.model_config) if tcfg.model_config else None
+    return identity.digest([settings, probes, {
+        "mixture": identity.output_key(Path(tcfg.data) / MIX_MANIFEST),
+        "heldout": identity.file_key(Path(tcfg.eval_data) / "heldout.parquet") if tcfg.eval_data else None,
+        "model_config": identity.file_key(model_config) if model_config and model_config.is_file() else None,
+        "tokenizer": identity.tokenizer_key(tcfg.tokenizer)}])
 
 
 def _measure(tcfg: TrainConfig, probes: int) -> dict:
@@ -315,10 +338,15 @@ def run_compare(cfg, progress: bool = True, say: Callable[[str], None] = print) 
     spent: list[float] = []  # seconds of each run trained by this call: the ETA of the rest
     for k, (arm, seed) in enumerate(runs, 1):
         tcfg = train_config(cfg, arm, seed, data)
-        measured = Path(tcfg.out) / "measures.json"
+        run_dir, key = Path(tcfg.out), run_key(tcfg, cfg.probes)
+        measured, marker = run_dir / "measures.json", run_dir / RUN_KEY
+        if run_dir.exists() and _recorded_key(marker) != key:  # other settings or data: never reused
+            say(f"arm {arm}, seed {seed}: made with other settings or data; trained again")
+            shutil.rmtree(run_dir)
         if measured.is_file():
             results[(arm, seed)] = json.loads(measured.read_text())
             continue
+        write_json({"key": key}, marker)  # before training: a killed run resumes only under the same key
         eta = f", about {statistics.mean(spent) * (len(runs) - k + 1) / 60:.0f} min left" if spent else ""
         say(f"[{k}/{len(runs)}] arm {arm}, seed {seed}: training {cfg.total_steps} steps{eta}")
         t0 = time.perf_counter()

@@ -12,7 +12,9 @@ Output: mixed/part-NNNNN-of-MMMMM.parquet with columns text, id, domain,
 source ("base" or "selected"); mixed/.manifest.json with rows and tokens per
 domain and source and each domain's effective sampling weight. The manifest
 is a dot-file so that `datasets.load_dataset("parquet", data_dir="mixed/")`,
-which reads every other file in the folder as Parquet, skips it.
+which reads every other file in the folder as Parquet, skips it. The mixture
+is built in a new folder beside mixed/ that then replaces it whole: no shard
+or phase of an earlier mix survives a new one.
 
 With --phases stable,decay (MiniCPM, arXiv 2404.06395: high-quality data
 brought in during the decay of a WSD schedule gives most of its gain there)
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from attninf.artifacts import (MIX_MANIFEST, Mixture, Scores, Selection, atomic_path, corpus_mismatch,
-                               shard_name)
+                               replaced_dir, shard_name)
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -198,33 +200,48 @@ def _domains(parts: list[dict]) -> dict:
     return per
 
 
-def _clear(out: Path) -> None:
-    """Remove an earlier mix's shards and pieces; the manifest first, since it marks completion."""
-    if out.exists():
-        (out / MIX_MANIFEST).unlink(missing_ok=True)
-        for p in list(out.glob("part-*.parquet")) + list(out.glob(".pieces")):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 PHASES = ("stable", "decay")
 
 
+def _check_out(cfg: MixConfig) -> None:
+    """The output folder is replaced whole: refuse one that holds the corpus
+    or the selection, or files that no mix wrote."""
+    out = Path(cfg.out).resolve()
+    for name, p in (("corpus", cfg.corpus), ("selection", cfg.selected)):
+        p = Path(p).resolve()
+        if p == out or out in p.parents or p in out.parents:
+            raise AttninfError(f"--out {cfg.out} and the {name} ({p}) overlap: the mix replaces its output "
+                               "folder whole; choose another --out")
+    if not out.is_dir():
+        return
+    ours = {MIX_MANIFEST, ".pieces", *PHASES}
+    other = sorted(p.name for p in out.iterdir()
+                   if p.name not in ours and not (p.name.startswith("part-") and p.name.endswith(".parquet")))
+    if other:
+        raise AttninfError(f"--out {cfg.out} holds files no mix wrote (e.g. {other[0]}) and the mix replaces "
+                           "the folder whole: choose a new or empty --out")
+
+
 def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
-    """Write the mixture (or, with cfg.phases, one per phase); returns the manifest."""
-    if not cfg.phases:
-        return _run_one(cfg, scheduler)
-    phases = [p.strip() for p in cfg.phases.split(",") if p.strip()]
-    if phases != list(PHASES):
-        raise AttninfError(f"--phases must be {','.join(PHASES)} (the stable and the decay phase of the "
-                           f"schedule), got {cfg.phases!r}")
-    if cfg.decay_weight < 1:
-        raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
+    """Write the mixture (or, with cfg.phases, one per phase) into a new
+    folder that then replaces cfg.out whole; returns the manifest."""
+    if cfg.phases:
+        phases = [p.strip() for p in cfg.phases.split(",") if p.strip()]
+        if phases != list(PHASES):
+            raise AttninfError(f"--phases must be {','.join(PHASES)} (the stable and the decay phase of the "
+                               f"schedule), got {cfg.phases!r}")
+        if cfg.decay_weight < 1:
+            raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
+    _check_out(cfg)
+    with replaced_dir(cfg.out) as into:
+        return _run_phased(cfg, scheduler, into) if cfg.phases else _run_one(cfg, scheduler, into)
+
+
+def _run_phased(cfg: MixConfig, scheduler: str, into: Path) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MIX_MANIFEST).unlink(missing_ok=True)  # written last: marks the phased mixture complete
     repeat = {"stable": 0, "decay": cfg.decay_weight}
-    parts = {p: _run_one(dataclasses.replace(cfg, out=str(out / p), repeat=repeat[p], phases=None), scheduler)
+    parts = {p: _run_one(dataclasses.replace(cfg, out=str(out / p), repeat=repeat[p], phases=None), scheduler,
+                         into / p)
              for p in PHASES}
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -233,11 +250,12 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
                        "weights": {d: e["weight"] for d, e in m["domains"].items()}} for p, m in parts.items()},
         "rows": sum(m["rows"] for m in parts.values()),
     }
-    Mixture.write_manifest(out, manifest)
+    Mixture.write_manifest(into, manifest)  # written last: marks the phased mixture complete
     return {**manifest, "parts": parts}
 
 
-def _run_one(cfg: MixConfig, scheduler: str = "threads") -> dict:
+def _run_one(cfg: MixConfig, scheduler: str, into: Path) -> dict:
+    """One mixture, written into `into` (which becomes cfg.out)."""
     import dask
 
     sel, scores = _plan(cfg)
@@ -246,8 +264,8 @@ def _run_one(cfg: MixConfig, scheduler: str = "threads") -> dict:
     base_rows = sum(_rows_of(Path(cfg.corpus) / f) for f in files)
     total = base_rows + cfg.repeat * sel.manifest["selected"]
     n_shards = max(1, math.ceil(total / cfg.shard_rows))
-    out = Path(cfg.out)
-    _clear(out)
+    out = Path(into)
+    out.mkdir(parents=True, exist_ok=True)
     pieces = out / ".pieces"
     cfg_d = dataclasses.asdict(cfg)
     parts = dask.compute(*[dask.delayed(_split_file)(cfg_d, rel, i, str(scores.root), columns, n_shards, str(pieces))

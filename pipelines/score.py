@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature
+from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature, same_file
 from attninf.errors import AttninfError
 from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, one_line, resolve_domains
 from attninf.pipelines.units import (PARTS_DIR, RunLock, Unit, assemble, file_units, part_path, score_unit,
@@ -80,9 +80,10 @@ class ScoreConfig:
         "choices": DTYPES, "help": "auto = bf16 where the hardware runs it fast, else float32."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
     workers: int | None = field(default=None, metadata={
-        "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "1 per GPU, else 1"})
+        "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "0 (in this process) with at most one GPU, 1 per GPU with several"})
     threads: int | None = field(default=None, metadata={
-        "help": "Torch threads per worker on CPU.", "default_help": "the cores / --workers"})
+        "help": "Torch threads per worker on CPU.",
+        "default_help": "torch's own (the cores) in this process, the cores / --workers on a local cluster"})
     share_gpus: bool = field(default=False, metadata={"help": "Allow more workers than GPUs."})
     resources: str | None = field(default=None, metadata={
         "metavar": "NAME=N[,...]",
@@ -117,6 +118,8 @@ def run_fingerprint(cfg: ScoreConfig) -> dict:
         "context_overlap": cfg.context_overlap,
         "doc_prefix": cfg.doc_prefix or (heads.get("doc_prefix") or {}).get("tokens"),
         "domain_from": cfg.domain_from,
+        # the column each row's domain is read from (only when it is read from one)
+        **({"domain_column": cfg.domain_column} if cfg.domain_from == "column" else {}),
         "truncate": cfg.truncate,
         "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
         "text_column": cfg.text_column,
@@ -138,6 +141,16 @@ def _check_paths(cfg: ScoreConfig) -> None:
         raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
 
 
+def _recorded_fingerprint(earlier: Scores) -> dict:
+    """An earlier run's fingerprint, with the keys added to the fingerprint
+    since then filled from the config it recorded: scores made before
+    domain_column was a key still resume when it is the same column."""
+    old = dict(earlier.fingerprint)
+    if "domain_column" not in old and old.get("domain_from") == "column":
+        old["domain_column"] = earlier.config.get("domain_column", "domain")
+    return old
+
+
 def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
     """The corpus signature an earlier run of the same fingerprint recorded
     ({} when there is none, or when --overwrite cleared another run's scores)."""
@@ -148,7 +161,7 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
             raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
         return {}
     earlier = Scores.read(out)
-    old = earlier.fingerprint
+    old = _recorded_fingerprint(earlier)
     if old == fp:
         return earlier.corpus_files or {}
     diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
@@ -247,7 +260,7 @@ class _Tracker:
         for rel in list(self.waiting if files is None else files):
             if (rel in self.waiting and not self.waiting[rel]
                     and not any(k.startswith(f"{rel}[") for k in self.failures)):
-                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel])
+                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel], self.cfg.save_token_stats)
                 self.assembled.append(rel)
                 del self.waiting[rel]
 
@@ -311,14 +324,16 @@ def _score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: _T
             cluster.close()
 
 
-def _drop_changed(out: Path, old_signature: dict, files: list[str], signature: dict) -> list[str]:
-    """Outputs of corpus files that changed since an earlier run are removed: redone."""
-    changed = [f for f in files if f in old_signature and old_signature[f] != signature.get(f)]
-    for rel in changed:
+def _drop_changed(out: Path, old_signature: dict, files: list[str], signature: dict) -> tuple[list[str], list[str]]:
+    """Outputs of corpus files that changed since an earlier run are removed
+    (redone), and those of files no longer in the corpus (gone): (changed, gone)."""
+    changed = [f for f in files if f in old_signature and not same_file(old_signature[f], signature.get(f, []))]
+    gone = sorted(set(old_signature) - set(files))
+    for rel in changed + gone:
         (out / rel).unlink(missing_ok=True)
         (out / STATS_DIR / f"{rel}.json").unlink(missing_ok=True)
         shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
-    return changed
+    return changed, gone
 
 
 def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int], dict[str, str], dict]:
@@ -336,9 +351,11 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
     signature = corpus_signature(cfg.corpus, [f for f in files if f in rows])
-    changed = _drop_changed(out, recorded, files, signature)
+    changed, gone = _drop_changed(out, recorded, files, signature)
     if changed:
         say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
+    if gone:
+        say(f"{len(gone)} scored file(s) are no longer in the corpus, their scores removed: {', '.join(gone[:3])}")
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
                 "corpus_files": signature, "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": _now()}
@@ -363,14 +380,12 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     _check_paths(cfg)
     out = Path(cfg.out)
     created = not out.exists()
-    lock = RunLock(out)
-    note = lock.acquire()
     try:
-        if note:
-            say(note)
-        return _run(cfg, progress, say)
+        with RunLock(out) as lock:
+            if lock.note:
+                say(lock.note)
+            return _run(cfg, progress, say)
     finally:
-        lock.release()
         if created and out.is_dir() and not any(out.iterdir()):  # refused before writing anything
             out.rmdir()
 

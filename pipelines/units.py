@@ -267,7 +267,8 @@ def _id_hashes(ids) -> tuple[Any, int]:
     return np.array([hash(x) for x in values if x is not None], dtype=np.int64), sum(x is None for x in values)
 
 
-def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, int] | None = None) -> dict:
+def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, int] | None = None,
+             token_stats: bool = False) -> dict:
     """Append the parts of a file in row order into out/<rel> (atomically),
     write its counters to _stats/<rel>.json, remove the parts. Memory: one
     part at a time, plus 8 bytes per row for the duplicate-id check."""
@@ -293,7 +294,8 @@ def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, in
                 h, nulls = _id_hashes(t["id"])
                 hashes.append(h)
                 stats["duplicate_ids"] += nulls
-            writer = writer or pq.ParquetWriter(tmp, scores_schema())  # a file with no rows
+            # a file with no rows: the schema every file of this scores directory has
+            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=token_stats))
         finally:
             if writer is not None:
                 writer.close()
@@ -383,7 +385,10 @@ class RunLock:
         except (OSError, ValueError):
             pass
 
-    def __enter__(self):
+    def __enter__(self) -> "RunLock":
+        """`with RunLock(out) as lock:` holds the lock for the block;
+        lock.note says whether a stale one was taken over."""
+        self.note = self.acquire()
         return self
 
     def __exit__(self, *exc):

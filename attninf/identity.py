@@ -1,0 +1,85 @@
+"""What identifies an output: keys made from everything that decides it.
+
+A stage's output is reused only when the key it was made with equals the
+key of what it would read now. A key covers two things:
+
+* settings: the stage's config, less the fields that change how it runs
+  and not what it writes (workers, scheduler, ...);
+* inputs, by content, never by path alone: the corpus by its files'
+  signature (relative path, size, rows, footer hash), a stage output by its
+  manifest (written last by every writer of that output, so any rewrite
+  changes it, while a copied or moved workdir keeps it), a single file
+  (heads.json, a model config YAML) by its bytes, a model by its
+  fingerprint (config and weight hashes).
+
+Keys are short sha256 hex digests of canonical JSON; none holds a time or
+an absolute path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def digest(obj: Any) -> str:
+    """sha256 (16 hex) of obj as canonical JSON (non-JSON values as str)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def settings_of(settings: Any, leave_out: tuple[str, ...] = ()) -> Any:
+    """A config dataclass (or mapping) as a mapping, less `leave_out`."""
+    s = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+    if isinstance(s, dict):
+        s = {k: v for k, v in s.items() if k not in leave_out}
+    return s
+
+
+def file_key(path: str | Path) -> str | None:
+    """sha256 (16 hex) of a file's bytes; None when there is no such file."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def corpus_key(root: str | Path) -> str:
+    """The corpus by content: the signature of every Parquet file under root."""
+    from .artifacts import corpus_signature, parquet_files
+
+    return digest(corpus_signature(root, parquet_files(root)))
+
+
+def output_key(manifest: str | Path) -> str | None:
+    """A stage output by its manifest's bytes (None while it has none)."""
+    return file_key(manifest)
+
+
+def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
+    """A model by its fingerprint (config and weights), for a path or an offline name."""
+    if not spec:
+        return None
+    from .model import model_fingerprint
+
+    return model_fingerprint(spec, trust_remote_code)["fingerprint"]
+
+
+def tokenizer_key(spec: str | None) -> str | None:
+    """A tokenizer by its files: an offline model name or a directory by the
+    bytes of its tokenizer files, anything else (a hub id) by its name."""
+    if not spec:
+        return None
+    from .model import OFFLINE_MODELS, pull_model
+
+    path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
+    if not path.is_dir():
+        return digest(spec)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.startswith(
+        ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")))
+    return digest({p.name: file_key(p) for p in files})
