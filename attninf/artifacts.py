@@ -87,6 +87,23 @@ def replaced_dir(dst: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_replaceable(out: str | Path, command: str, owns, overlaps: dict[str, str | Path]) -> None:
+    """Refuse an output folder that `command` would replace whole (replaced_dir)
+    when it overlaps one of its inputs, or holds a file `owns(name)` does not
+    claim: something no earlier run of the command wrote."""
+    out_r = Path(out).resolve()
+    for name, p in overlaps.items():
+        p = Path(p).resolve()
+        if p == out_r or out_r in p.parents or p in out_r.parents:
+            raise AttninfError(f"--out {out} and the {name} ({p}) overlap: `attninf {command}` replaces its "
+                               "output folder whole; choose another --out")
+    if out_r.is_dir():
+        other = sorted(p.name for p in out_r.iterdir() if not owns(p.name))
+        if other:
+            raise AttninfError(f"--out {out} holds files `attninf {command}` did not write (e.g. {other[0]}) and "
+                               "it replaces the folder whole: choose a new or empty --out")
+
+
 def write_json(obj, path: str | Path, indent: int = 1) -> None:
     """JSON written atomically (non-JSON values, e.g. numpy scalars, as str)."""
     with atomic_path(path) as tmp:

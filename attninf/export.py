@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Mixture, atomic_path, write_json
+from .artifacts import Mixture, atomic_path, check_replaceable, replaced_dir, write_json
 from .errors import AttninfError
 
 FORMAT = "attninf-tokens-1"
@@ -97,8 +97,6 @@ def export_shard(src: Path, dst: Path, tokenizer, eos: int, dtype, text_column: 
 
 def run_export(cfg: ExportConfig) -> dict:
     """Export every stream of the mixture; returns the manifest."""
-    import dask
-
     from .train import load_tokenizer
 
     mix = Mixture.read(cfg.data)
@@ -109,9 +107,16 @@ def run_export(cfg: ExportConfig) -> dict:
     if eos is None:
         raise AttninfError(f"the tokenizer {cfg.tokenizer} has no EOS token to end documents with")
     dtype = token_dtype(len(tok))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # written last: marks the export complete
+    # built in a new folder that replaces cfg.out whole: no shard or stream of an earlier export survives
+    check_replaceable(cfg.out, "export", lambda n: n in (MANIFEST, "stable", "decay") or n.endswith((".bin", ".idx")),
+                      {"mixture": cfg.data})
+    with replaced_dir(cfg.out) as into:
+        return _export(cfg, streams, tok, eos, dtype, into)
+
+
+def _export(cfg: ExportConfig, streams: dict, tok, eos: int, dtype, out: Path) -> dict:
+    import dask
+
     tasks = {}
     for name, files in streams.items():
         d = out if name == "main" else out / name

@@ -207,7 +207,10 @@ class Runner:
             self.say(summary_table(res))
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}
-        return Stage("heads", dcfg, {"model": lambda: identity.model_key(dcfg.model)},
+        from .heads import HEADS_VERSION
+
+        # the code's version too: an upgrade that changes what detect-heads finds redoes it
+        return Stage("heads", dcfg, {"model": lambda: identity.model_key(dcfg.model), "version": lambda: HEADS_VERSION},
                      heads, detect)
 
     def _score_stage(self, heads: Path, scores: Path) -> Stage:
@@ -224,7 +227,10 @@ class Runner:
             if s["failures"]:
                 raise AttninfError(f"{len(s['failures'])} file(s) failed to score: {', '.join(s['failures'])}")
             return {"summary": {k: s[k] for k in ("documents", "ok", "tokens", "wall_s", "tokens_per_s")}}
-        return Stage("score", scfg, {"corpus": self._corpus_key, "heads": lambda: identity.file_key(heads)},
+        from .scoring import SCORING_VERSION
+
+        return Stage("score", scfg, {"corpus": self._corpus_key, "heads": lambda: identity.file_key(heads),
+                                     "version": lambda: SCORING_VERSION},
                      scores / MANIFEST, score, not_in_key=("workers", "scheduler", "overwrite", "threads"))
 
     def _select_stage(self, scores: Path, selected: Path) -> Stage:

@@ -126,6 +126,18 @@ class TrainConfig:
             return step >= self.total_steps - self.decay_length()
         return False
 
+    def inputs_key(self) -> str:
+        """What the run reads, by content (attninf.identity): the mixture's
+        manifest, the model config's bytes, the tokenizer's files. The
+        paths are in digest(); this catches new contents at the same paths."""
+        from . import identity
+        from .artifacts import MIX_MANIFEST
+
+        mc = Path(self.model_config) if self.model_config else None
+        return identity.digest({"data": identity.output_key(Path(self.data) / MIX_MANIFEST),
+                                "model_config": identity.file_key(mc) if mc and mc.is_file() else None,
+                                "tokenizer": identity.tokenizer_key(self.tokenizer)})
+
     def digest(self) -> str:
         # where it runs is not what it computes: a run may resume on another device
         keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("max_steps_this_run", "out", "device")}
@@ -158,6 +170,7 @@ def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainCo
         model.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
+                    "inputs": cfg.inputs_key(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "keep": keep}, tmp / "trainer_state.pt")
         if final.exists():  # the same step saved again (a resumed run): replaced whole
@@ -320,6 +333,9 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[st
     st = torch.load(latest / "trainer_state.pt", weights_only=False, map_location="cpu")
     if st["digest"] != cfg.digest():
         raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
+    if st.get("inputs", cfg.inputs_key()) != cfg.inputs_key():  # checkpoints from before this key: not checked
+        raise AttninfError(f"{out} holds a run started on another mixture, model config or tokenizer (rewritten "
+                           "at the same path since); choose another --out or remove it")
     model = LlamaForCausalLM.from_pretrained(latest).to(device)
     opt, sched = _optimizer(model, cfg)
     opt.load_state_dict(st["optimizer"])  # moves the state to the parameters' device

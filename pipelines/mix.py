@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (MIX_MANIFEST, Mixture, Scores, Selection, atomic_path, corpus_mismatch,
-                               replaced_dir, shard_name)
+from attninf.artifacts import (MIX_MANIFEST, Mixture, Scores, Selection, atomic_path, check_replaceable,
+                               corpus_mismatch, replaced_dir, shard_name)
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -203,23 +203,9 @@ def _domains(parts: list[dict]) -> dict:
 PHASES = ("stable", "decay")
 
 
-def _check_out(cfg: MixConfig) -> None:
-    """The output folder is replaced whole: refuse one that holds the corpus
-    or the selection, or files that no mix wrote."""
-    out = Path(cfg.out).resolve()
-    for name, p in (("corpus", cfg.corpus), ("selection", cfg.selected)):
-        p = Path(p).resolve()
-        if p == out or out in p.parents or p in out.parents:
-            raise AttninfError(f"--out {cfg.out} and the {name} ({p}) overlap: the mix replaces its output "
-                               "folder whole; choose another --out")
-    if not out.is_dir():
-        return
-    ours = {MIX_MANIFEST, ".pieces", *PHASES}
-    other = sorted(p.name for p in out.iterdir()
-                   if p.name not in ours and not (p.name.startswith("part-") and p.name.endswith(".parquet")))
-    if other:
-        raise AttninfError(f"--out {cfg.out} holds files no mix wrote (e.g. {other[0]}) and the mix replaces "
-                           "the folder whole: choose a new or empty --out")
+def _ours(name: str) -> bool:
+    """What a mix writes into its folder."""
+    return name in (MIX_MANIFEST, ".pieces", *PHASES) or (name.startswith("part-") and name.endswith(".parquet"))
 
 
 def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
@@ -232,7 +218,7 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
                                f"schedule), got {cfg.phases!r}")
         if cfg.decay_weight < 1:
             raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
-    _check_out(cfg)
+    check_replaceable(cfg.out, "mix", _ours, {"corpus": cfg.corpus, "selection": cfg.selected})
     with replaced_dir(cfg.out) as into:
         return _run_phased(cfg, scheduler, into) if cfg.phases else _run_one(cfg, scheduler, into)
 

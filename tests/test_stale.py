@@ -406,3 +406,53 @@ def test_runlock_as_a_context_manager_holds_the_lock(tmp_path):
         with pytest.raises(AttninfError, match="being written by another"):
             RunLock(tmp_path).acquire()
     assert not (tmp_path / LOCK).exists()
+
+
+# --------------------- found going through every stage's inputs (the closing note's list)
+
+def test_export_replaces_its_folder_whole(tmp_path, tiny_model_dir):
+    """An export of a phased mixture, then of a plain one into the same
+    folder: no stable/ or decay/ shards are left for a trainer to glob."""
+    corpus, scores = make_scored_corpus(tmp_path, files=2, rows=20)
+    assert _invoke("select", scores, "--out", tmp_path / "sel", "--frac", "0.3").exit_code == 0
+    for out, phases in (("phased", ["--phases", "stable,decay"]), ("plain", [])):
+        res = _invoke("mix", corpus, "--selected", tmp_path / "sel", "--out", tmp_path / out, *phases)
+        assert res.exit_code == 0, res.output
+    tokens = tmp_path / "tokens"
+    for mix in ("phased", "plain"):
+        res = _invoke("export", tmp_path / mix, "--tokenizer", tiny_model_dir, "--out", tokens)
+        assert res.exit_code == 0, res.output
+    assert not (tokens / "stable").exists() and not (tokens / "decay").exists()
+    man = json.loads((tokens / "manifest.json").read_text())
+    assert sorted(p.name for p in tokens.glob("*.bin")) == sorted(s["bin"] for s in man["streams"]["main"]["shards"])
+
+
+def test_train_refuses_to_resume_on_a_rewritten_mixture(tmp_path, tiny_model_dir):
+    from attninf.errors import AttninfError
+    from attninf.train import TrainConfig, train
+
+    corpus, scores = make_scored_corpus(tmp_path, files=2, rows=20)
+    assert _invoke("select", scores, "--out", tmp_path / "sel", "--frac", "0.3").exit_code == 0
+    mix = tmp_path / "mixed"
+    assert _invoke("mix", corpus, "--selected", tmp_path / "sel", "--out", mix).exit_code == 0
+    model = tmp_path / "m.yaml"
+    model.write_text("hidden_size: 32\nintermediate_size: 64\nnum_hidden_layers: 1\nnum_attention_heads: 2\n"
+                     "num_key_value_heads: 1\n")
+    cfg = TrainConfig(data=str(mix), out=str(tmp_path / "run"), model_config=str(model), tokenizer=str(tiny_model_dir),
+                      seq_len=32, batch_size=2, total_steps=6, warmup_steps=1, save_every=2, max_steps_this_run=2,
+                      dtype="float32", device="cpu", eval_data=None)
+    train(cfg, progress=False, say=lambda m: None)
+    assert _invoke("mix", corpus, "--selected", tmp_path / "sel", "--out", mix, "--repeat", "3").exit_code == 0
+    with pytest.raises(AttninfError, match="another mixture"):
+        train(cfg, progress=False, say=lambda m: None)
+
+
+def test_run_redoes_a_stage_whose_code_version_changed(tmp_path, tiny_model_dir, monkeypatch):
+    import attninf.scoring
+
+    corpus = make_corpus(tmp_path / "corpus", files=2, rows=6)
+    cfg = _pipeline(tmp_path, tiny_model_dir, corpus)
+    _run(cfg)
+    monkeypatch.setattr(attninf.scoring, "SCORING_VERSION", attninf.scoring.SCORING_VERSION + 1)
+    out = _run(cfg)
+    assert "[heads] up to date" in out and "[score] done" in out
