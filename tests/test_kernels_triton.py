@@ -42,7 +42,8 @@ CASES = list(itertools.product(
 
 @pytest.mark.parametrize("dtype,D,groups", CASES)
 def test_attention_matches_reference(dtype, D, groups):
-    seed = hash((str(dtype), D, groups)) % 10_000
+    # a constant per case, so a failure reproduces (hash() of a str is salted per process)
+    seed = 1_000 * CASES.index((dtype, D, groups))
     Hkv = 2 if groups < 4 else 1
     Hq = Hkv * groups
     for S, causal in ((37, True), (1, True), (45, False)):
