@@ -61,8 +61,8 @@ class SelectConfig:
 
     def check(self) -> None:
         if self.tokens is not None:
-            if self.tokens < 0:
-                raise AttninfError("--tokens must be positive")
+            if self.tokens < 0:  # 0 is a budget too: nothing is kept
+                raise AttninfError(f"--tokens cannot be negative (the tokens to keep per domain), got {self.tokens}")
         elif self.frac is None or not 0 <= self.frac <= 1:
             raise AttninfError(f"--frac must be in [0, 1], got {self.frac}")
         if self.by not in ("auto", "domain", "global"):

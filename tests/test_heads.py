@@ -88,7 +88,11 @@ def test_detect_heads_cli(tiny_model_dir, tmp_path):
     assert d["heads"] == select_top(torch.tensor(d["scores"]), 0.1)
     assert d["model"]["fingerprint"] and d["model"]["weights_sha256"]
     ab = d["ablation"]
-    assert set(ab) >= {"no_mask", "selected_masked", "random_masked"}
+    for label, key in (("no mask", "no_mask"), ("selected heads masked", "selected_masked"),
+                       ("random heads masked", "random_masked")):  # accuracies, as the terminal's table shows them
+        assert 0 <= ab[key] <= 1 and f"{ab[key]:.3f}" in res.output.split(label, 1)[1].splitlines()[0], label
+    assert len(ab["random_trials"]) == 1
+    assert ab["random_masked"] == pytest.approx(ab["random_trials"][0]["accuracy"])  # the mean of one draw
     assert d["probes"]["seed"] == 0 and d["probes"]["num_probes"] == 2 and "Shakespeare" in d["probes"]["source"]
     assert (tmp_path / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert d["hit"] == "needle-span" and d["heads_version"] == 2

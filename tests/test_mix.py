@@ -1,5 +1,6 @@
 """`attninf mix`: row accounting, repeat, determinism by seed, shards, and
 loading with `datasets` (streaming included)."""
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -82,10 +83,11 @@ def test_mix_errors(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     res = CliRunner().invoke(main, ["mix", str(other), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
-    assert res.exit_code == 2 and "not" in res.output and str(other) in res.output
+    assert res.exit_code == 2 and f"{other} is not the corpus" in res.output and "is missing" in res.output
     res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"), "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
-    assert "rows" in res.output
+    m = json.loads((tmp_path / "m" / ".manifest.json").read_text())
+    assert f"{m['rows']:,} rows in {m['shards']} shard(s)" in res.output
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64 + 5, 2**80])

@@ -152,7 +152,14 @@ def test_domain_from(tmp_path, heads_file, layout, mode, want):
     for rel, dom in want.items():
         assert got[rel]["domain"] == (dom if isinstance(dom, list) else [dom] * 3)
     man = json.loads((out / "manifest.json").read_text())
-    assert man["domains"]["from"] in ("column", "dir", "none")
+    # the mode the run resolved to: no domain at all, each file's first folder, or the column
+    if all(v is None for v in want.values()):
+        resolved = "none"
+    elif all(isinstance(v, str) and rel.split("/")[0] == v for rel, v in want.items()):
+        resolved = "dir"
+    else:
+        resolved = "column"
+    assert man["domains"]["from"] == resolved
 
 
 @pytest.mark.parametrize("layout,mode,message", [

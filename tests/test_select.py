@@ -3,6 +3,7 @@ per domain, ties broken by id, tiny domains, token budgets, exclusions; with
 the histogram refinement forced through many rounds."""
 import json
 import math
+import re
 import random
 from pathlib import Path
 
@@ -137,9 +138,14 @@ def test_select_cli_errors(tmp_path):
     make_scores(tmp_path / "s")
     res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--frac", "1.5"])
     assert res.exit_code == 2 and "--frac" in res.output
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--tokens", "-1"])
+    assert res.exit_code == 2 and "--tokens cannot be negative" in res.output and not (tmp_path / "o").exists()
     res = CliRunner().invoke(main, ["select", str(tmp_path / "s"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
-    assert "web" in res.output and "threshold" in res.output
+    groups = json.loads((tmp_path / "o" / "manifest.json").read_text())["groups"]
+    for g, v in groups.items():  # each group's row: its name, its counts and its cut
+        assert re.search(rf"^{re.escape(g)}\s+{v['documents']:,}\s+{v['candidates']:,}\s+{v['selected']:,}\s+"
+                         rf"{v['tokens_selected']:,}\s+{v['threshold']:.5f}$", res.output, re.M), (g, res.output)
 
 
 def _write(root: Path, name: str, scores, ids=None, domain="absent", status=None):
