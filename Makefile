@@ -1,5 +1,6 @@
 # make demo  - install into .venv, pull the offline default model, run the whole chain on an offline corpus
 # make test  - install into .venv and run the whole test suite (what CI runs)
+# make test-fast - the tier to run while working: no real model, no subprocess, cluster or kill tests
 PYTHON ?= python3
 VENV   ?= .venv
 # CPU-only machines: torch 2.13.0's CPU wheel is already on disk. Installing
@@ -8,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.attninf-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ test: install
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium >/dev/null) || echo "no chromium: the browser check will be skipped"
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not heavy"
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info

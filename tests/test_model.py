@@ -45,6 +45,7 @@ def test_fingerprint_tracks_weights(tiny_model_dir, tmp_path, tiny_tokenizer):
     assert other["fingerprint"] != lm.fingerprint["fingerprint"]
 
 
+@pytest.mark.heavy
 def test_unknown_model_path(tmp_path):
     line = _cli_error(["model", "info", "--model", str(tmp_path / "nope")])
     assert "not found" in line

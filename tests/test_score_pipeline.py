@@ -198,6 +198,7 @@ def _cli(args, **kw):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.heavy
 def test_kill_and_resume_identical(tmp_path, heads_file):
     corpus = make_corpus(tmp_path / "corpus", files=16, rows=12)
     common = ["--heads", heads_file, "--workers", "1", "--max-tokens", "48"]
@@ -219,6 +220,7 @@ def test_kill_and_resume_identical(tmp_path, heads_file):
     assert read_scores(out) == read_scores(tmp_path / "ref")
 
 
+@pytest.mark.heavy
 def test_one_vs_two_workers(tmp_path, heads_file):
     corpus = make_corpus(tmp_path / "corpus", files=4)
     for w in (1, 2):
@@ -227,6 +229,7 @@ def test_one_vs_two_workers(tmp_path, heads_file):
     assert read_scores(tmp_path / "w1") == read_scores(tmp_path / "w2")
 
 
+@pytest.mark.heavy
 def test_external_dask_cluster(tmp_path, heads_file):
     pytest.importorskip("distributed")
     corpus = make_corpus(tmp_path / "corpus", files=3)
@@ -256,6 +259,7 @@ def test_external_dask_cluster(tmp_path, heads_file):
             p.wait(timeout=30)
 
 
+@pytest.mark.heavy
 def test_worker_killed_is_replaced(tmp_path, heads_file):
     """SIGKILL a Dask worker process mid-run: its file is redone elsewhere and
     the output equals an undisturbed run."""

@@ -88,6 +88,7 @@ def test_wsd_s_keeps_budget_checkpoints(data, model_yaml, tiny_model_dir, tmp_pa
         assert float(x["lr"]) == pytest.approx(5e-3 * wsd_s(int(x["step"]) - 1, [12, 30], 0.25, 4, decay="1-sqrt"), rel=1e-6)
 
 
+@pytest.mark.heavy
 def test_kill_and_resume_same_weights(data, model_yaml, tiny_model_dir, tmp_path):
     common = ["--data", str(data), "--model-config", str(model_yaml), "--tokenizer", str(tiny_model_dir),
               "--seq-len", "32", "--batch-size", "4", "--total-steps", "60", "--lr", "5e-3", "--warmup-steps", "4",

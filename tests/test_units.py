@@ -93,6 +93,7 @@ def _bytes(out: Path) -> dict:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
 
 
+@pytest.mark.heavy
 def test_same_bytes_whatever_the_workers_and_spread(tmp_path, heads_file):
     corpus = _corpus(tmp_path / "c")
     common = ["--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "10"]
@@ -162,6 +163,7 @@ def test_second_run_on_the_same_out_is_refused_and_a_dead_lock_taken_over(tmp_pa
     assert len(list(out.rglob("*.parquet"))) == 2
 
 
+@pytest.mark.heavy
 def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):
     corpus = _corpus(tmp_path / "c", big_rows=120)
     common = ["--heads", str(heads_file), "--max-tokens", "48", "--chunk-docs", "10", "--workers", "0"]
@@ -187,6 +189,7 @@ def test_sigkill_loses_only_units_in_flight(tmp_path, heads_file):
 
 
 @pytest.mark.parametrize("size_mb", [1])
+@pytest.mark.heavy
 def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):
     """A long document is scored over many windows, in a unit of its own batch."""
     corpus = tmp_path / "c"
@@ -228,6 +231,7 @@ def test_gpu_out_of_memory_retries_with_smaller_batches():
     assert s.tried == [4096, 2048, 1024, 512, 256]
 
 
+@pytest.mark.heavy
 def test_resources_send_units_only_to_workers_that_have_them(tmp_path, heads_file):
     """An external cluster: one worker declares GPU=1, one does not; with
     --resources GPU=1 every unit runs on the first."""
