@@ -12,8 +12,10 @@ key of what it would read now. A key covers two things:
   (heads.json, a model config YAML) by its bytes, a model by its
   fingerprint (config and weight hashes).
 
-Keys are short sha256 hex digests of canonical JSON; none holds a time or
-an absolute path.
+Keys are short sha256 hex digests of canonical JSON. No key reads a file's
+modification time, and an input is never keyed by its path alone; a
+manifest's bytes hold its write time, which is what makes every rewrite of an
+output a new key.
 """
 from __future__ import annotations
 
@@ -37,16 +39,19 @@ def settings_of(settings: Any, leave_out: tuple[str, ...] = ()) -> Any:
     return s
 
 
-def file_key(path: str | Path) -> str | None:
-    """sha256 (16 hex) of a file's bytes; None when there is no such file."""
-    p = Path(path)
-    if not p.is_file():
-        return None
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in 4 MiB chunks (model.py caches
+    it for weight files)."""
     h = hashlib.sha256()
-    with open(p, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_key(path: str | Path) -> str | None:
+    """sha256 (16 hex) of a file's bytes; None when there is no such file."""
+    return file_sha256(path)[:16] if Path(path).is_file() else None
 
 
 def corpus_key(root: str | Path) -> str:
@@ -71,15 +76,12 @@ def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
 
 
 def tokenizer_key(spec: str | None) -> str | None:
-    """A tokenizer by its files: an offline model name or a directory by the
-    bytes of its tokenizer files, anything else (a hub id) by its name."""
+    """A tokenizer by its files (the model fingerprint's tokenizer_sha256):
+    an offline model name or a directory by their bytes, anything else (a
+    hub id) by its name."""
     if not spec:
         return None
-    from .model import OFFLINE_MODELS, pull_model
+    from .model import OFFLINE_MODELS, pull_model, tokenizer_digest
 
     path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
-    if not path.is_dir():
-        return digest(spec)
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.startswith(
-        ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")))
-    return digest({p.name: file_key(p) for p in files})
+    return tokenizer_digest(path) if path.is_dir() else digest(spec)

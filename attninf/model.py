@@ -107,11 +107,9 @@ def _file_sha256(path: Path) -> str:
         cache = {}
     if key in cache:
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    from .identity import file_sha256
+
+    digest = file_sha256(path)
     cache[key] = digest
     try:
         write_text(json.dumps(cache), cache_file)
@@ -276,9 +274,16 @@ def model_fingerprint(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     safe, pickle = _local_weight_files(path)
     fp = fingerprint(config, safe or pickle, spec)
-    tok_files = sorted(p for p in path.iterdir() if p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")))
-    fp["tokenizer_sha256"] = weights_digest(tok_files) if tok_files else None
+    fp["tokenizer_sha256"] = tokenizer_digest(path)
     return fp
+
+
+def tokenizer_digest(path: Path) -> str | None:
+    """sha256 over a model or tokenizer directory's tokenizer files (cached
+    like the weights'); None when it has none."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.startswith(
+        ("tokenizer", "special_tokens", "vocab", "merges")))
+    return weights_digest(files) if files else None
 
 
 def load_model(

@@ -107,6 +107,7 @@ class Runner:
         self.corpus = Path(cfg["corpus"])
         self.stage_dir = self.work / ".stages"
         self.times: dict[str, float] = {}
+        self._corpus: str | None = None  # the corpus key, until a stage runs
         self.ran: list[str] = []
 
     def run(self) -> dict:
@@ -118,11 +119,10 @@ class Runner:
 
     # ----------------------------------------------------------- bookkeeping
 
-    @staticmethod
-    def _output_key(stage: Stage) -> str | None:
+    def _output_key(self, stage: Stage) -> str | None:
         """The stage's output as it is now: a manifest or file by its bytes, the corpus by its signature."""
-        if stage.output.is_dir():
-            return identity.corpus_key(stage.output)
+        if stage.output == self.corpus:  # the corpus stage writes the corpus: keyed by its signature
+            return self._corpus_key()
         return identity.file_key(stage.output)
 
     def _done(self, stage: Stage, key: str) -> bool:
@@ -145,6 +145,7 @@ class Runner:
         self.say(f"[{stage.name}] running ...")
         t = time.perf_counter()
         info = stage.run() or {}
+        self._corpus = None  # a stage that ran may have written the corpus (the demo's corpus stage)
         self.times[stage.name] = round(time.perf_counter() - t, 1)
         write_json({"key": key, "output": self._output_key(stage), "finished": time.time(), **info},
                    self.stage_dir / f"{stage.name}.json")
@@ -162,7 +163,11 @@ class Runner:
 
     # what stages read, keyed by content (attninf.identity)
     def _corpus_key(self):
-        return identity.corpus_key(self.corpus)
+        """The corpus signature's key, read once between two stages that ran
+        (up to five stages read the corpus; only the corpus stage writes it)."""
+        if self._corpus is None:
+            self._corpus = identity.corpus_key(self.corpus)
+        return self._corpus
 
     @staticmethod
     def _output(path: Path):

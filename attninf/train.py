@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -140,8 +138,9 @@ class TrainConfig:
 
     def digest(self) -> str:
         # where it runs is not what it computes: a run may resume on another device
-        keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("max_steps_this_run", "out", "device")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        from . import identity
+
+        return identity.digest(identity.settings_of(self, ("max_steps_this_run", "out", "device")))
 
 
 def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
@@ -160,7 +159,8 @@ def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
     return LlamaForCausalLM(cfg)
 
 
-def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainConfig, keep: bool) -> Path:
+def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainConfig, keep: bool,
+          inputs: str) -> Path:
     import torch
 
     ck = out / "checkpoints"
@@ -170,7 +170,7 @@ def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainCo
         model.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
-                    "inputs": cfg.inputs_key(),
+                    "inputs": inputs,
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "keep": keep}, tmp / "trainer_state.pt")
         if final.exists():  # the same step saved again (a resumed run): replaced whole
@@ -236,7 +236,8 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(cfg.device)
-    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, device, say)
+    inputs = cfg.inputs_key()  # once: every checkpoint records it
+    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, device, say, inputs)
     streams = Streams(cfg, files, tok, stream_state)
     amp = _autocast_dtype(cfg.dtype, device)
     keep_steps = _wsd_s_keep_steps(cfg)
@@ -262,7 +263,7 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
             bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s" + ("" if name == "main" else f" {name}"))
             # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
             if step % cfg.save_every == 0 or step == end or step in keep_steps:
-                _save(out, step, model, opt, sched, streams, cfg, keep=step in keep_steps)
+                _save(out, step, model, opt, sched, streams, cfg, keep=step in keep_steps, inputs=inputs)
     finally:
         bar.close()
         logf.close()
@@ -316,7 +317,7 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(tok_path)
 
 
-def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[str], None]):
+def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[str], None], inputs: str):
     """(model, optimizer, scheduler, step, stream state): fresh at step 0, or
     restored exactly (weights, optimizer, scheduler, RNG, data position) from
     the newest checkpoint in out, which must be of a run with the same settings."""
@@ -333,7 +334,7 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[st
     st = torch.load(latest / "trainer_state.pt", weights_only=False, map_location="cpu")
     if st["digest"] != cfg.digest():
         raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
-    if st.get("inputs", cfg.inputs_key()) != cfg.inputs_key():  # checkpoints from before this key: not checked
+    if st.get("inputs", inputs) != inputs:  # checkpoints from before this key: not checked
         raise AttninfError(f"{out} holds a run started on another mixture, model config or tokenizer (rewritten "
                            "at the same path since); choose another --out or remove it")
     model = LlamaForCausalLM.from_pretrained(latest).to(device)

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from attninf import identity
-from attninf.artifacts import (MANIFEST, MIX_MANIFEST, Scores, Selection, atomic_path, corpus_mismatch,
+from attninf.artifacts import (MANIFEST, Scores, Selection, atomic_path, corpus_mismatch,
                                corpus_signature, domain_name, write_json, write_selection_rows)
 from attninf.errors import AttninfError
 from attninf.train import TrainConfig
@@ -288,16 +288,12 @@ def train_config(cfg, arm: str, seed: int, data: dict) -> TrainConfig:
 
 
 def run_key(tcfg: TrainConfig, probes: int) -> str:
-    """What makes one run's numbers: its training settings (less where and
-    how far this call goes) and, by content, its mixture, held-out data,
-    model config and tokenizer, and the probes it is measured with."""
-    settings = identity.settings_of(tcfg, ("out", "device", "max_steps_this_run"))
-    model_config = Path(tcfg.model_config) if tcfg.model_config else None
-    return identity.digest([settings, probes, {
-        "mixture": identity.output_key(Path(tcfg.data) / MIX_MANIFEST),
-        "heldout": identity.file_key(Path(tcfg.eval_data) / "heldout.parquet") if tcfg.eval_data else None,
-        "model_config": identity.file_key(model_config) if model_config and model_config.is_file() else None,
-        "tokenizer": identity.tokenizer_key(tcfg.tokenizer)}])
+    """What makes one run's numbers: what its checkpoints are checked
+    against (the training settings, TrainConfig.digest, and by content its
+    mixture, model config and tokenizer, TrainConfig.inputs_key), plus what
+    it is measured on: the held-out documents and the probes."""
+    heldout = identity.file_key(Path(tcfg.eval_data) / "heldout.parquet") if tcfg.eval_data else None
+    return identity.digest([tcfg.digest(), tcfg.inputs_key(), heldout, probes])
 
 
 def _measure(tcfg: TrainConfig, probes: int) -> dict:
