@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from . import compare, data, detect, explain, export, model, run, schedules, score, train
+from . import compare, detect, explain, export, mix, model, report, run, schedules, score, select, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,7 +33,8 @@ def main(verbose: bool) -> None:
       attninf train --data mixed/ --out run/          # WSD schedule
       attninf export mixed/ --out tokens/             # token-id shards for other trainers
       attninf compare --scores scores/ --corpus corpus/ --out compare/   # proxy A/B trainings
-    or all of it (but training) from one file:  attninf run configs/demo.yaml
+    or heads -> score -> select -> mix [-> compare] -> report from one file:
+      attninf run configs/demo.yaml
 
     Every stage command takes --config FILE.yaml (the stage's section of a
     pipeline file); flags override it.
@@ -47,6 +48,6 @@ def main(verbose: bool) -> None:
         hf_logging.disable_progress_bar()
 
 
-for _cmd in (model.model, detect.detect_heads, score.score, explain.explain, data.select, data.mix, data.report, run.run,
-             train.train, compare.compare, export.export, schedules.schedules):
+for _cmd in (model.model, detect.detect_heads, score.score, explain.explain, select.select, mix.mix,
+             report.report, run.run, train.train, compare.compare, export.export, schedules.schedules):
     main.add_command(_cmd)

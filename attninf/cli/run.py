@@ -21,7 +21,7 @@ def run(config, sets, quiet) -> None:
     that stage and the ones after it. An unknown key is an error. See
     configs/demo.yaml.
     """
-    from ..pipeline import Runner, load_pipeline
+    from ..runner import Runner, load_pipeline
 
     cfg = load_pipeline(config, list(sets))
     r = Runner(cfg, say=say, progress=not quiet).run()
