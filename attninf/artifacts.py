@@ -452,6 +452,14 @@ class Mixture(_StageOutput):
             return None
         return {p: Mixture.read(self.root / v.get("path", p)) for p, v in self.manifest["phases"].items()}
 
+    def phase_shards(self) -> dict[str, list[Path]]:
+        """{phase: its shard files}: {"main": ...} for a plain mixture (its one
+        phase), {"stable": ..., "decay": ...} for a phased one."""
+        phases = self.phases()
+        if phases is None:
+            return {"main": self.shards()}
+        return {name: m.shards() for name, m in phases.items()}
+
     def shards(self) -> list[Path]:
         """The shard files the manifest lists, all present."""
         m = self.manifest

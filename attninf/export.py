@@ -96,29 +96,27 @@ def export_shard(src: Path, dst: Path, tokenizer, eos: int, dtype, text_column: 
 
 
 def run_export(cfg: ExportConfig) -> dict:
-    """Export every stream of the mixture; returns the manifest."""
-    from .train import load_tokenizer
+    """Export every phase of the mixture; returns the manifest."""
+    from .model import load_tokenizer
 
-    mix = Mixture.read(cfg.data)
-    phases = mix.phases()
-    streams = {"main": mix.shards()} if phases is None else {p: m.shards() for p, m in phases.items()}
+    phases = Mixture.read(cfg.data).phase_shards()
     tok = load_tokenizer(cfg.tokenizer)
     eos = tok.eos_token_id
     if eos is None:
         raise AttninfError(f"the tokenizer {cfg.tokenizer} has no EOS token to end documents with")
     dtype = token_dtype(len(tok))
-    # built in a new folder that replaces cfg.out whole: no shard or stream of an earlier export survives
+    # built in a new folder that replaces cfg.out whole: no shard or phase of an earlier export survives
     check_replaceable(cfg.out, "export", lambda n: n in (MANIFEST, "stable", "decay") or n.endswith((".bin", ".idx")),
                       {"mixture": cfg.data})
     with replaced_dir(cfg.out) as into:
-        return _export(cfg, streams, tok, eos, dtype, into)
+        return _export(cfg, phases, tok, eos, dtype, into)
 
 
-def _export(cfg: ExportConfig, streams: dict, tok, eos: int, dtype, out: Path) -> dict:
+def _export(cfg: ExportConfig, phases: dict, tok, eos: int, dtype, out: Path) -> dict:
     import dask
 
     tasks = {}
-    for name, files in streams.items():
+    for name, files in phases.items():
         d = out if name == "main" else out / name
         d.mkdir(parents=True, exist_ok=True)
         tasks[name] = [dask.delayed(export_shard)(f, d / f.stem, tok, eos, dtype, cfg.text_column) for f in files]
@@ -126,11 +124,11 @@ def _export(cfg: ExportConfig, streams: dict, tok, eos: int, dtype, out: Path) -
     manifest = {"format": FORMAT, "tokenizer": cfg.tokenizer, "vocab_size": len(tok), "eos_id": int(eos),
                 "dtype": dtype.name, "byteorder": "little", "eos_appended": True,
                 "source": str(Path(cfg.data).resolve()),
-                "streams": {name: {"path": "." if name == "main" else name, "shards": shards,
+                "phases": {name: {"path": "." if name == "main" else name, "shards": shards,
                                    "documents": sum(s["documents"] for s in shards),
                                    "tokens": sum(s["tokens"] for s in shards)} for name, shards in done.items()}}
-    manifest["documents"] = sum(v["documents"] for v in manifest["streams"].values())
-    manifest["tokens"] = sum(v["tokens"] for v in manifest["streams"].values())
+    manifest["documents"] = sum(v["documents"] for v in manifest["phases"].values())
+    manifest["tokens"] = sum(v["tokens"] for v in manifest["phases"].values())
     write_json(manifest, out / MANIFEST)
     return manifest
 
@@ -157,16 +155,16 @@ class TokenShards:
     def dtype(self):
         return np.dtype(self.manifest["dtype"]).newbyteorder("<")
 
-    def shard_paths(self, stream: str = "main"):
-        s = self.manifest["streams"][stream]
+    def shard_paths(self, phase: str = "main"):
+        s = self.manifest["phases"][phase]
         d = self.root / s["path"]
         return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
 
     def verify(self, digests: bool = True) -> None:
         """Sizes against the manifest's counts, offsets that add up, and (with
         digests) the sha256 of every file; the first problem is an error."""
-        for stream in self.manifest["streams"]:
-            for b, i, e in self.shard_paths(stream):
+        for phase in self.manifest["phases"]:
+            for b, i, e in self.shard_paths(phase):
                 for p in (b, i):
                     if not p.is_file():
                         raise AttninfError(f"{p} is missing: export again")
@@ -184,9 +182,9 @@ class TokenShards:
                         if _sha256(p) != e[key]:
                             raise AttninfError(f"{p}: sha256 differs from the manifest (damaged): export again")
 
-    def documents(self, stream: str = "main"):
+    def documents(self, phase: str = "main"):
         """Every document's token ids (numpy views), shard by shard, in row order."""
-        for b, i, _ in self.shard_paths(stream):
+        for b, i, _ in self.shard_paths(phase):
             tokens = np.memmap(b, dtype=self.dtype, mode="r") if b.stat().st_size else np.zeros(0, self.dtype)
             idx = np.fromfile(i, dtype="<i8")
             for k in range(len(idx) - 1):

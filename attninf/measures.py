@@ -51,7 +51,9 @@ def probe_loss(model, tokenizer, context_tokens: int, n: int = 8, seed: int = 0)
     in context_tokens (teacher forcing)."""
     from .probes import make_probe
 
-    bos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    from .model import separator_id
+
+    bos = separator_id(tokenizer)
     total, count = 0.0, 0
     for i in range(n):
         p = make_probe(tokenizer, i, seed=seed, context_tokens=context_tokens, prefix_ids=[bos])

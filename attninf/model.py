@@ -8,6 +8,7 @@ same model.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -23,6 +24,7 @@ from typing import Any
 
 from . import paths
 from .artifacts import atomic_path, write_text
+from .devices import resolve_device, resolve_dtype
 from .errors import AttninfError
 
 log = logging.getLogger("attninf")
@@ -40,7 +42,6 @@ OFFLINE_MODELS: dict[str, dict[str, str]] = {
     },
 }
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -55,42 +56,6 @@ class LoadedModel:
     @property
     def config(self):
         return self.model.config
-
-
-# --------------------------------------------------------------------- dtype
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AttninfError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str):
-    """Map a dtype name to torch; `auto` is bf16 where the hardware runs it fast."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise AttninfError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        if device.startswith("cuda") or cpu_has_bf16():
-            return torch.bfloat16
-        log.info("this CPU has no native bf16: using float32")
-        return torch.float32
-    return getattr(torch, dtype)
 
 
 # --------------------------------------------------------------- fingerprint
@@ -415,3 +380,19 @@ def _hub_weight_files(spec: str, model) -> tuple[Path, list[Path]]:
     except Exception:  # noqa: BLE001 - fingerprint then covers the config only
         log.warning("could not locate the weight files of %s: fingerprint covers its config only", spec)
         return snap, []
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str):
+    """The tokenizer of a model name or path; an offline model is pulled first.
+    Cached: compare measures and diagnoses many runs with one tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok_path = str(pull_model(name, quiet=True)) if name in OFFLINE_MODELS else name
+    return AutoTokenizer.from_pretrained(tok_path)
+
+
+def separator_id(tokenizer) -> int:
+    """The token that ends each document where attninf packs documents into
+    one stream (training, compare's measures): EOS, or id 0 without one."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

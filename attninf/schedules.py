@@ -14,11 +14,13 @@ Formulas and reference values: docs/method.md, "Learning-rate schedules".
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 from .errors import AttninfError
 
 DECAYS = ("linear", "cosine", "1-sqrt", "exponential", "inverse")
+DECAY_FRAC = 0.1  # MiniCPM: the decay takes the last 10% of the steps (of each budget for WSD-S)
 
 
 def decay_value(p: float, shape: str, min_lr_ratio: float = 0.0, steps_into: float = 0.0,
@@ -50,7 +52,7 @@ def decay_value(p: float, shape: str, min_lr_ratio: float = 0.0, steps_into: flo
 
 def decay_length(total_steps: int, decay_steps: int | None, decay_frac: float | None) -> int:
     if decay_steps is None:
-        decay_steps = round((0.1 if decay_frac is None else decay_frac) * total_steps)  # MiniCPM: 10%
+        decay_steps = round((DECAY_FRAC if decay_frac is None else decay_frac) * total_steps)
     return int(decay_steps)
 
 
@@ -168,6 +170,81 @@ def lr_lambda(name: str, **kw) -> Callable[[int], float]:
         warm = kw.get("warmup_steps", 0)
         return lambda s: min(1.0, s / warm) if warm else 1.0
     raise AttninfError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named schedule with every setting any schedule reads: the one place
+    that turns settings into a step -> multiplier function, for `attninf
+    train` and `attninf schedules` alike. decay_frac None is DECAY_FRAC;
+    cycle_steps None is a quarter of the run."""
+    name: str = "wsd"
+    total_steps: int = 1000
+    warmup_steps: int = 0
+    decay: str = "linear"
+    decay_steps: int | None = None
+    decay_frac: float | None = None
+    min_lr_ratio: float = 0.0
+    half_life: float | None = None
+    budgets: tuple[int, ...] | None = None
+    cycle_steps: int | None = None
+    lr_max: float = 0.02          # power: the cap, in the LR's units
+    power_a: float = 4.6
+    power_b: float = -0.51
+    batch_size: int = 1           # power: sequences per optimizer step
+    tokens_per_step: float = 1.0  # power: n = step x this
+
+    @property
+    def frac(self) -> float:
+        return DECAY_FRAC if self.decay_frac is None else self.decay_frac
+
+    def decay_length(self) -> int:
+        """Steps of the final decay of wsd and power."""
+        return decay_length(self.total_steps, self.decay_steps, self.decay_frac)
+
+    def fn(self) -> Callable[[int], float]:
+        """step (0-based) -> multiplier of the peak LR."""
+        n = self.name
+        if n == "wsd":
+            return lr_lambda(n, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                             decay_steps=self.decay_steps, decay_frac=self.decay_frac, decay=self.decay,
+                             min_lr_ratio=self.min_lr_ratio, half_life=self.half_life)
+        if n == "wsd-s":
+            return lr_lambda(n, budgets=self._budgets(), decay_frac=self.frac, warmup_steps=self.warmup_steps,
+                             decay=self.decay, min_lr_ratio=self.min_lr_ratio, half_life=self.half_life)
+        if n == "power":
+            tps = self.tokens_per_step
+            return lr_lambda(n, tokens_per_step=tps, lr_max=self.lr_max, a=self.power_a, b=self.power_b,
+                             batch_size=self.batch_size, warmup_tokens=self.warmup_steps * tps,
+                             decay_tokens=self.decay_length() * tps, total_tokens=self.total_steps * tps,
+                             decay="linear" if self.decay == "linear" else "exponential",
+                             final_ratio=self.min_lr_ratio or 0.01)
+        if n == "cosine":
+            return lr_lambda(n, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                             min_lr_ratio=self.min_lr_ratio)
+        if n == "cyclic-cosine":
+            return lr_lambda(n, cycle_steps=self.cycle_steps or max(1, self.total_steps // 4),
+                             warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
+        if n == "constant":
+            return lr_lambda(n, warmup_steps=self.warmup_steps)
+        raise AttninfError(f"unknown schedule {n!r}; choose one of {', '.join(SCHEDULES)}")
+
+    def in_decay(self, step: int) -> bool:
+        """Whether step (0-based) trains inside a decay phase."""
+        if self.name == "wsd-s":
+            return any(a <= step < b for a, b in wsd_s_decays(self._budgets(), self.frac))
+        if self.name in ("wsd", "power"):
+            return step >= self.total_steps - self.decay_length()
+        return False
+
+    def kept_steps(self) -> set[int]:
+        """Steps whose checkpoints a run keeps for good: the end of each WSD-S decay."""
+        return set(decay_ends(self._budgets(), self.frac)) if self.name == "wsd-s" else set()
+
+    def _budgets(self) -> list[int]:
+        if not self.budgets:
+            raise AttninfError("--schedule wsd-s needs --budgets (steps, comma-separated), e.g. 200,500,1000")
+        return list(self.budgets)
 
 
 def make_scheduler(optimizer, name: str, **kw):

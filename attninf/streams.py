@@ -1,21 +1,18 @@
 """The token streams of an `attninf train` run: Parquet shards of a mixture
 read in a fixed order, tokenized, joined with EOS and cut into sequences of
 seq_len + 1 tokens, with a position every checkpoint saves; and, for a
-phased mixture (`attninf mix --phases stable,decay`), which stream each step
-reads.
+phased mixture (`attninf mix --phases stable,decay`), which phase each step
+reads. Knows nothing of the trainer: it is given the files, the tokenizer
+and a step -> in-decay function.
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
-from .artifacts import Mixture
 from .errors import AttninfError
-from .schedules import DECAYING
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .model import separator_id
 
 
 class PackedStream:
@@ -24,7 +21,7 @@ class PackedStream:
 
     def __init__(self, files: list[Path], tokenizer, seq_len: int, text_column: str = "text", state=None):
         self.files, self.tok, self.n, self.col = files, tokenizer, seq_len + 1, text_column
-        self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.eos = separator_id(tokenizer)
         st = state or {"file": 0, "row": 0, "buffer": [], "epoch": 0}
         self.file, self.row, self.buffer, self.epoch = st["file"], st["row"], list(st["buffer"]), st["epoch"]
         self._rows: list | None = None
@@ -60,58 +57,40 @@ class PackedStream:
         return seq
 
 
-def mixture_files(data: str | Path) -> list[Path]:
-    """The shards a complete `attninf mix` wrote, as its manifest lists them.
-    A directory without the manifest (written last) is a mixture that did not
-    finish, or not a mixture: refused, never trained on."""
-    return Mixture.read(data).shards()
+class PhaseStreams:
+    """One stream per phase of the mixture and which phase each step reads:
+    decay inside the schedule's decay phases, stable elsewhere (or "main",
+    the one phase of a plain mixture). Each stream keeps its own position."""
 
-
-def mixture_streams(data: str | Path) -> dict[str, list[Path]]:
-    """{stream: its shards}: {"main": ...} for a mixture, {"stable": ...,
-    "decay": ...} for a phased one (`attninf mix --phases stable,decay`)."""
-    mix = Mixture.read(data)
-    phases = mix.phases()
-    if phases is None:
-        return {"main": mix.shards()}
-    return {name: m.shards() for name, m in phases.items()}
-
-
-class Streams:
-    """The token streams of a run and which one each step reads: the decay
-    stream inside the schedule's decay phases, the stable one elsewhere (or
-    the one stream of a plain mixture). Each keeps its own position."""
-
-    def __init__(self, cfg: "TrainConfig", files: dict[str, list[Path]], tokenizer, state: dict | None = None):
-        if set(files) != {"main"} and cfg.schedule not in DECAYING:
-            raise AttninfError(f"{cfg.data} is a phased mixture (stable, decay): it needs a schedule with a "
-                               f"decay phase ({', '.join(DECAYING)}), not {cfg.schedule}")
-        if state is not None and "file" in state:  # a checkpoint of a single-stream run
+    def __init__(self, files: dict[str, list[Path]], tokenizer, seq_len: int, text_column: str,
+                 in_decay: Callable[[int], bool], state: dict | None = None):
+        if state is not None and "file" in state:  # a checkpoint of a single-phase run
             state = {"main": state}
         state = state or {}
-        self.cfg = cfg
-        self.streams = {name: PackedStream(f, tokenizer, cfg.seq_len, cfg.text_column, state.get(name))
+        self.in_decay = in_decay
+        self.streams = {name: PackedStream(f, tokenizer, seq_len, text_column, state.get(name))
                         for name, f in files.items()}
 
-    def name_at(self, step: int) -> str:
-        """The stream step (0-based) reads."""
+    def phase_at(self, step: int) -> str:
+        """The phase step (0-based) reads."""
         if "main" in self.streams:
             return "main"
-        return "decay" if self.cfg.in_decay(step) else "stable"
+        return "decay" if self.in_decay(step) else "stable"
 
     def state(self) -> dict:
         return {name: st.state() for name, st in self.streams.items()}
 
 
-def stream_segments(log_path: Path) -> list[dict]:
-    """[{"stream", "first_step", "last_step"}] of consecutive steps of log.csv
-    that read the same stream."""
+def phase_segments(log_path: Path) -> list[dict]:
+    """[{"phase", "first_step", "last_step"}] of consecutive steps of log.csv
+    that read the same phase (logs written before the column was named
+    phase call it stream)."""
     with open(log_path, newline="") as f:
-        rows = [(int(r["step"]), r.get("stream") or "main") for r in csv.DictReader(f)]
+        rows = [(int(r["step"]), r.get("phase") or r.get("stream") or "main") for r in csv.DictReader(f)]
     out: list[dict] = []
     for step, name in rows:
-        if out and out[-1]["stream"] == name and out[-1]["last_step"] == step - 1:
+        if out and out[-1]["phase"] == name and out[-1]["last_step"] == step - 1:
             out[-1]["last_step"] = step
         else:
-            out.append({"stream": name, "first_step": step, "last_step": step})
+            out.append({"phase": name, "first_step": step, "last_step": step})
     return out

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import atomic_path, parquet_files, write_json
+from .artifacts import Mixture, atomic_path, parquet_files, write_json
+from .devices import TRAIN_DTYPES, autocast_dtype, resolve_device
 from .errors import AttninfError
-from .schedules import DECAYS, SCHEDULES
-from .streams import PackedStream, Streams, mixture_streams, stream_segments
+from .model import load_tokenizer
+from .schedules import DECAYING, DECAYS, SCHEDULES, Schedule
+from .streams import PackedStream, PhaseStreams, phase_segments
 
 
 SCHEDULE_HELP = (
@@ -68,61 +69,24 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation and the data order."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     dtype: str = field(default="auto", metadata={
-        "choices": ("auto", "float32", "bfloat16"),
+        "choices": TRAIN_DTYPES,
         "help": "auto: bf16 autocast on a GPU and where the CPU runs it fast; the weights stay float32."})
     device: str = field(default="auto", metadata={"help": "auto (a GPU when there is one), cpu, cuda, cuda:N."})
     max_steps_this_run: int | None = field(default=None, metadata={
         "cli": False, "help": "Stop after this many steps (tests of resuming)."})
 
-    def schedule_fn(self) -> Callable[[int], float]:
-        from .schedules import lr_lambda
-
-        if self.schedule == "wsd":
-            return lr_lambda("wsd", total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                             decay_steps=self.decay_steps, decay_frac=self.decay_frac, decay=self.decay,
-                             min_lr_ratio=self.min_lr_ratio, half_life=self.half_life)
-        if self.schedule == "wsd-s":
-            if not self.budgets:
-                raise AttninfError("--schedule wsd-s needs --budgets (steps, comma-separated)")
-            return lr_lambda("wsd-s", budgets=list(self.budgets), decay_frac=self.decay_frac or 0.1,
-                             warmup_steps=self.warmup_steps, decay=self.decay, min_lr_ratio=self.min_lr_ratio,
-                             half_life=self.half_life)
-        if self.schedule == "power":
-            tps = self.tokens_per_step
-            return lr_lambda("power", tokens_per_step=tps, lr_max=self.lr, a=self.power_a, b=self.power_b,
-                             batch_size=self.batch_size * self.grad_accum, warmup_tokens=self.warmup_steps * tps,
-                             decay_tokens=self.decay_length() * tps, total_tokens=self.total_steps * tps,
-                             decay="linear" if self.decay == "linear" else "exponential",
-                             final_ratio=self.min_lr_ratio or 0.01)
-        if self.schedule == "cosine":
-            return lr_lambda("cosine", total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                             min_lr_ratio=self.min_lr_ratio)
-        if self.schedule == "cyclic-cosine":
-            return lr_lambda("cyclic-cosine", cycle_steps=max(1, self.total_steps // 4),
-                             warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
-        if self.schedule == "constant":
-            return lr_lambda("constant", warmup_steps=self.warmup_steps)
-        raise AttninfError(f"unknown schedule {self.schedule!r}")
-
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.grad_accum * self.seq_len
 
-    def decay_length(self) -> int:
-        """Steps of the final decay of wsd and power."""
-        from .schedules import decay_length
-
-        return decay_length(self.total_steps, self.decay_steps, self.decay_frac)
-
-    def in_decay(self, step: int) -> bool:
-        """Whether the step (0-based) trains inside a decay phase of the schedule."""
-        from .schedules import wsd_s_decays
-
-        if self.schedule == "wsd-s":
-            return any(a <= step < b for a, b in wsd_s_decays(list(self.budgets), self.decay_frac or 0.1))
-        if self.schedule in ("wsd", "power"):
-            return step >= self.total_steps - self.decay_length()
-        return False
+    def lr_schedule(self) -> Schedule:
+        """The schedule these settings describe (power: its batch counts sequences per optimizer step)."""
+        return Schedule(name=self.schedule, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                        decay=self.decay, decay_steps=self.decay_steps, decay_frac=self.decay_frac,
+                        min_lr_ratio=self.min_lr_ratio, half_life=self.half_life,
+                        budgets=tuple(self.budgets) if self.budgets else None, lr_max=self.lr,
+                        power_a=self.power_a, power_b=self.power_b, batch_size=self.batch_size * self.grad_accum,
+                        tokens_per_step=self.tokens_per_step)
 
     def inputs_key(self) -> str:
         """What the run reads, by content (attninf.identity): the mixture's
@@ -159,17 +123,22 @@ def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
     return LlamaForCausalLM(cfg)
 
 
-def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainConfig, keep: bool,
+def checkpoint_dir(run: str | Path, step: int) -> Path:
+    """Where a run keeps the checkpoint of a step: RUN/checkpoints/step-NNNNNNN."""
+    return Path(run) / "checkpoints" / f"step-{step:07d}"
+
+
+def _save(out: Path, step: int, model, opt, sched, streams: PhaseStreams, cfg: TrainConfig, keep: bool,
           inputs: str) -> Path:
     import torch
 
-    ck = out / "checkpoints"
+    final = checkpoint_dir(out, step)
+    ck = final.parent
     ck.mkdir(parents=True, exist_ok=True)
-    final = ck / f"step-{step:07d}"
     with atomic_path(final) as tmp:
         model.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "stream": stream.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
+                    "phases": streams.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
                     "inputs": inputs,
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "keep": keep}, tmp / "trainer_state.pt")
@@ -187,7 +156,7 @@ def _save(out: Path, step: int, model, opt, sched, stream: Streams, cfg: TrainCo
 
 
 def _latest(out: Path) -> Path | None:
-    steps = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    steps = sorted(p for p in checkpoint_dir(out, 0).parent.glob("step-*") if (p / "trainer_state.pt").exists())
     return steps[-1] if steps else None
 
 
@@ -229,18 +198,23 @@ def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column:
 def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict:
     """Train (or resume) the run in cfg.out up to cfg.total_steps, or
     cfg.max_steps_this_run more steps; returns {"step", "tokens_per_s"[, "eval_loss"]}."""
+    import torch
     from tqdm.auto import tqdm
 
-    files = mixture_streams(cfg.data)
+    files = Mixture.read(cfg.data).phase_shards()
+    schedule = cfg.lr_schedule()
+    if set(files) != {"main"} and cfg.schedule not in DECAYING:
+        raise AttninfError(f"{cfg.data} is a phased mixture (stable, decay): it needs a schedule with a "
+                           f"decay phase ({', '.join(DECAYING)}), not {cfg.schedule}")
     tok = load_tokenizer(cfg.tokenizer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     inputs = cfg.inputs_key()  # once: every checkpoint records it
-    model, opt, sched, step, stream_state = _start_or_resume(cfg, out, tok, device, say, inputs)
-    streams = Streams(cfg, files, tok, stream_state)
-    amp = _autocast_dtype(cfg.dtype, device)
-    keep_steps = _wsd_s_keep_steps(cfg)
+    model, opt, sched, step, position = _start_or_resume(cfg, out, tok, device, say, inputs)
+    streams = PhaseStreams(files, tok, cfg.seq_len, cfg.text_column, schedule.in_decay, position)
+    amp = autocast_dtype(cfg.dtype, device.type)
+    keep_steps = schedule.kept_steps()
     model.train()
 
     log_path = out / "log.csv"
@@ -252,7 +226,7 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     try:
         while step < end:
             lr = opt.param_groups[0]["lr"]  # the LR this step trains with
-            name = streams.name_at(step)
+            name = streams.phase_at(step)
             loss = _train_step(model, opt, sched, streams.streams[name], cfg, device, amp)
             step += 1
             done_now += 1
@@ -276,49 +250,12 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
     write_json({"config": dataclasses.asdict(cfg), "digest": cfg.digest(), "device": str(device),
                 "autocast": str(amp).replace("torch.", "") if amp else None,
                 "data": {name: [str(f) for f in fs] for name, fs in files.items()},
-                "streams": stream_segments(log_path), **result}, out / "run.json")
+                "phases": phase_segments(log_path), **result}, out / "run.json")
     return result
 
 
-def _device(spec: str):
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AttninfError(f"--device {spec}: no CUDA GPU is visible to torch here")
-    return dev
-
-
-def _autocast_dtype(dtype: str, device):
-    """bf16 autocast (the weights and optimizer stay fp32) on a GPU, and on a
-    CPU that runs bf16 matmuls fast; None: plain fp32."""
-    import torch
-
-    from .model import cpu_has_bf16
-
-    if dtype == "float32":
-        return None
-    if dtype == "bfloat16" or device.type == "cuda" or cpu_has_bf16():
-        return torch.bfloat16
-    return None
-
-
-@functools.lru_cache(maxsize=4)
-def load_tokenizer(name: str):
-    """The tokenizer of a model name or path; an offline model is pulled first.
-    Cached: compare measures and diagnoses many runs with one tokenizer."""
-    from transformers import AutoTokenizer
-
-    from .model import OFFLINE_MODELS, pull_model
-
-    tok_path = str(pull_model(name, quiet=True)) if name in OFFLINE_MODELS else name
-    return AutoTokenizer.from_pretrained(tok_path)
-
-
 def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[str], None], inputs: str):
-    """(model, optimizer, scheduler, step, stream state): fresh at step 0, or
+    """(model, optimizer, scheduler, step, data position): fresh at step 0, or
     restored exactly (weights, optimizer, scheduler, RNG, data position) from
     the newest checkpoint in out, which must be of a run with the same settings."""
     import torch
@@ -345,7 +282,7 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[st
     if st.get("cuda_rng") is not None and device.type == "cuda":
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     say(f"resuming from {latest.name}")
-    return model, opt, sched, st["step"], st["stream"]
+    return model, opt, sched, st["step"], st.get("phases", st.get("stream"))  # "stream": older checkpoints
 
 
 def _optimizer(model, cfg: TrainConfig):
@@ -359,17 +296,8 @@ def _optimizer(model, cfg: TrainConfig):
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     # built before a resumed run loads the optimizer's state: building a
     # LambdaLR resets the LR, loading the state restores it
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.schedule_fn())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_schedule().fn())
     return opt, sched
-
-
-def _wsd_s_keep_steps(cfg: TrainConfig) -> set[int]:
-    """Steps whose checkpoints are kept for good: the end of each WSD-S decay."""
-    if cfg.schedule != "wsd-s":
-        return set()
-    from .schedules import decay_ends
-
-    return set(decay_ends(list(cfg.budgets), cfg.decay_frac or 0.1))
 
 
 def _open_log(log_path: Path, step: int):
@@ -388,7 +316,7 @@ def _open_log(log_path: Path, step: int):
     logf = open(log_path, "a", newline="")
     writer = csv.writer(logf)
     if new_log:
-        writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s", "stream"])
+        writer.writerow(["step", "lr", "loss", "tokens", "tokens_per_s", "phase"])
     return logf, writer
 
 
@@ -420,7 +348,7 @@ def _lm_loss(model, batch):
 
 def plot_log(log_path: Path, png: Path) -> None:
     """Loss and the learning rate (second axis) per step; the steps that read
-    the decay stream of a phased mixture shaded."""
+    the decay phase of a phased mixture shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,9 +364,9 @@ def plot_log(log_path: Path, png: Path) -> None:
     ax2 = ax.twinx()
     ax2.plot(steps, [float(r["lr"]) for r in rows], label="learning rate", color="#dd8452")
     ax2.set_ylabel("learning rate")
-    for k, seg in enumerate(s for s in stream_segments(log_path) if s["stream"] == "decay"):
+    for k, seg in enumerate(s for s in phase_segments(log_path) if s["phase"] == "decay"):
         ax.axvspan(seg["first_step"] - 0.5, seg["last_step"] + 0.5, color="#55a868", alpha=0.15,
-                   label=None if k else "decay stream")
+                   label=None if k else "decay phase")
     handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
     ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
     fig.tight_layout()

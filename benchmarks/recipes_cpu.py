@@ -99,7 +99,7 @@ def main() -> None:
             r = train(cfg, progress=False, say=lambda m: None)
             losses[(recipe, seed)] = r["eval_loss"]
             run = json.loads((Path(cfg.out) / "run.json").read_text())
-            print(f"{recipe} seed {seed}: {r['eval_loss']} streams {run['streams']} "
+            print(f"{recipe} seed {seed}: {r['eval_loss']} phases {run['phases']} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     domains = sorted(held)
     mixes = {r: json.loads((data[r] / ".manifest.json").read_text()) for r in RECIPES}

@@ -37,7 +37,7 @@ from attninf import identity
 from attninf.artifacts import (MANIFEST, Scores, Selection, atomic_path, corpus_mismatch,
                                corpus_signature, domain_name, write_json, write_selection_rows)
 from attninf.errors import AttninfError
-from attninf.train import TrainConfig
+from attninf.train import TrainConfig, checkpoint_dir
 
 ARMS = ("full", "attninf", "random", "decay")
 # TrainConfig's fields that compare sets itself, per arm and seed
@@ -302,17 +302,17 @@ def _measure(tcfg: TrainConfig, probes: int) -> dict:
     from transformers import LlamaForCausalLM
 
     from attninf.measures import copy_loss, probe_loss
-    from attninf.train import load_tokenizer
+    from attninf.model import load_tokenizer, separator_id
 
     run = json.loads((Path(tcfg.out) / "run.json").read_text())
-    final = Path(tcfg.out) / "checkpoints" / f"step-{tcfg.total_steps:07d}"
+    final = checkpoint_dir(tcfg.out, tcfg.total_steps)
     model = LlamaForCausalLM.from_pretrained(final).eval()
     tok = load_tokenizer(tcfg.tokenizer)
-    bos = tok.eos_token_id if tok.eos_token_id is not None else 0
+    bos = separator_id(tok)
     span = max(4, min(64, (tcfg.seq_len - 1) // 2))
     torch.manual_seed(0)
     out = {"heldout_loss": run.get("eval_loss") or {}, "copy": copy_loss(model, len(tok), bos, span=span),
-           "tokens": run["step"] * tcfg.tokens_per_step, "streams": run["streams"]}
+           "tokens": run["step"] * tcfg.tokens_per_step, "phases": run["phases"]}
     if probes:  # in the model's position range (build_model: at least 512), a probe needs a few hundred tokens
         try:
             out["probe_loss"] = probe_loss(model, tok, context_tokens=model.config.max_position_embeddings, n=probes)
@@ -415,7 +415,7 @@ def diagnostics(cfg, data: dict) -> dict:
 
     from attninf.artifacts import corpus_texts
     from attninf.measures import over_represented
-    from attninf.train import load_tokenizer
+    from attninf.model import load_tokenizer
 
     root = Path(cfg.out) / "data"
     sel, scores = Selection.read(root / "selected"), Scores.read(root / "scores")

@@ -58,8 +58,8 @@ def test_compare_end_to_end(setup, tmp_path):
     for g in sel:
         assert 0 <= rnd[g]["tokens_selected"] - sel[g]["tokens_selected"] < longest
     # the decay arm read its decay stream in the decay phase only
-    streams = json.loads((out / "runs" / "decay-s0" / "run.json").read_text())["streams"]
-    assert [s["stream"] for s in streams] == ["stable", "decay"] and streams[1]["first_step"] == 7
+    phases = json.loads((out / "runs" / "decay-s0" / "run.json").read_text())["phases"]
+    assert [s["phase"] for s in phases] == ["stable", "decay"] and phases[1]["first_step"] == 7
     m = summary["stats"]["attninf"]
     assert {"copy loss (2nd occurrence)", "retrieval probe loss", "heldout loss (mean of domains)"} <= set(m)
     assert set(summary["paired"]) == {"full", "random"}

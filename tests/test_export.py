@@ -71,7 +71,7 @@ def test_phased_mixture_exports_each_phase(tmp_path, tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     for phase in ("stable", "decay"):
         assert [d.tolist() for d in shards.documents(phase)] == _expected(tmp_path / "mix" / phase, tok)
-    assert shards.manifest["streams"]["decay"]["documents"] > shards.manifest["streams"]["stable"]["documents"]
+    assert shards.manifest["phases"]["decay"]["documents"] > shards.manifest["phases"]["stable"]["documents"]
 
 
 def test_damaged_shards_are_caught(mixed, tmp_path, tiny_model_dir):

@@ -228,7 +228,7 @@ def test_an_output_layer_the_fused_loss_does_not_reproduce_is_refused(tiny_token
 
 def test_run_and_config_read_the_same_yaml_the_same_way(tmp_path, tiny_model_dir):
     from attninf.config import SHARED_KEYS, load_stage
-    from attninf.pipeline import Runner, load_pipeline
+    from attninf.runner import Runner, load_pipeline
 
     corpus = make_corpus(tmp_path / "corpus", files=2, rows=4)
     p = tmp_path / "p.yaml"
@@ -424,7 +424,7 @@ def test_export_replaces_its_folder_whole(tmp_path, tiny_model_dir):
         assert res.exit_code == 0, res.output
     assert not (tokens / "stable").exists() and not (tokens / "decay").exists()
     man = json.loads((tokens / "manifest.json").read_text())
-    assert sorted(p.name for p in tokens.glob("*.bin")) == sorted(s["bin"] for s in man["streams"]["main"]["shards"])
+    assert sorted(p.name for p in tokens.glob("*.bin")) == sorted(s["bin"] for s in man["phases"]["main"]["shards"])
 
 
 def test_train_refuses_to_resume_on_a_rewritten_mixture(tmp_path, tiny_model_dir):

@@ -158,12 +158,12 @@ def test_reads_only_a_finished_mixture(data, model_yaml, tiny_model_dir, tmp_pat
     _manifest(d, 2)
     (d / ".pieces" / "00000").mkdir(parents=True)
     pq.write_table(pa.table({"text": ["zzzz " * 50] * 30}), d / ".pieces" / "00000" / "x.parquet")
-    from attninf.streams import mixture_files
+    from attninf.artifacts import Mixture
 
-    assert [p.name for p in mixture_files(d)] == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    assert [p.name for p in Mixture.read(d).shards()] == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
     (d / "part-00001-of-00002.parquet").unlink()
     with pytest.raises(AttninfError, match="1 shard\\(s\\) its manifest lists are missing"):
-        mixture_files(d)
+        Mixture.read(d).shards()
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +184,8 @@ def phased(tmp_path_factory):
     return d
 
 
-def _stream_state(run, step):
-    return torch.load(Path(run) / "checkpoints" / f"step-{step:07d}" / "trainer_state.pt", weights_only=False)["stream"]
+def _position(run, step):
+    return torch.load(Path(run) / "checkpoints" / f"step-{step:07d}" / "trainer_state.pt", weights_only=False)["phases"]
 
 
 def test_phased_mixture_switches_at_the_decay(phased, model_yaml, tiny_model_dir, tmp_path):
@@ -196,11 +196,11 @@ def test_phased_mixture_switches_at_the_decay(phased, model_yaml, tiny_model_dir
     cfg = _cfg(phased, model_yaml, tiny_model_dir, tmp_path / "run", keep_last=10)
     train(cfg, progress=False)
     rows = _log(tmp_path / "run")
-    assert [r["stream"] for r in rows] == ["stable"] * 30 + ["decay"] * 10  # steps 31..40 train at steps 30..39
+    assert [r["phase"] for r in rows] == ["stable"] * 30 + ["decay"] * 10  # steps 31..40 train at steps 30..39
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["streams"] == [{"stream": "stable", "first_step": 1, "last_step": 30},
-                              {"stream": "decay", "first_step": 31, "last_step": 40}]
-    s30, s40 = _stream_state(tmp_path / "run", 30), _stream_state(tmp_path / "run", 40)
+    assert run["phases"] == [{"phase": "stable", "first_step": 1, "last_step": 30},
+                             {"phase": "decay", "first_step": 31, "last_step": 40}]
+    s30, s40 = _position(tmp_path / "run", 30), _position(tmp_path / "run", 40)
     assert s30["decay"] == {"file": 0, "row": 0, "buffer": [], "epoch": 0}  # untouched before the decay
     assert s40["stable"] == s30["stable"] and s40["decay"] != s30["decay"]
 
@@ -213,7 +213,7 @@ def test_phased_mixture_wsd_s_goes_back_to_stable(phased, model_yaml, tiny_model
     train(cfg, progress=False)
     windows = wsd_s_decays([12, 30], 0.25)
     want = ["decay" if any(a <= s - 1 < b for a, b in windows) else "stable" for s in range(1, 35)]
-    assert [r["stream"] for r in _log(tmp_path / "run")] == want
+    assert [r["phase"] for r in _log(tmp_path / "run")] == want
     assert want[8] == "stable" and want[9:12] == ["decay"] * 3 and want[12] == "stable"  # 0-based steps 9..11
 
 
@@ -231,8 +231,8 @@ def test_phased_resume_is_bit_identical(phased, model_yaml, tiny_model_dir, tmp_
     b = load_file(tmp_path / "cut" / "checkpoints" / "step-0000040" / "model.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert [(r["loss"], r["stream"]) for r in _log(tmp_path / "cut")] == \
-        [(r["loss"], r["stream"]) for r in _log(tmp_path / "ref")]
+    assert [(r["loss"], r["phase"]) for r in _log(tmp_path / "cut")] == \
+        [(r["loss"], r["phase"]) for r in _log(tmp_path / "ref")]
 
 
 def test_power_schedule_in_training(data, model_yaml, tiny_model_dir, tmp_path):
@@ -262,7 +262,7 @@ def test_train_device_option(data, model_yaml, tiny_model_dir, tmp_path):
     train(_cfg(data, model_yaml, tiny_model_dir, tmp_path / "run", device="cpu", total_steps=16, decay_steps=4),
           progress=False)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["device"] == "cpu" and run["autocast"] is None and run["streams"][0]["stream"] == "main"
+    assert run["device"] == "cpu" and run["autocast"] is None and run["phases"][0]["phase"] == "main"
     if not torch.cuda.is_available():
         with pytest.raises(AttninfError, match="no CUDA GPU"):
             train(_cfg(data, model_yaml, tiny_model_dir, tmp_path / "gpu", device="cuda"), progress=False)

@@ -33,10 +33,10 @@ def export(**kw) -> None:
         shards.verify()
         m = shards.manifest
         click.echo(f"{cfg.data}: ok, {m['documents']:,} documents, {m['tokens']:,} tokens ({m['dtype']}) in "
-                   f"{sum(len(s['shards']) for s in m['streams'].values())} shard(s)")
+                   f"{sum(len(s['shards']) for s in m['phases'].values())} shard(s)")
         return
     m = run_export(cfg)
-    for name, s in m["streams"].items():
+    for name, s in m["phases"].items():
         where = cfg.out if name == "main" else f"{cfg.out}/{name}"
         click.echo(f"{where}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shard(s)")
     click.echo(f"{m['dtype']} token ids, EOS {m['eos_id']} after each document; manifest {cfg.out}/manifest.json")

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
-from ..errors import AttninfError, user_errors
+from ..errors import user_errors
+from ..schedules import DECAYS, SCHEDULES, Schedule
 
 
 def _schedule_options(fn):
     opts = [
         click.option("--schedule", "schedules_", multiple=True, default=["wsd"], show_default=True,
-                     type=click.Choice(["wsd", "wsd-s", "cosine", "cyclic-cosine", "power", "constant"]),
+                     type=click.Choice(SCHEDULES),
                      help="Schedule (repeat the flag in `plot` to compare several)."),
         click.option("--total-steps", type=int, default=1000, show_default=True),
         click.option("--warmup-steps", type=int, default=0, show_default=True),
         click.option("--decay-steps", type=int, default=None, help="WSD decay length  [default: 10% of total]"),
         click.option("--decay-frac", type=float, default=None, help="WSD / WSD-S decay as a fraction of the total "
                                                                    "(of each budget for WSD-S)  [default: 0.1]"),
-        click.option("--decay", type=click.Choice(["linear", "cosine", "1-sqrt", "exponential", "inverse"]),
+        click.option("--decay", type=click.Choice(DECAYS),
                      default="linear", show_default=True),
         click.option("--min-lr-ratio", type=float, default=0.0, show_default=True),
         click.option("--half-life", type=float, default=None, help="Exponential decay half-life in steps."),
@@ -33,27 +34,14 @@ def _schedule_options(fn):
     return fn
 
 
-def _schedule_fn(name, total_steps, warmup_steps, decay_steps, decay_frac, decay, min_lr_ratio, half_life, budgets,
-                 cycle_steps, lr_max, tokens_per_step, batch_size):
-    from ..schedules import lr_lambda
-
-    if name == "wsd":
-        return lr_lambda("wsd", total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps,
-                         decay_frac=decay_frac, decay=decay, min_lr_ratio=min_lr_ratio, half_life=half_life)
-    if name == "wsd-s":
-        if not budgets:
-            raise AttninfError("--schedule wsd-s needs --budgets, e.g. --budgets 200,500,1000")
-        return lr_lambda("wsd-s", budgets=[int(b) for b in budgets.split(",")], decay_frac=decay_frac or 0.1,
-                         warmup_steps=warmup_steps, decay=decay, min_lr_ratio=min_lr_ratio, half_life=half_life)
-    if name == "cosine":
-        return lr_lambda("cosine", total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-    if name == "cyclic-cosine":
-        return lr_lambda("cyclic-cosine", cycle_steps=cycle_steps or max(1, total_steps // 4),
-                         warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-    if name == "power":
-        return lr_lambda("power", tokens_per_step=tokens_per_step, lr_max=lr_max, batch_size=batch_size,
-                         warmup_tokens=warmup_steps * tokens_per_step)
-    return lr_lambda("constant", warmup_steps=warmup_steps)
+def _schedule_fn(name, budgets, **kw):
+    """The step -> multiplier function `attninf train` would use for these settings."""
+    try:
+        steps = tuple(int(b) for b in budgets.split(",")) if budgets else None
+    except ValueError as e:
+        raise click.BadParameter(f"{budgets!r}: steps, comma-separated, e.g. 200,500,1000",
+                                 param_hint="--budgets") from e
+    return Schedule(name=name, budgets=steps, **kw).fn()
 
 
 @click.group()
