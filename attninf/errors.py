@@ -8,6 +8,12 @@ class AttninfError(Exception):
     """A problem the user can fix: bad path, missing column, wrong model kind."""
 
 
+def one_line(e: BaseException) -> str:
+    """An exception from a library as one line: its type and first line."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".strip()
+
+
 def user_errors(fn):
     """CLI commands: a user's mistake (AttninfError) becomes one line on stderr
     and exit status 2; Ctrl-C exits 130 without a traceback."""

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Mixture, atomic_path, check_replaceable, replaced_dir, write_json
+from .artifacts import Mixture
+from .storage import atomic_path, check_replaceable, replaced_dir, write_json
 from .errors import AttninfError
 
 FORMAT = "attninf-tokens-1"

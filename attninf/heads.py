@@ -17,7 +17,6 @@ attention, and with as many random heads masked.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import random
 import time
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .devices import DTYPE_HELP, DTYPES
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
-from .artifacts import read_json, write_json
+from .storage import read_json, utc_now, write_json
 from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
@@ -46,8 +46,7 @@ class DetectConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the probes and of the random-head control."})
     random_trials: int = field(default=4, metadata={"help": "Random-head draws in the ablation control."})
     dtype: str = field(default="auto", metadata={
-        "choices": ("auto", "float32", "bfloat16", "float16"),
-        "help": "auto = bf16 where the hardware runs it fast, else float32."})
+        "choices": DTYPES, "help": DTYPE_HELP})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
     doc_prefix: str | None = field(default=None, metadata={
         "metavar": "TOKEN|none",
@@ -220,7 +219,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         "hit": HIT_RULE,
         "doc_prefix": prefix.to_json(),
         "attninf_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "model": {**lm.fingerprint, "path": lm.path, "model_type": model.config.model_type,
                   "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
         "num_layers": L,

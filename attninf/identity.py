@@ -56,7 +56,8 @@ def file_key(path: str | Path) -> str | None:
 
 def corpus_key(root: str | Path) -> str:
     """The corpus by content: the signature of every Parquet file under root."""
-    from .artifacts import corpus_signature, parquet_files
+    pass
+    from .storage import parquet_files
 
     return digest(corpus_signature(root, parquet_files(root)))
 
@@ -85,3 +86,92 @@ def tokenizer_key(spec: str | None) -> str | None:
 
     path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
     return tokenizer_digest(path) if path.is_dir() else digest(spec)
+
+
+def parquet_footer_sha(path: str | Path) -> str | None:
+    """sha256 (16 hex) of a Parquet file's footer: its schema, row groups,
+    column chunk sizes, offsets and statistics. A byte copy keeps it; an
+    edit of the data almost always changes it, even at the same size and
+    row count, for the cost of reading the file's last few KiB."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            if size < 12:
+                return None
+            f.seek(size - 8)
+            n, magic = struct.unpack("<I4s", f.read(8))
+            if magic != b"PAR1" or n > size - 12:
+                return None
+            f.seek(size - 8 - n)
+            return hashlib.sha256(f.read(n)).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list]:
+    """{relative path: [size in bytes, rows, footer sha]} of corpus files;
+    rows -1 where the file cannot be read. Neither modification times nor
+    absolute paths enter it: a copied corpus has the same signature."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for rel in sorted(files):
+        p = Path(root) / rel
+        try:
+            rows = pq.ParquetFile(p).metadata.num_rows
+        except Exception:  # noqa: BLE001 - an unreadable file still has a size
+            rows = -1
+        out[rel] = [p.stat().st_size, rows, parquet_footer_sha(p)]
+    return out
+
+
+def same_file(recorded, now) -> bool:
+    """Whether a file's signature now is the one recorded. Signatures recorded
+    before the footer sha was added ([size, rows]) compare on what they hold."""
+    recorded = list(recorded or [])
+    return bool(recorded) and list(now)[:len(recorded)] == recorded
+
+
+def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str]) -> str | None:
+    """Why the corpus at root is not the one recorded (for these files), or None."""
+    for rel in files:
+        p = Path(root) / rel
+        if rel not in recorded:
+            return f"{rel} was not part of the scored corpus"
+        if not p.is_file():
+            return f"{rel} is missing"
+        now = corpus_signature(root, [rel])[rel]
+        if not same_file(recorded[rel], now):
+            return (f"{rel} changed since it was scored (size, rows, footer {now} vs "
+                    f"{list(recorded[rel])})")
+    return None
+
+
+def score_file_digest(scores) -> str:
+    """Digest of one scores file's score column (float64, nulls as NaN)."""
+    import numpy as np
+
+    values = np.ascontiguousarray(np.asarray(scores, dtype=np.float64))
+    return hashlib.sha256(f"{len(values)}|".encode() + values.tobytes()).hexdigest()
+
+
+def combine_digests(per_file: dict[str, str]) -> str:
+    """One digest of a scores directory from its files' digests, in path order."""
+    h = hashlib.sha256()
+    for rel in sorted(per_file):
+        h.update(f"{rel}|{per_file[rel]}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def scores_digest(root: str | Path, files: list[str]) -> str:
+    """Which scores files, with every score: a rescore changes it, a copy does
+    not. Reads the score column only (8 bytes a row); a stage that reads the
+    scores anyway combines score_file_digest of what it read instead."""
+    import pyarrow.parquet as pq
+
+    return combine_digests({rel: score_file_digest(
+        pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
+        for rel in files})

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .artifacts import atomic_path, write_text
+from .storage import atomic_path, write_text
 from .devices import resolve_device, resolve_dtype
-from .errors import AttninfError
+from .errors import AttninfError, one_line
 
 log = logging.getLogger("attninf")
 
@@ -187,18 +187,13 @@ def _load_gguf(gguf: Path, dtype):
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     except Exception as e:  # noqa: BLE001 - a corrupt GGUF fails in many ways (struct, numpy, ...)
-        raise AttninfError(f"cannot load GGUF {gguf}: {_one_line(e)}") from e
+        raise AttninfError(f"cannot load GGUF {gguf}: {one_line(e)}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
     return tok, model
 
 
 # ------------------------------------------------------------------- loading
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _check_causal(config, where: str, trust_remote_code: bool) -> None:
@@ -313,14 +308,14 @@ def _load_local_dir(path: Path, kwargs: dict[str, Any], allow_pickle: bool):
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
-        raise AttninfError(f"cannot read the config in {path}: {_one_line(e)}") from e
+        raise AttninfError(f"cannot read the config in {path}: {one_line(e)}") from e
     _check_causal(config, str(path), trust_remote_code)
     weight_files, use_safetensors = _choose_local_weights(path, allow_pickle)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs, use_safetensors=use_safetensors)
     except (ValueError, OSError, KeyError, RuntimeError) as e:
-        raise AttninfError(f"cannot load the model in {path}: {_one_line(e)}") from e
+        raise AttninfError(f"cannot load the model in {path}: {one_line(e)}") from e
     return tok, model, weight_files
 
 
@@ -351,7 +346,7 @@ def _load_hub_id(spec: str, kwargs: dict[str, Any], allow_pickle: bool):
     except (ValueError, OSError, KeyError) as e:
         raise AttninfError(
             f"model {spec!r} is not a local directory, a .gguf file, an offline model "
-            f"({', '.join(OFFLINE_MODELS)}) or a reachable hub id ({_one_line(e)})"
+            f"({', '.join(OFFLINE_MODELS)}) or a reachable hub id ({one_line(e)})"
         ) from e
     _check_causal(config, spec, trust_remote_code)
     if not allow_pickle:
@@ -361,7 +356,7 @@ def _load_hub_id(spec: str, kwargs: dict[str, Any], allow_pickle: bool):
         model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as e:
         hint = " (pass --allow-pickle if it only has .bin weights and you trust it)" if not allow_pickle else ""
-        raise AttninfError(f"cannot load model {spec!r}: {_one_line(e)}{hint}") from e
+        raise AttninfError(f"cannot load model {spec!r}: {one_line(e)}{hint}") from e
     snap, weight_files = _hub_weight_files(spec, model)
     return tok, model, weight_files, snap
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import NO_DOMAIN, Scores, Selection, corpus_text, corpus_texts, write_text
+from .artifacts import ALL, NO_DOMAIN, Scores, Selection
+from .storage import corpus_text, corpus_texts, write_text
 from .errors import AttninfError
 from .scorestats import ONE_BLOCK, DomainStats, Histogram, Kept, collect
 
@@ -116,7 +117,7 @@ class _Figures:
         _stairs(ax, ds.scores["all"], color="#4c72b0", alpha=0.85, label="all")
         if ds.selected:
             _stairs(ax, ds.scores["selected"], color="#dd8452", alpha=0.8, label="selected")
-        thr = self.thresholds.get(ds.name, self.thresholds.get("(all)"))
+        thr = self.thresholds.get(ds.name, self.thresholds.get(ALL))
         if thr is not None:
             ax.axvline(thr, color="crimson", ls="--", lw=1.4, label=f"threshold {thr:.4f}")
         ax.set_title(f"{ds.name} ({ds.ok:,} docs)", fontsize=10)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import identity
-from .artifacts import MANIFEST, MIX_MANIFEST, write_json
+from .artifacts import MANIFEST, MIX_MANIFEST
+from .storage import write_json
 from .config import from_mapping, read_yaml, stage_values, unknown_key
 from .errors import AttninfError
 

@@ -24,7 +24,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .artifacts import NO_DOMAIN, TOKEN_STATS, Scores, Selection, Status, combine_digests, domain_name
+from .artifacts import NO_DOMAIN, TOKEN_STATS, Scores, Selection, Status, domain_name
+from .identity import combine_digests
 from .errors import AttninfError
 
 BATCH_ROWS = 65_536

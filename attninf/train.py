@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import Mixture, atomic_path, parquet_files, write_json
+from .artifacts import Mixture
+from .storage import atomic_path, parquet_files, write_json
 from .devices import TRAIN_DTYPES, autocast_dtype, resolve_device
 from .errors import AttninfError
 from .model import load_tokenizer

@@ -34,8 +34,9 @@ from typing import Callable
 import numpy as np
 
 from attninf import identity
-from attninf.artifacts import (MANIFEST, Scores, Selection, atomic_path, corpus_mismatch,
-                               corpus_signature, domain_name, write_json, write_selection_rows)
+from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
+from attninf.identity import corpus_mismatch, corpus_signature
+from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
 from attninf.train import TrainConfig, checkpoint_dir
 
@@ -203,7 +204,7 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
         t = pq.read_table(scores.root / rel, columns=["id", "domain", "status", "score", "n_tokens"])
         for row, (i, d, st, sc, n) in enumerate(zip(*(t[c].to_pylist() for c in t.column_names))):
             if st == "ok":
-                g = domain_name(d) if by_domain else "(all)"
+                g = domain_name(d) if by_domain else ALL
                 docs.setdefault(g, []).append((id_hash(str(i), f"random:{seed}"), rel, row, str(i), d, sc, n))
     chosen: dict[str, list] = {rel: [] for rel in attninf.files}
     groups = {}
@@ -413,7 +414,7 @@ def diagnostics(cfg, data: dict) -> dict:
     tokens most over-represented in the selected documents."""
     import pyarrow.parquet as pq
 
-    from attninf.artifacts import corpus_texts
+    from attninf.storage import corpus_texts
     from attninf.measures import over_represented
     from attninf.model import load_tokenizer
 
@@ -432,7 +433,7 @@ def diagnostics(cfg, data: dict) -> dict:
         for row, (n, d, st) in enumerate(zip(*(s[c].to_pylist() for c in s.column_names))):
             if st != "ok":
                 continue
-            e = lengths.setdefault(domain_name(d) if sel.manifest.get("by") == "domain" else "(all)",
+            e = lengths.setdefault(domain_name(d) if sel.manifest.get("by") == "domain" else ALL,
                                    {"all": [], "selected": []})
             e["all"].append(n)
             texts_all.append(texts[row])

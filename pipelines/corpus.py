@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attninf.artifacts import parquet_files
-from attninf.errors import AttninfError
+from attninf.storage import parquet_files
+from attninf.errors import AttninfError, one_line
 
 DOMAIN_MODES = ("auto", "column", "dir", "none")
 
@@ -77,6 +77,3 @@ def resolve_domains(mode: str, files: list[str], with_column: set[str], column: 
     return "none", "--domain-from none: one global ranking"
 
 
-def one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".strip()

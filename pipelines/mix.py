@@ -25,7 +25,6 @@ mixed/.manifest.json lists them with their per-domain weights.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (MIX_MANIFEST, Mixture, Scores, Selection, atomic_path, check_replaceable,
-                               corpus_mismatch, replaced_dir, shard_name)
+from attninf.artifacts import MIX_MANIFEST, Mixture, Scores, Selection, shard_name
+from attninf.identity import corpus_mismatch
+from attninf.storage import atomic_path, check_replaceable, replaced_dir, utc_now
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -230,7 +230,7 @@ def _run_phased(cfg: MixConfig, scheduler: str, into: Path) -> dict:
                          into / p)
              for p in PHASES}
     manifest = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "config": dataclasses.asdict(cfg), "corpus": str(Path(cfg.corpus).resolve()),
         "phases": {p: {"path": p, "repeat": repeat[p], "rows": m["rows"], "shards": m["shards"],
                        "weights": {d: e["weight"] for d, e in m["domains"].items()}} for p, m in parts.items()},
@@ -260,7 +260,7 @@ def _run_one(cfg: MixConfig, scheduler: str, into: Path) -> dict:
                           scheduler=scheduler)
     shutil.rmtree(pieces, ignore_errors=True)
     manifest = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "config": cfg_d, "corpus": str(Path(cfg.corpus).resolve()),
         "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sel.manifest["selected"]},
         "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards,

@@ -17,7 +17,6 @@ process, which is what a machine without dask (a bare GPU image) can run.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import shutil
@@ -27,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Scores, corpus_signature, same_file
-from attninf.errors import AttninfError
-from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, one_line, resolve_domains
+from attninf.artifacts import MANIFEST, STATS_DIR, Scores
+from attninf.identity import corpus_signature, same_file
+from attninf.storage import utc_now
+from attninf.devices import DTYPE_HELP, DTYPES
+from attninf.errors import AttninfError, one_line
+from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, resolve_domains
 from attninf.pipelines.units import (PARTS_DIR, RunLock, Unit, assemble, file_units, part_path, score_unit,
                                      scorer_for)
 
@@ -37,7 +39,6 @@ log = logging.getLogger("attninf")
 
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -77,7 +78,7 @@ class ScoreConfig:
         "default_help": "256 on CPU, 16384 on a GPU (a few minutes of work)"})
     rows_per_chunk: int = field(default=2048, metadata={"help": "Documents read and scored at a time."})
     dtype: str = field(default="auto", metadata={
-        "choices": DTYPES, "help": "auto = bf16 where the hardware runs it fast, else float32."})
+        "choices": DTYPES, "help": DTYPE_HELP})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
     workers: int | None = field(default=None, metadata={
         "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "0 (in this process) with at most one GPU, 1 per GPU with several"})
@@ -104,7 +105,8 @@ class ScoreConfig:
 def run_fingerprint(cfg: ScoreConfig) -> dict:
     """What decides the numbers, computed without loading the model's weights."""
     from attninf.heads import check_model, read_heads
-    from attninf.model import model_fingerprint, resolve_device, resolve_dtype
+    from attninf.devices import resolve_device, resolve_dtype
+    from attninf.model import model_fingerprint
     from attninf.scoring import SCORING_VERSION, heads_digest
 
     heads = read_heads(cfg.heads)
@@ -358,7 +360,7 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
         say(f"{len(gone)} scored file(s) are no longer in the corpus, their scores removed: {', '.join(gone[:3])}")
     manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
                 "corpus_files": signature, "domains": {"from": mode, "why": why},
-                "config": dataclasses.asdict(cfg), "started": _now()}
+                "config": dataclasses.asdict(cfg), "started": utc_now()}
     Scores.write_manifest(out, manifest)
     for rel, err in bad.items():
         say(f"unreadable: {rel}: {err}")
@@ -369,7 +371,7 @@ def chunk_docs(cfg: ScoreConfig) -> int:
     """Documents per unit: --chunk-docs, or a few minutes of work on the device in use."""
     if cfg.chunk_docs is not None:
         return int(cfg.chunk_docs)
-    from attninf.model import resolve_device
+    from attninf.devices import resolve_device
 
     return 16_384 if str(resolve_device(cfg.device)).startswith("cuda") else 256
 
@@ -423,13 +425,11 @@ def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
                "units_scored_now": len(todo) - tracker.failed_units, "failures": failures,
                "wall_s": round(time.perf_counter() - t0, 2), "new_tokens": tracker.tokens,
                "tokens_per_s": round(tracker.tokens_per_s(), 1), "workers": workers}
-    manifest.update({"finished": _now(), "summary": summary, "complete": not failures})
+    manifest.update({"finished": utc_now(), "summary": summary, "complete": not failures})
     Scores.write_manifest(out, manifest)
     return summary
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) -> dict:

@@ -25,7 +25,6 @@ selected/manifest.json with the cut, counts and tokens per domain.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import os
 from dataclasses import dataclass, field
@@ -33,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import (NO_DOMAIN, Scores, Selection, combine_digests, domain_name,
-                               score_file_digest, write_selection_rows)
+from attninf.artifacts import ALL, NO_DOMAIN, Scores, Selection, domain_name, write_selection_rows
+from attninf.identity import combine_digests, score_file_digest
+from attninf.storage import utc_now
 from attninf.errors import AttninfError
 
 BINS = 1024
 GATHER = 20_000  # rows inside the cut interval that are gathered and sorted exactly
-ALL = "(all)"
 
 
 @dataclass
@@ -340,7 +339,7 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
             k[1] += tk
     groups = _groups(totals, cuts, kept)
     manifest = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "config": dataclasses.asdict(cfg),
         "by": "domain" if by_domain else "global",
         "by_why": why,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from attninf.artifacts import STATS_DIR, Status, atomic_path, scores_schema, scores_table, write_json
+from attninf.artifacts import STATS_DIR, Status, scores_schema, scores_table
+from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
 
 PARTS_DIR = ".parts"

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attninf.artifacts import atomic_path, corpus_mismatch, corpus_signature, scores_digest, write_json
+from attninf.identity import corpus_mismatch, corpus_signature, scores_digest
+from attninf.storage import atomic_path, write_json
 
 
 def test_atomic_path_file_and_failure(tmp_path):

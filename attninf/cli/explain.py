@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..devices import DTYPE_HELP, DTYPES
 from ..errors import AttninfError, user_errors
 
 
@@ -27,8 +28,7 @@ from ..errors import AttninfError, user_errors
 @click.option("--color/--no-color", default=None, help="Colour tokens  [default: when stdout is a terminal]")
 @click.option("--model", "model_spec", default=None, help="Model  [default: the one heads.json names]")
 @click.option("--max-tokens", type=int, default=None, help="Window length  [default: as score]")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help=DTYPE_HELP)
 @click.option("--device", default="auto", show_default=True)
 @user_errors
 def explain(text, text_file, heads, scores, doc_id, corpus, html_out, max_chars, color, model_spec, max_tokens,
@@ -74,7 +74,8 @@ def _document(text, text_file, scores, doc_id, corpus) -> tuple[str, dict, float
         return click.open_file(text_file).read(), {}, None
     if scores is None:
         return text, {}, None
-    from ..artifacts import Scores, corpus_text
+    from ..artifacts import Scores
+    from ..storage import corpus_text
 
     if doc_id is None:
         raise AttninfError("--scores needs --id ID: the document to explain")
