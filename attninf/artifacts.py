@@ -23,6 +23,8 @@ from .storage import atomic_path, parquet_files, read_json, write_json
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
 ALL = "(all)"  # the one group of a global ranking (select --by global), in select, compare and report
+HEADS_VERSION = 2  # of heads.json; 2: hits only inside the needle, documents start with the doc prefix
+HIT_RULE = "needle-span"
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
 
 
@@ -79,6 +81,51 @@ def scores_table(ids, result: dict | None = None, domain=None):
                      for c, t in zip(SCORE_COLUMNS[1:7], schema.types[1:7])] + [domain.cast(pa.string())]
             + [pa.array(result[c], pa.float64(), from_pandas=True) for c in schema.names[len(SCORE_COLUMNS):]])
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+@dataclass
+class Heads:
+    """heads.json from detect-heads: the model it was made with (name,
+    fingerprint), its shape, the selected heads [[layer, head], ...], the
+    probes' document prefix, the copy scores and the ablation."""
+
+    path: Path
+    data: dict
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Heads":
+        p = Path(path)
+        rerun = f"run `attninf detect-heads --out {p}` again"
+        data = read_json(p, f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)", rerun)
+        for key in ("model", "heads", "num_layers", "num_heads"):
+            if key not in data:
+                raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
+        version = data.get("heads_version", 1)
+        if version != HEADS_VERSION or data.get("hit") != HIT_RULE:
+            raise AttninfError(f"{p} was made by an older detect-heads (heads version {version}, copies counted "
+                               f"anywhere in the prompt); its heads are not the retrieval heads of version "
+                               f"{HEADS_VERSION}: {rerun}")
+        return cls(p, data)
+
+    @property
+    def heads(self) -> list[list[int]]:
+        return self.data["heads"]
+
+    @property
+    def model_spec(self) -> str:
+        """The model the heads were found in, as detect-heads was given it."""
+        return self.data["model"].get("name") or self.data["model"].get("path")
+
+    def check_model(self, spec: str, fingerprint: str, shape: tuple[int, int] | None = None) -> None:
+        """Refuse a model other than the one the heads were found in: the
+        heads of one model mean nothing in another."""
+        want = self.data["model"].get("fingerprint")
+        if want and fingerprint != want:
+            raise AttninfError(f"{self.path} was made with model fingerprint {want}, but {spec} has "
+                               f"{fingerprint}: detect heads for this model first")
+        have = (self.data["num_layers"], self.data["num_heads"])
+        if shape is not None and have != tuple(shape):
+            raise AttninfError(f"{self.path} is for a {have[0]}x{have[1]} model, {spec} is {shape[0]}x{shape[1]}")
 
 
 @dataclass

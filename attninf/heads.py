@@ -28,7 +28,8 @@ from . import __version__
 from .devices import DTYPE_HELP, DTYPES
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
-from .storage import read_json, utc_now, write_json
+from .artifacts import HEADS_VERSION, HIT_RULE
+from .storage import utc_now, write_json
 from .docstart import resolve_doc_prefix
 from .probes import PROBE_SOURCE, Probe, make_probes
 
@@ -69,10 +70,6 @@ def _progress(iterable, desc: str, total: int, enabled: bool):
 
     return tqdm(iterable, desc=desc, total=total, unit="probe", disable=not enabled,
                 dynamic_ncols=True, mininterval=1.0)
-
-
-HEADS_VERSION = 2  # 2: hits only inside the needle, documents start with the doc prefix
-HIT_RULE = "needle-span"
 
 
 def _answer_rows(probe: Probe) -> torch.Tensor:
@@ -302,34 +299,6 @@ def run_detect(cfg: DetectConfig, out: str | Path, plot: str | Path | None = Non
     write_json(result, out)
     plot_heads(result, plot or Path(out).with_suffix(".png"))
     return result
-
-
-def read_heads(path: str | Path) -> dict:
-    """Load and check a heads.json written by detect-heads."""
-    p = Path(path)
-    rerun = f"run `attninf detect-heads --out {p}` again"
-    data = read_json(p, f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)", rerun)
-    for key in ("model", "heads", "num_layers", "num_heads"):
-        if key not in data:
-            raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
-    version = data.get("heads_version", 1)
-    if version != HEADS_VERSION or data.get("hit") != HIT_RULE:
-        raise AttninfError(f"{p} was made by an older detect-heads (heads version {version}, copies counted "
-                           f"anywhere in the prompt); its heads are not the retrieval heads of version "
-                           f"{HEADS_VERSION}: run `attninf detect-heads --out {p}` again")
-    return data
-
-
-def check_model(heads: dict, heads_path, spec: str, fingerprint: str, shape: tuple[int, int] | None = None) -> None:
-    """Refuse a model other than the one heads.json was made with: the heads
-    of one model mean nothing in another."""
-    want = heads["model"].get("fingerprint")
-    if want and fingerprint != want:
-        raise AttninfError(f"{heads_path} was made with model fingerprint {want}, but {spec} has "
-                           f"{fingerprint}: detect heads for this model first")
-    if shape is not None and (heads["num_layers"], heads["num_heads"]) != tuple(shape):
-        raise AttninfError(f"{heads_path} is for a {heads['num_layers']}x{heads['num_heads']} model, "
-                           f"{spec} is {shape[0]}x{shape[1]}")
 
 
 def plot_heads(result: dict, path: str | Path) -> None:

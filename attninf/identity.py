@@ -16,6 +16,14 @@ Keys are short sha256 hex digests of canonical JSON. No key reads a file's
 modification time, and an input is never keyed by its path alone; a
 manifest's bytes hold its write time, which is what makes every rewrite of an
 output a new key.
+
+Everything that says "same run or not" lives here, in this order: the
+generic keys; the corpus signature and the file-changed rule; the scores
+digests that tie a selection to its scores; the score run's fingerprint
+(model, heads, settings); the model fingerprint (config and weight hashes,
+cached by path, size and mtime under the attninf home: a cache of a content
+hash, never a key by itself). The runner's stage keys are built from these
+(attninf/runner.py).
 """
 from __future__ import annotations
 
@@ -71,7 +79,7 @@ def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
     """A model by its fingerprint (config and weights), for a path or an offline name."""
     if not spec:
         return None
-    from .model import model_fingerprint
+    pass
 
     return model_fingerprint(spec, trust_remote_code)["fingerprint"]
 
@@ -82,10 +90,13 @@ def tokenizer_key(spec: str | None) -> str | None:
     hub id) by its name."""
     if not spec:
         return None
-    from .model import OFFLINE_MODELS, pull_model, tokenizer_digest
+    from .model import OFFLINE_MODELS, pull_model
 
     path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
     return tokenizer_digest(path) if path.is_dir() else digest(spec)
+
+
+# ------------------------------------------------------------------ corpus
 
 
 def parquet_footer_sha(path: str | Path) -> str | None:
@@ -150,6 +161,9 @@ def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str
     return None
 
 
+# ------------------------------------------------------------------ scores
+
+
 def score_file_digest(scores) -> str:
     """Digest of one scores file's score column (float64, nulls as NaN)."""
     import numpy as np
@@ -175,3 +189,133 @@ def scores_digest(root: str | Path, files: list[str]) -> str:
     return combine_digests({rel: score_file_digest(
         pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
         for rel in files})
+
+
+def heads_digest(heads: list) -> str:
+    """sha256 of a head list, independent of its order."""
+    canon = sorted([int(l), int(h)] for l, h in heads)
+    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()
+
+
+def score_fingerprint(cfg) -> dict:
+    """What decides a score run's numbers (a ScoreConfig's settings that
+    matter, the model, the heads, the tokenizer, the scoring code's
+    version), computed without loading the model's weights. Scores are
+    reused only under an equal fingerprint."""
+    from .artifacts import Heads
+    from .devices import resolve_device, resolve_dtype
+    from .scoring import SCORING_VERSION
+
+    heads = Heads.read(cfg.heads)
+    spec = cfg.model or heads.model_spec
+    mfp = model_fingerprint(spec, cfg.trust_remote_code)
+    heads.check_model(spec, mfp["fingerprint"])
+    return {
+        "model": mfp["fingerprint"],
+        "heads_sha256": heads_digest(heads.heads),
+        "max_tokens": cfg.max_tokens,
+        "context_overlap": cfg.context_overlap,
+        "doc_prefix": cfg.doc_prefix or (heads.data.get("doc_prefix") or {}).get("tokens"),
+        "domain_from": cfg.domain_from,
+        # the column each row's domain is read from (only when it is read from one)
+        **({"domain_column": cfg.domain_column} if cfg.domain_from == "column" else {}),
+        "truncate": cfg.truncate,
+        "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
+        "text_column": cfg.text_column,
+        "id_column": cfg.id_column,
+        "chunk_docs": cfg.chunk_docs,  # where batches start: the float rounding of a packed batch
+        "rows_per_chunk": cfg.rows_per_chunk,
+        "scoring_version": SCORING_VERSION,
+        "tokenizer": mfp.get("tokenizer_sha256"),
+        **({"token_stats": True} if cfg.save_token_stats else {}),  # absent when off: older runs still match
+    }
+
+
+def recorded_score_fingerprint(earlier) -> dict:
+    """An earlier score run's fingerprint (artifacts.Scores), with the keys
+    added since then filled from the config it recorded: scores made before
+    domain_column was a key still resume when it is the same column."""
+    old = dict(earlier.fingerprint)
+    if "domain_column" not in old and old.get("domain_from") == "column":
+        old["domain_column"] = earlier.config.get("domain_column", "domain")
+    return old
+
+
+# ------------------------------------------------------------------- model
+
+
+def cached_file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) under the attninf home."""
+    from . import paths
+
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = paths.home() / "digests.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    from .storage import write_text
+
+    value = file_sha256(path)
+    cache[key] = value
+    try:
+        write_text(json.dumps(cache), cache_file)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return value
+
+
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation",
+    "_attn_implementation_internal", "_commit_hash", "quantization_config", "use_cache",
+}
+
+
+def config_digest(config) -> str:
+    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def weights_digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.name):
+        h.update(f.name.encode())
+        h.update(cached_file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def fingerprint(config, weight_files: list[Path], name: str) -> dict:
+    c = config_digest(config)
+    w = weights_digest(weight_files) if weight_files else None
+    short = hashlib.sha256(f"{c}|{w}".encode()).hexdigest()[:16]
+    return {"name": name, "config_sha256": c, "weights_sha256": w, "fingerprint": short}
+
+
+def model_fingerprint(spec: str, trust_remote_code: bool = False) -> dict:
+    """The fingerprint load_model would record, without loading the weights
+    (hashes are cached): lets a driver check a run before its workers load."""
+    from transformers import AutoConfig
+
+    from .model import OFFLINE_MODELS, _local_weight_files, load_model, pull_model
+
+    path = Path(spec).expanduser()
+    if spec in OFFLINE_MODELS:
+        path = pull_model(spec)
+    if path.suffix == ".gguf" or not path.is_dir():
+        return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    safe, pickle = _local_weight_files(path)
+    fp = fingerprint(config, safe or pickle, spec)
+    fp["tokenizer_sha256"] = tokenizer_digest(path)
+    return fp
+
+
+def tokenizer_digest(path: Path) -> str | None:
+    """sha256 over a model or tokenizer directory's tokenizer files (cached
+    like the weights'); None when it has none."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.startswith(
+        ("tokenizer", "special_tokens", "vocab", "merges")))
+    return weights_digest(files) if files else None

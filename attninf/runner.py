@@ -213,7 +213,7 @@ class Runner:
             self.say(summary_table(res))
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}
-        from .heads import HEADS_VERSION
+        from .artifacts import HEADS_VERSION
 
         # the code's version too: an upgrade that changes what detect-heads finds redoes it
         return Stage("heads", dcfg, {"model": lambda: identity.model_key(dcfg.model), "version": lambda: HEADS_VERSION},

@@ -25,8 +25,6 @@ the heads were found with.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -114,12 +112,6 @@ def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
             bins.append([i])
             room.append(capacity - n)
     return bins
-
-
-def heads_digest(heads: list) -> str:
-    """sha256 of a head list, independent of its order."""
-    canon = sorted([int(l), int(h)] for l, h in heads)
-    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()
 
 
 def default_batch_tokens(model) -> int:
@@ -429,20 +421,19 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
     Refuses a model whose fingerprint differs from the heads file's: the heads
     of one model mean nothing in another. Documents start the way the probes
     of heads.json did, unless doc_prefix says otherwise."""
+    from .artifacts import Heads
     from .docstart import prefix_from_json
-    from .heads import check_model, read_heads
     from .model import load_model
 
-    heads = read_heads(heads_path)
-    spec = model_spec or heads["model"].get("name") or heads["model"].get("path")
+    heads = Heads.read(heads_path)
+    spec = model_spec or heads.model_spec
     lm = load_model(spec, dtype=dtype, device=device, allow_pickle=allow_pickle,
                     trust_remote_code=trust_remote_code)
-    check_model(heads, heads_path, spec, lm.fingerprint["fingerprint"],
-                (lm.config.num_hidden_layers, lm.config.num_attention_heads))
-    recorded = prefix_from_json(heads.get("doc_prefix"))
+    heads.check_model(spec, lm.fingerprint["fingerprint"], (lm.config.num_hidden_layers, lm.config.num_attention_heads))
+    recorded = prefix_from_json(heads.data.get("doc_prefix"))
     prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else recorded
     if recorded is not None and prefix.ids != recorded.ids:
         log.warning("documents start with %s but the heads of %s were found with %s before every probe",
                     prefix.describe(), heads_path, recorded.describe())
-    return Scorer(lm, heads["heads"], max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
+    return Scorer(lm, heads.heads, max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
                   context_overlap=context_overlap, doc_prefix=prefix)

@@ -98,14 +98,14 @@ def run_mode(mode: str, corpus_file: str, heads_file: str, result_file: str) -> 
     import torch
     import torch.nn.functional as F
 
-    from attninf.heads import read_heads
+    from attninf.artifacts import Heads
     from attninf.model import load_model
     from attninf.plugin import install, masked_heads
     from attninf.scoring import Scorer
 
     docs = json.loads(Path(corpus_file).read_text())
     texts = [d["text"] for d in docs]
-    heads = read_heads(heads_file)["heads"]
+    heads = Heads.read(heads_file).heads
     if mode == "engine":
         lm = load_model("smollm2-135m", dtype="auto")
         scorer = Scorer(lm, heads)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from attninf.artifacts import MANIFEST, STATS_DIR, Scores
+from attninf import identity
 from attninf.identity import corpus_signature, same_file
 from attninf.storage import utc_now
 from attninf.devices import DTYPE_HELP, DTYPES
@@ -99,41 +100,6 @@ class ScoreConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
 
 
-# ------------------------------------------------------------- fingerprint
-
-
-def run_fingerprint(cfg: ScoreConfig) -> dict:
-    """What decides the numbers, computed without loading the model's weights."""
-    from attninf.heads import check_model, read_heads
-    from attninf.devices import resolve_device, resolve_dtype
-    from attninf.model import model_fingerprint
-    from attninf.scoring import SCORING_VERSION, heads_digest
-
-    heads = read_heads(cfg.heads)
-    spec = cfg.model or heads["model"]["name"]
-    mfp = model_fingerprint(spec, cfg.trust_remote_code)
-    check_model(heads, cfg.heads, spec, mfp["fingerprint"])
-    return {
-        "model": mfp["fingerprint"],
-        "heads_sha256": heads_digest(heads["heads"]),
-        "max_tokens": cfg.max_tokens,
-        "context_overlap": cfg.context_overlap,
-        "doc_prefix": cfg.doc_prefix or (heads.get("doc_prefix") or {}).get("tokens"),
-        "domain_from": cfg.domain_from,
-        # the column each row's domain is read from (only when it is read from one)
-        **({"domain_column": cfg.domain_column} if cfg.domain_from == "column" else {}),
-        "truncate": cfg.truncate,
-        "dtype": str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", ""),
-        "text_column": cfg.text_column,
-        "id_column": cfg.id_column,
-        "chunk_docs": cfg.chunk_docs,  # where batches start: the float rounding of a packed batch
-        "rows_per_chunk": cfg.rows_per_chunk,
-        "scoring_version": SCORING_VERSION,
-        "tokenizer": mfp.get("tokenizer_sha256"),
-        **({"token_stats": True} if cfg.save_token_stats else {}),  # absent when off: older runs still match
-    }
-
-
 # ----------------------------------------------------------------- driver
 
 
@@ -141,16 +107,6 @@ def _check_paths(cfg: ScoreConfig) -> None:
     out, corpus = Path(cfg.out).resolve(), Path(cfg.corpus).resolve()
     if out == corpus or corpus in out.parents:
         raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
-
-
-def _recorded_fingerprint(earlier: Scores) -> dict:
-    """An earlier run's fingerprint, with the keys added to the fingerprint
-    since then filled from the config it recorded: scores made before
-    domain_column was a key still resume when it is the same column."""
-    old = dict(earlier.fingerprint)
-    if "domain_column" not in old and old.get("domain_from") == "column":
-        old["domain_column"] = earlier.config.get("domain_column", "domain")
-    return old
 
 
 def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
@@ -163,7 +119,7 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
             raise AttninfError(f"{cfg.out} holds Parquet files but no {MANIFEST}: choose an empty --out")
         return {}
     earlier = Scores.read(out)
-    old = _recorded_fingerprint(earlier)
+    old = identity.recorded_score_fingerprint(earlier)
     if old == fp:
         return earlier.corpus_files or {}
     diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
@@ -347,7 +303,7 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
     say(f"domains: {why}")
     cfg = dataclasses.replace(cfg, domain_from=mode, chunk_docs=chunk_docs(cfg))
-    fp = run_fingerprint(cfg)
+    fp = identity.score_fingerprint(cfg)
     recorded = _check_out_dir(cfg, fp)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

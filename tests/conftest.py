@@ -67,8 +67,8 @@ def heads_file(tiny_model_dir, tmp_path_factory):
     """A heads.json for the tiny model, as detect-heads would write it."""
     import json
 
-    from attninf.heads import HEADS_VERSION, HIT_RULE
-    from attninf.model import model_fingerprint
+    from attninf.artifacts import HEADS_VERSION, HIT_RULE
+    from attninf.identity import model_fingerprint
     from helpers import SCORE_HEADS
 
     fp = model_fingerprint(str(tiny_model_dir))

@@ -10,7 +10,8 @@ from transformers import LlamaForCausalLM
 
 from attninf.cli import main
 from attninf.errors import AttninfError
-from attninf.heads import (accuracy, copy_hits, probe_accuracy, random_heads, read_heads, retrieval_scores,
+from attninf.artifacts import Heads
+from attninf.heads import (accuracy, copy_hits, probe_accuracy, random_heads, retrieval_scores,
                            select_top)
 from attninf.model import load_model
 from attninf.probes import make_probes
@@ -97,7 +98,7 @@ def test_detect_heads_cli(tiny_model_dir, tmp_path):
     assert (tmp_path / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert d["hit"] == "needle-span" and d["heads_version"] == 2
     assert d["doc_prefix"] == {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}
-    assert read_heads(out)["heads"] == d["heads"]
+    assert Heads.read(out).heads == d["heads"]
     assert "selected heads masked" in res.output
 
 
@@ -172,7 +173,7 @@ def test_old_heads_json_refused(tmp_path):
     p = tmp_path / "heads.json"
     p.write_text(json.dumps({"model": {"name": "x"}, "heads": [[0, 0]], "num_layers": 1, "num_heads": 1}))
     with pytest.raises(AttninfError, match="older detect-heads.*run `attninf detect-heads"):
-        read_heads(p)
+        Heads.read(p)
 
 
 def test_detect_heads_doc_prefix_flag(tiny_model_dir, tmp_path):

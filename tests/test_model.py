@@ -9,7 +9,8 @@ from transformers import BertConfig, BertModel, LlamaForCausalLM
 
 from attninf.cli import main
 from attninf.errors import AttninfError
-from attninf.model import fingerprint, load_model
+from attninf.model import load_model
+from attninf.identity import fingerprint
 
 from conftest import tiny_llama_config
 
