@@ -18,13 +18,15 @@ from enum import Enum
 from pathlib import Path
 
 from .errors import AttninfError
-from .identity import scores_digest
+from .identity import file_sha256, scores_digest
 from .storage import atomic_path, parquet_files, read_json, write_json
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
 ALL = "(all)"  # the one group of a global ranking (select --by global), in select, compare and report
 HEADS_VERSION = 2  # of heads.json; 2: hits only inside the needle, documents start with the doc prefix
 HIT_RULE = "needle-span"
+COMPARE_SUMMARY = "summary.json"  # of `attninf compare`, beside its index.html
+TOKENS_FORMAT, TOKENS_MANIFEST = "attninf-tokens-1", "manifest.json"  # of `attninf export`
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
 
 
@@ -254,10 +256,17 @@ class Selection(_StageOutput):
         root = next((c for c in candidates if (c / MANIFEST).is_file()), None)
         if root is None:
             raise AttninfError(f"the scores behind {self.root} are gone: {rec['path']}")
-        if rec.get("digest") and scores_digest(root, self.files) != rec["digest"]:
+        self.check_scores(root, scores_digest(root, self.files) if self.manifest["scores"].get("digest") else None)
+        return Scores.read(root)
+
+    def check_scores(self, root: Path, digest: str | None) -> None:
+        """Refuse scores (at root, of this digest, identity.scores_digest over
+        this selection's files) other than the ones it was selected from:
+        thresholds and kept rows would be drawn over the wrong documents."""
+        want = self.manifest.get("scores", {}).get("digest")
+        if want and digest != want:
             raise AttninfError(f"the scores in {root} changed since {self.root} was selected from them "
                                "(rescored?): run `attninf select` again")
-        return Scores.read(root)
 
 
 def shard_name(shard: int, shards: int) -> str:
@@ -313,3 +322,93 @@ class Mixture(_StageOutput):
             raise AttninfError(f"{self.root}: {len(missing)} shard(s) its manifest lists are missing, "
                                f"e.g. {missing[0]}")
         return files
+
+
+@dataclass
+class TokenShards:
+    """An export read back: its manifest, and each shard as numpy arrays."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "TokenShards":
+        root = Path(root)
+        p = root / TOKENS_MANIFEST
+        m = read_json(p, f"{root} has no {TOKENS_MANIFEST}: not a finished `attninf export` (export again)",
+                      "export again")
+        if m.get("format") != TOKENS_FORMAT:
+            raise AttninfError(f"{p}: format {m.get('format')!r}, expected {TOKENS_FORMAT!r}")
+        return cls(root, m)
+
+    @property
+    def dtype(self):
+        import numpy as np
+
+        return np.dtype(self.manifest["dtype"]).newbyteorder("<")
+
+    def shard_paths(self, phase: str = "main"):
+        s = self.manifest["phases"][phase]
+        d = self.root / s["path"]
+        return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
+
+    def verify(self) -> None:
+        """Sizes against the manifest's counts, offsets that add up, and the
+        sha256 of every file; the first problem is an error."""
+        import numpy as np
+
+        for phase in self.manifest["phases"]:
+            for b, i, e in self.shard_paths(phase):
+                for p in (b, i):
+                    if not p.is_file():
+                        raise AttninfError(f"{p} is missing: export again")
+                want_b, want_i = e["tokens"] * self.dtype.itemsize, (e["documents"] + 1) * 8
+                for p, want in ((b, want_b), (i, want_i)):
+                    got = p.stat().st_size
+                    if got != want:
+                        raise AttninfError(f"{p}: {got:,} bytes, the manifest says {want:,} "
+                                           f"({'truncated' if got < want else 'grown'}): export again")
+                idx = np.fromfile(i, dtype="<i8")
+                if idx[0] != 0 or idx[-1] != e["tokens"] or np.any(np.diff(idx) < 0):
+                    raise AttninfError(f"{i}: offsets do not run from 0 to {e['tokens']:,}: export again")
+                for p, key in ((b, "sha256_bin"), (i, "sha256_idx")):
+                    if file_sha256(p) != e[key]:
+                        raise AttninfError(f"{p}: sha256 differs from the manifest (damaged): export again")
+
+    def documents(self, phase: str = "main"):
+        """Every document's token ids (numpy views), shard by shard, in row order."""
+        import numpy as np
+
+        for b, i, _ in self.shard_paths(phase):
+            tokens = np.memmap(b, dtype=self.dtype, mode="r") if b.stat().st_size else np.zeros(0, self.dtype)
+            idx = np.fromfile(i, dtype="<i8")
+            for k in range(len(idx) - 1):
+                yield tokens[idx[k]:idx[k + 1]]
+
+
+HELDOUT = "heldout loss (mean of domains)"  # compare's headline measure
+
+
+@dataclass
+class CompareSummary:
+    """`attninf compare`'s summary.json: the arms, the seeds, mean and sd per
+    arm and measure (stats[arm][measure]), the paired differences against
+    each reference arm (paired[ref][arm][measure]: mean, verdict)."""
+
+    root: Path
+    data: dict
+
+    @classmethod
+    def read(cls, root: str | Path) -> "CompareSummary":
+        root = Path(root)
+        p = root / COMPARE_SUMMARY
+        data = read_json(p, f"{root}: no {COMPARE_SUMMARY} (run `attninf compare` first)",
+                         "run `attninf compare` again")
+        for key in ("arms", "seeds", "stats", "paired"):
+            if key not in data:
+                raise AttninfError(f"{p} is not a summary of `attninf compare` (no {key!r})")
+        return cls(root, data)
+
+    @property
+    def page(self) -> Path:
+        return self.root / "index.html"

@@ -21,18 +21,15 @@ shard is read in record batches and its .bin written as it goes.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Mixture
+from .artifacts import TOKENS_FORMAT, TOKENS_MANIFEST, Mixture
 from .storage import atomic_path, check_replaceable, replaced_dir, write_json
 from .errors import AttninfError
 
-FORMAT = "attninf-tokens-1"
-MANIFEST = "manifest.json"
 READ_ROWS = 2048
 
 
@@ -40,8 +37,6 @@ READ_ROWS = 2048
 class ExportConfig:
     data: str = field(default="mixed", metadata={"help": "Mixture from `attninf mix` (plain or phased)."})
     out: str = field(default="tokens", metadata={"help": "Output directory."})
-    format: str = field(default="tokens", metadata={
-        "choices": ("tokens",), "help": "tokens: flat token-id shards (.bin) with document offsets (.idx)."})
     tokenizer: str = field(default="smollm2-135m", metadata={"help": "Model name or path of the tokenizer."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     workers: int | None = field(default=None, metadata={
@@ -51,14 +46,6 @@ class ExportConfig:
 def token_dtype(vocab_size: int):
     """uint16 when every id fits, else uint32."""
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_shard(src: Path, dst: Path, tokenizer, eos: int, dtype, text_column: str) -> dict:
@@ -107,7 +94,8 @@ def run_export(cfg: ExportConfig) -> dict:
         raise AttninfError(f"the tokenizer {cfg.tokenizer} has no EOS token to end documents with")
     dtype = token_dtype(len(tok))
     # built in a new folder that replaces cfg.out whole: no shard or phase of an earlier export survives
-    check_replaceable(cfg.out, "export", lambda n: n in (MANIFEST, "stable", "decay") or n.endswith((".bin", ".idx")),
+    check_replaceable(cfg.out, "export",
+                      lambda n: n in (TOKENS_MANIFEST, "stable", "decay") or n.endswith((".bin", ".idx")),
                       {"mixture": cfg.data})
     with replaced_dir(cfg.out) as into:
         return _export(cfg, phases, tok, eos, dtype, into)
@@ -122,7 +110,7 @@ def _export(cfg: ExportConfig, phases: dict, tok, eos: int, dtype, out: Path) ->
         d.mkdir(parents=True, exist_ok=True)
         tasks[name] = [dask.delayed(export_shard)(f, d / f.stem, tok, eos, dtype, cfg.text_column) for f in files]
     done = dask.compute(tasks, scheduler="threads", num_workers=cfg.workers)[0]
-    manifest = {"format": FORMAT, "tokenizer": cfg.tokenizer, "vocab_size": len(tok), "eos_id": int(eos),
+    manifest = {"format": TOKENS_FORMAT, "tokenizer": cfg.tokenizer, "vocab_size": len(tok), "eos_id": int(eos),
                 "dtype": dtype.name, "byteorder": "little", "eos_appended": True,
                 "source": str(Path(cfg.data).resolve()),
                 "phases": {name: {"path": "." if name == "main" else name, "shards": shards,
@@ -130,63 +118,7 @@ def _export(cfg: ExportConfig, phases: dict, tok, eos: int, dtype, out: Path) ->
                                    "tokens": sum(s["tokens"] for s in shards)} for name, shards in done.items()}}
     manifest["documents"] = sum(v["documents"] for v in manifest["phases"].values())
     manifest["tokens"] = sum(v["tokens"] for v in manifest["phases"].values())
-    write_json(manifest, out / MANIFEST)
+    write_json(manifest, out / TOKENS_MANIFEST)
     return manifest
 
 
-@dataclass
-class TokenShards:
-    """An export read back: its manifest, and each shard as numpy arrays."""
-
-    root: Path
-    manifest: dict
-
-    @classmethod
-    def read(cls, root: str | Path) -> "TokenShards":
-        root = Path(root)
-        p = root / MANIFEST
-        if not p.is_file():
-            raise AttninfError(f"{root} has no {MANIFEST}: not a finished `attninf export` (export again)")
-        m = json.loads(p.read_text())
-        if m.get("format") != FORMAT:
-            raise AttninfError(f"{p}: format {m.get('format')!r}, expected {FORMAT!r}")
-        return cls(root, m)
-
-    @property
-    def dtype(self):
-        return np.dtype(self.manifest["dtype"]).newbyteorder("<")
-
-    def shard_paths(self, phase: str = "main"):
-        s = self.manifest["phases"][phase]
-        d = self.root / s["path"]
-        return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
-
-    def verify(self, digests: bool = True) -> None:
-        """Sizes against the manifest's counts, offsets that add up, and (with
-        digests) the sha256 of every file; the first problem is an error."""
-        for phase in self.manifest["phases"]:
-            for b, i, e in self.shard_paths(phase):
-                for p in (b, i):
-                    if not p.is_file():
-                        raise AttninfError(f"{p} is missing: export again")
-                want_b, want_i = e["tokens"] * self.dtype.itemsize, (e["documents"] + 1) * 8
-                for p, want in ((b, want_b), (i, want_i)):
-                    got = p.stat().st_size
-                    if got != want:
-                        raise AttninfError(f"{p}: {got:,} bytes, the manifest says {want:,} "
-                                           f"({'truncated' if got < want else 'grown'}): export again")
-                idx = np.fromfile(i, dtype="<i8")
-                if idx[0] != 0 or idx[-1] != e["tokens"] or np.any(np.diff(idx) < 0):
-                    raise AttninfError(f"{i}: offsets do not run from 0 to {e['tokens']:,}: export again")
-                if digests:
-                    for p, key in ((b, "sha256_bin"), (i, "sha256_idx")):
-                        if _sha256(p) != e[key]:
-                            raise AttninfError(f"{p}: sha256 differs from the manifest (damaged): export again")
-
-    def documents(self, phase: str = "main"):
-        """Every document's token ids (numpy views), shard by shard, in row order."""
-        for b, i, _ in self.shard_paths(phase):
-            tokens = np.memmap(b, dtype=self.dtype, mode="r") if b.stat().st_size else np.zeros(0, self.dtype)
-            idx = np.fromfile(i, dtype="<i8")
-            for k in range(len(idx) - 1):
-                yield tokens[idx[k]:idx[k + 1]]

@@ -164,12 +164,26 @@ def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str
 # ------------------------------------------------------------------ scores
 
 
-def score_file_digest(scores) -> str:
-    """Digest of one scores file's score column (float64, nulls as NaN)."""
-    import numpy as np
+class ScoreDigest:
+    """The digest of one scores file's score column (float64, nulls as NaN),
+    fed in batches by a reader that streams the file (the report)."""
 
-    values = np.ascontiguousarray(np.asarray(scores, dtype=np.float64))
-    return hashlib.sha256(f"{len(values)}|".encode() + values.tobytes()).hexdigest()
+    def __init__(self, rows: int):
+        self._h = hashlib.sha256(f"{rows}|".encode())
+
+    def update(self, scores) -> "ScoreDigest":
+        import numpy as np
+
+        self._h.update(np.ascontiguousarray(np.asarray(scores, dtype=np.float64)).tobytes())
+        return self
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def score_file_digest(scores) -> str:
+    """Digest of one scores file's whole score column."""
+    return ScoreDigest(len(scores)).update(scores).hexdigest()
 
 
 def combine_digests(per_file: dict[str, str]) -> str:

@@ -1,5 +1,5 @@
-"""Where attninf keeps its cache: $ATTNINF_HOME, else $XDG_CACHE_HOME/attninf,
-else ~/.cache/attninf."""
+"""Where attninf keeps its cache ($ATTNINF_HOME, else $XDG_CACHE_HOME/attninf,
+else ~/.cache/attninf), and how it shows a path to the user."""
 import os
 import subprocess
 import sys
@@ -32,3 +32,16 @@ def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise AttninfError(f"could not download {requirement} with pip: {last}")
     return found[0]
+
+
+def shown(path) -> str:
+    """A path as attninf shows it on a page or in a summary line: relative to
+    the working directory when it lies under it, else as it was given; a
+    page made on one machine does not carry that machine's absolute paths."""
+    if path is None:
+        return "(none)"
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)

@@ -60,6 +60,12 @@ def attention_modules(model) -> list:
     return [found[i] for i in range(n)]
 
 
+def first_masked_layer(heads: Iterable) -> int:
+    """The lowest layer with a masked head: every layer below it computes the
+    same hidden states with and without the mask."""
+    return min(int(layer) for layer, _ in heads)
+
+
 def head_mask_tensors(num_layers: int, num_heads: int, heads: Iterable) -> list[torch.Tensor | None]:
     """[(layer, head), ...] -> per layer a bool (Hq,) tensor, or None if no head is masked."""
     masks: list[torch.Tensor | None] = [None] * num_layers

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import ALL, NO_DOMAIN, Scores, Selection
+from .artifacts import ALL, HELDOUT, NO_DOMAIN, CompareSummary, Scores, Selection
+from .paths import shown
 from .storage import corpus_text, corpus_texts, write_text
 from .errors import AttninfError
 from .scorestats import ONE_BLOCK, DomainStats, Histogram, Kept, collect
@@ -65,7 +66,7 @@ def _token_maps(scores: Scores, docs: list[tuple[str, int]]) -> tuple[dict, str]
     if not docs:
         return {}, ""
     if not heads or not Path(heads).is_file() or corpus is None or not corpus.is_dir():
-        return {}, f"Token maps: off (the heads file {heads} or the corpus {corpus} is not at hand)."
+        return {}, f"Token maps: off (the heads file {shown(heads)} or the corpus {shown(corpus)} is not at hand)."
     from .scoring import load_scorer
 
     c = scores.config
@@ -369,9 +370,9 @@ code {{ word-break: break-all; }}
 </style></head>
 <body>
 <h1>attninf report</h1>
-<p>Scores: <code>{e(str(scores.root.resolve()))}</code> · corpus <code>{e(str(scores.corpus))}</code> ·
+<p>Scores: <code>{e(shown(scores.root))}</code> · corpus <code>{e(shown(scores.corpus))}</code> ·
 model fingerprint <code>{e(str(scores.fingerprint.get('model')))}</code>
-{'· selection <code>' + e(str(sel.root.resolve())) + '</code>' if sel else ''}</p>
+{'· selection <code>' + e(shown(sel.root)) + '</code>' if sel else ''}</p>
 {HOW_TO_READ}
 <h2>Scoring</h2><div class=wrap><table>{stat_rows}</table></div>
 {_selection_table(sel)}
@@ -384,54 +385,45 @@ model fingerprint <code>{e(str(scores.fingerprint.get('model')))}</code>
 """
 
 
-def run_report(cfg: ReportConfig) -> Path:
-    return build_report(cfg.scores, cfg.out, cfg.selected, top=cfg.top, token_maps=cfg.token_maps,
-                        table_rows=cfg.table_rows, compare=cfg.compare)
-
-
 def _compare_section(compare: str | Path | None, out: Path) -> str:
     """The comparison's verdicts on held-out loss, and a link to its page."""
     if compare is None:
         return ""
-    import json
     import os
 
     e = html.escape
-    p = Path(compare) / "summary.json"
-    if not p.is_file():
-        raise AttninfError(f"--compare {compare}: no summary.json (run `attninf compare` first)")
-    s = json.loads(p.read_text())
-    key = "heldout loss (mean of domains)"
+    summary = CompareSummary.read(compare)
+    s, key = summary.data, HELDOUT
     rows = "".join(f"<tr><td>{e(a)}</td><td>{_num(s['stats'][a][key]['mean'], '.4f')} ± "
                    f"{_num(s['stats'][a][key]['sd'], '.4f')}</td></tr>" for a in s["arms"] if key in s["stats"][a])
     verdicts = "".join(f"<li>{e(arm)} − {e(ref)}: {ms[key]['mean']:+.4f} ({e(ms[key]['verdict'])})</li>"
                        for ref, per in s["paired"].items() for arm, ms in per.items() if key in ms)
-    link = os.path.relpath(Path(compare).resolve() / "index.html", out.resolve())
+    link = os.path.relpath(summary.page.resolve(), out.resolve())
     return (f"<h2>Proxy trainings</h2><p>Held-out loss after equal tokens, {len(s['seeds'])} seed(s) per arm "
             f"(<a href='{e(link)}'>the comparison</a>):</p><table><tr><th>arm</th><th>{e(key)}</th></tr>{rows}"
             f"</table><ul>{verdicts}</ul>")
 
 
-def build_report(scores: str | Path, out: str | Path, selected: str | Path | None = None, top: int = 3,
-                 token_maps: int = 2, table_rows: int = 2000, compare: str | Path | None = None) -> Path:
-    """Write out/index.html and its PNGs; returns the page's path. Reads the
-    scores in batches (attninf.scorestats): memory does not grow with rows."""
+def run_report(cfg: ReportConfig) -> Path:
+    """Write cfg.out/index.html and its PNGs; returns the page's path. Reads
+    the scores in batches (attninf.scorestats): memory does not grow with rows."""
     import matplotlib
 
     matplotlib.use("Agg")
-    sc, out = Scores.read(scores), Path(out)
-    sel = Selection.read(selected) if selected is not None else None
+    sc, out = Scores.read(cfg.scores), Path(cfg.out)
+    sel = Selection.read(cfg.selected) if cfg.selected is not None else None
+    top, table_rows = cfg.top, cfg.table_rows
     if top < 0:
         raise AttninfError(f"report: top must be 0 or more, got {top}")
     stats = collect(sc, sel, top, table_rows)
     domains = list(stats.domains.values()) or [DomainStats(NO_DOMAIN, 0, np.nan, np.nan, 0, 0)]
     out.mkdir(parents=True, exist_ok=True)
     figures = _Figures(out, domains, sel.thresholds() if sel else {})
-    n_maps = min(top, token_maps)
+    n_maps = min(top, cfg.token_maps)
     docs = [(k.file[i], int(k.row[i])) for ds in domains for k in (ds.top, ds.bottom) for i in range(min(len(k), n_maps))]
     maps, note = _token_maps(sc, docs)
     page = _page(sc, sel, figures.draw_all(), _excerpt_sections(domains, sc, maps),
                  _selected_rows_table(stats.best_selected, stats.selected, sc, table_rows), note,
-                 _diagnostics(domains, sel is not None) + _compare_section(compare, out))
+                 _diagnostics(domains, sel is not None) + _compare_section(cfg.compare, out))
     write_text(page, out / "index.html")
     return out / "index.html"

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import identity
-from .artifacts import MANIFEST, MIX_MANIFEST
+from .artifacts import COMPARE_SUMMARY, MANIFEST, MIX_MANIFEST
 from .storage import write_json
 from .config import from_mapping, read_yaml, stage_values, unknown_key
 from .errors import AttninfError
+from .paths import shown
 
 SECTIONS = ("demo_corpus", "detect", "score", "select", "mix", "compare", "report")
 TOP = ("model", "dtype", "device", "seed", "workdir", "corpus")
@@ -116,7 +117,7 @@ class Runner:
         for stage in self.stages():  # each key is taken after the stages before it ran
             self._run_stage(stage, stage.key())
         page = self.work / "report" / "index.html"
-        return {"ran": self.ran, "times": self.times, "report": str(page.resolve())}
+        return {"ran": self.ran, "times": self.times, "report": shown(page)}
 
     # ----------------------------------------------------------- bookkeeping
 
@@ -282,7 +283,7 @@ class Runner:
             return {"arms": summary["arms"], "page": str(compare / "index.html")}
         # compare keys each of its runs on what makes it, and skips those already done
         return Stage("compare", ccfg, {"corpus": self._corpus_key, "scores": self._output(scores / MANIFEST)},
-                     compare / "summary.json", do_compare, not_in_key=("device", "max_steps_this_run"))
+                     compare / COMPARE_SUMMARY, do_compare, not_in_key=("device", "max_steps_this_run"))
 
     def _report_stage(self, scores: Path, selected: Path, report: Path, compare: Path | None = None) -> Stage:
         from .report import ReportConfig
@@ -299,5 +300,5 @@ class Runner:
         inputs = {"corpus": self._corpus_key,  # the excerpts and token maps
                   "scores": self._output(scores / MANIFEST), "selected": self._output(selected / MANIFEST)}
         if compare is not None:
-            inputs["compare"] = self._output(compare / "summary.json")
+            inputs["compare"] = self._output(compare / COMPARE_SUMMARY)
         return Stage("report", rep, inputs, report / "index.html", do_report)

@@ -16,17 +16,14 @@ lengths: it does not grow with the number of rows.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .artifacts import NO_DOMAIN, TOKEN_STATS, Scores, Selection, Status, domain_name
-from .identity import combine_digests
-from .errors import AttninfError
+from .identity import ScoreDigest, combine_digests
 
 BATCH_ROWS = 65_536
 SAMPLE = 200_000  # points drawn in the scatter plots, over all domains
@@ -256,11 +253,10 @@ def _ranges(scores: Scores) -> tuple[dict, dict, int]:
     rows with a non-finite score];
     each file's score digest; rows read."""
     ranges: dict[str, list] = {}
-    digests: dict[str, hashlib._Hash] = {}
+    digests: dict[str, ScoreDigest] = {}
     rows = 0
     for rel, start, total, cols in _batches(scores, ("score", "status", "domain", "n_tokens")):
-        h = digests.setdefault(rel, hashlib.sha256(f"{total}|".encode()))  # = artifacts.score_file_digest
-        h.update(np.ascontiguousarray(cols["score"], dtype=np.float64).tobytes())
+        digests.setdefault(rel, ScoreDigest(total)).update(cols["score"])
         rows += cols["n"]
         ok, nonfinite = cols["ok"], cols["non_finite"]
         for dom in np.unique(cols["domain"][ok | nonfinite]).tolist():
@@ -274,18 +270,8 @@ def _ranges(scores: Scores) -> tuple[dict, dict, int]:
             r[1], r[2] = min(r[1], s.min()), max(r[2], s.max())
             r[3] = max(r[3], cols["n_tokens"][m].max())
     for rel in scores.files():  # a file with no rows has no batch
-        digests.setdefault(rel, hashlib.sha256(b"0|"))
+        digests.setdefault(rel, ScoreDigest(0))
     return ranges, {rel: h.hexdigest() for rel, h in digests.items()}, rows
-
-
-def check_selection(sel: Selection, scores: Path, digests: dict[str, str]) -> None:
-    """A selection shown over other scores than it was made from would draw
-    wrong thresholds and mark wrong documents: refused."""
-    want = sel.manifest.get("scores", {}).get("digest")
-    got = combine_digests({f: digests.get(f, "") for f in sel.files})
-    if want and got != want:
-        raise AttninfError(f"{sel.root} was not selected from the scores now in {scores} (rescored since?): "
-                           "run `attninf select` again")
 
 
 def _chosen(sel_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -301,7 +287,7 @@ def collect(scores: Scores, sel: Selection | None, top: int, table_rows: int, sa
     """Both passes over the scores (see the module's docstring)."""
     ranges, digests, _ = _ranges(scores)
     if sel is not None:
-        check_selection(sel, scores.root, digests)
+        sel.check_scores(scores.root, combine_digests({f: digests.get(f, "") for f in sel.files}))
     sizes = sample_sizes({d: r[0] for d, r in ranges.items()}, sample)
     domains = {d: DomainStats(d, r[0], r[1], r[2], r[3], sizes[d], non_finite=r[4])
                for d, r in sorted(ranges.items())}

@@ -37,7 +37,8 @@ from .docstart import DocPrefix, resolve_doc_prefix
 from .errors import AttninfError
 from .explain import token_summary
 from .model import LoadedModel
-from .plugin import check_fused_loss, head_mask_tensors, head_nll, install, set_layer_masks, token_losses
+from .plugin import (check_fused_loss, first_masked_layer, head_mask_tensors, head_nll, install, set_layer_masks,
+                     token_losses)
 
 log = logging.getLogger("attninf")
 
@@ -172,7 +173,7 @@ class Scorer:
 
     @property
     def first_masked(self) -> int:
-        return min(l for l, _ in self.heads)
+        return first_masked_layer(self.heads)
 
     def encode(self, texts: Sequence[str | None]) -> list[list[int] | None]:
         """Token ids per text, the document prefix first; None for empty text."""
@@ -291,7 +292,7 @@ class SharedPrefix:
         self.model = model
         cfg = model.config
         self.L = cfg.num_hidden_layers
-        self.first_masked = min(l for l, _ in heads)
+        self.first_masked = first_masked_layer(heads)
         self.batch_tokens = batch_tokens
         self.device = next(model.parameters()).device
         masks = head_mask_tensors(self.L, cfg.num_attention_heads, heads)

@@ -34,7 +34,8 @@ from typing import Callable
 import numpy as np
 
 from attninf import identity
-from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
+from attninf.artifacts import (ALL, COMPARE_SUMMARY, HELDOUT, MANIFEST, Scores, Selection, domain_name,
+                               write_selection_rows)
 from attninf.identity import corpus_mismatch, corpus_signature
 from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
@@ -356,7 +357,7 @@ def run_compare(cfg, progress: bool = True, say: Callable[[str], None] = print) 
         spent.append(time.perf_counter() - t0)
     summary = summarize(cfg, arms, data, results)
     summary["diagnostics"] = diagnostics(cfg, data)
-    write_json(summary, Path(cfg.out) / "summary.json")
+    write_json(summary, Path(cfg.out) / COMPARE_SUMMARY)
     from attninf.compare_page import write_page
 
     write_page(summary, Path(cfg.out))
@@ -370,7 +371,7 @@ def _measures(r: dict) -> dict[str, float]:
     """One run's measures as flat {name: value}, lower is better for all."""
     out = {f"heldout loss {d}": v for d, v in sorted(r["heldout_loss"].items())}
     if r["heldout_loss"]:
-        out["heldout loss (mean of domains)"] = statistics.mean(r["heldout_loss"].values())
+        out[HELDOUT] = statistics.mean(r["heldout_loss"].values())
     out["copy loss (2nd occurrence)"] = r["copy"]["second"]
     if "probe_loss" in r:
         out["retrieval probe loss"] = r["probe_loss"]
@@ -457,7 +458,7 @@ def describe(summary: dict) -> list[str]:
         lines.append(f"{m}: " + ", ".join(cells))
     for ref, per in summary["paired"].items():
         for arm, ms in per.items():
-            key = "heldout loss (mean of domains)" if "heldout loss (mean of domains)" in ms else summary["measures"][0]
+            key = HELDOUT if HELDOUT in ms else summary["measures"][0]
             d = ms[key]
             lines.append(f"{arm} - {ref}, {key}: {d['mean']:+.4f} ({d['verdict']})")
     return lines

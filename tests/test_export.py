@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 
 from attninf.cli import main
 from attninf.errors import AttninfError
-from attninf.export import TokenShards, token_dtype
+from attninf.export import token_dtype
+from attninf.artifacts import TokenShards
 from attninf.pipelines.mix import MixConfig, run_mix
 from attninf.pipelines.select import SelectConfig, run_select
 

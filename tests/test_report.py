@@ -120,3 +120,19 @@ def test_null_domain_has_one_name(tmp_path):
     page = (tmp_path / "r" / "index.html").read_text()
     assert "<td>(none)</td>" in page and "<h3>(none)</h3>" in page and "<td>None</td>" not in page
     assert page.count("<tr><td>top</td>") == 8  # --top reaches the page: 4 per domain
+
+
+def test_page_shows_paths_relative_to_where_it_was_made(tmp_path, monkeypatch):
+    """The page names the scores, corpus and selection as the user sees them
+    from the workdir, not as this machine's absolute paths."""
+    corpus, scores = make_scored_corpus(tmp_path, files=1, rows=20)
+    run_select(SelectConfig(scores=str(scores), out=str(tmp_path / "sel")))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["report", str(scores), "--selected", "sel", "--out", "r"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == "report: r/index.html"
+    page = (tmp_path / "r" / "index.html").read_text()
+    head = page[page.index("<h1>"):page.index("<h2>")]
+    assert str(tmp_path) not in page
+    assert f"<code>{scores.relative_to(tmp_path)}</code>" in head and "<code>sel</code>" in head
+    assert f"<code>{corpus.relative_to(tmp_path)}</code>" in head

@@ -25,7 +25,8 @@ def export(**kw) -> None:
       idx = np.fromfile("tokens/part-00000-of-00001.idx", dtype=np.int64)
       doc_i = tokens[idx[i]:idx[i + 1]]
     """
-    from ..export import TokenShards, run_export
+    from ..export import run_export
+    from ..artifacts import TokenShards
 
     cfg, own = stage_config(ExportConfig, "export", kw)
     if own["verify"]:

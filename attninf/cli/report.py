@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..errors import user_errors
+from ..paths import shown
 from ..report import ReportConfig
 from ._common import stage_config, stage_options
 
@@ -18,4 +19,4 @@ def report(**kw) -> None:
     from ..report import run_report
 
     cfg, _ = stage_config(ReportConfig, "report", kw)
-    click.echo(f"report: {run_report(cfg).resolve()}")
+    click.echo(f"report: {shown(run_report(cfg))}")
