@@ -191,6 +191,14 @@ def _help(f: dataclasses.Field, show_default: bool = True) -> str:
     return f"{text}  [default: {shown}]"
 
 
+def _help_order(cls) -> list:
+    """cls's fields, its own first: a config built on a shared base (TrainConfig
+    and CompareConfig on TrainSettings) lists what is particular to it first."""
+    own = cls.__dict__.get("__annotations__", {})
+    fields = dataclasses.fields(cls)
+    return [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
+
+
 def config_options(cls, *, arguments: tuple[str, ...] = (), skip: tuple[str, ...] = ()):
     """A decorator adding cls's fields to a click command: `arguments` as
     positional arguments (in that order), every other field as --<name>
@@ -203,7 +211,7 @@ def config_options(cls, *, arguments: tuple[str, ...] = (), skip: tuple[str, ...
     for name in arguments:
         f = fields[name]
         decorators.append(click.argument(name, type=_click_type(_base_type(hints[name]), f.metadata)))
-    for f in dataclasses.fields(cls):
+    for f in _help_order(cls):
         if f.name in arguments or f.name in skip or not f.metadata.get("cli", True):
             continue
         tp = _base_type(hints[f.name])

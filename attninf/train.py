@@ -39,11 +39,11 @@ SCHEDULE_HELP = (
 
 
 @dataclass
-class TrainConfig:
-    data: str = field(default="mixed", metadata={"help": "Mixed dataset (`attninf mix` output)."})
+class TrainSettings:
+    """How to train, apart from on what and where: the settings `attninf
+    train` and every proxy run of `attninf compare` share."""
     model_config: str = field(default="configs/model-tiny.yaml", metadata={
         "help": "YAML with the Llama sizes (hidden_size, layers, heads, ...)."})
-    out: str = field(default="run", metadata={"help": "Output directory (checkpoints, log.csv, loss.png)."})
     tokenizer: str = field(default="smollm2-135m", metadata={"help": "Model name or path of the tokenizer."})
     seq_len: int = field(default=256, metadata={"help": "Tokens per training sequence."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per micro-batch."})
@@ -62,12 +62,7 @@ class TrainConfig:
     budgets: list[int] | None = field(default=None, metadata={"help": "WSD-S budgets in steps, comma-separated."})
     power_a: float = field(default=4.6, metadata={"help": "Power schedule: the coefficient a."})
     power_b: float = field(default=-0.51, metadata={"help": "Power schedule: the exponent b."})
-    save_every: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    keep_last: int = field(default=2, metadata={"help": "Checkpoints kept (WSD-S budget ends are always kept)."})
-    eval_data: str | None = field(default=None, metadata={
-        "help": "Held-out Parquet (text, domain): loss per domain at the end."})
     eval_sequences: int = field(default=64, metadata={"help": "Held-out sequences evaluated."})
-    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation and the data order."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     dtype: str = field(default="auto", metadata={
         "choices": TRAIN_DTYPES,
@@ -88,6 +83,18 @@ class TrainConfig:
                         budgets=tuple(self.budgets) if self.budgets else None, lr_max=self.lr,
                         power_a=self.power_a, power_b=self.power_b, batch_size=self.batch_size * self.grad_accum,
                         tokens_per_step=self.tokens_per_step)
+
+
+@dataclass
+class TrainConfig(TrainSettings):
+    """A whole `attninf train` run: the settings, the data, where it writes."""
+    data: str = field(default="mixed", metadata={"help": "Mixed dataset (`attninf mix` output)."})
+    out: str = field(default="run", metadata={"help": "Output directory (checkpoints, log.csv, loss.png)."})
+    save_every: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
+    keep_last: int = field(default=2, metadata={"help": "Checkpoints kept (WSD-S budget ends are always kept)."})
+    eval_data: str | None = field(default=None, metadata={
+        "help": "Held-out Parquet (text, domain): loss per domain at the end."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation and the data order."})
 
     def inputs_key(self) -> str:
         """What the run reads, by content (attninf.identity): the mixture's

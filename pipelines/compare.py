@@ -27,7 +27,7 @@ import math
 import shutil
 import statistics
 import time
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -39,46 +39,32 @@ from attninf.artifacts import (ALL, COMPARE_SUMMARY, HELDOUT, MANIFEST, Scores, 
 from attninf.identity import corpus_mismatch, corpus_signature
 from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
-from attninf.train import TrainConfig, checkpoint_dir
+from attninf.train import TrainConfig, TrainSettings, checkpoint_dir
 
 ARMS = ("full", "attninf", "random", "decay")
-# TrainConfig's fields that compare sets itself, per arm and seed
-NOT_FROM_TRAIN = ("data", "out", "eval_data", "seed", "save_every", "keep_last")
 
 
-def _own_fields():
-    return [
-        ("scores", str, field(default="scores", metadata={"help": "Scores of the corpus (`attninf score`)."})),
-        ("corpus", str, field(default="", metadata={"help": "The corpus that was scored.", "default_help": "required"})),
-        ("out", str, field(default="compare", metadata={"help": "Output directory."})),
-        ("arms", str, field(default="full,attninf,random", metadata={
-            "help": f"Arms to train, comma-separated, of: {', '.join(ARMS)}."})),
-        ("seeds", int, field(default=3, metadata={"help": "Seeds per arm (model init and data order)."})),
-        ("heldout_frac", float, field(default=0.05, metadata={
-            "help": "Fraction of each domain held out (by a hash of the id) before anything is selected."})),
-        ("frac", float, field(default=0.2, metadata={"help": "Fraction of each domain the attninf arm selects."})),
-        ("repeat", int, field(default=1, metadata={"help": "Extra copies of the selected documents (attninf, random)."})),
-        ("decay_weight", int, field(default=3, metadata={"help": "Extra copies in the decay phase (decay arm)."})),
-        ("probes", int, field(default=8, metadata={"help": "Retrieval probes per model (0: none)."})),
-    ]
+@dataclass
+class CompareConfig(TrainSettings):
+    """`attninf compare`: the training settings every proxy run shares
+    (`attninf train`'s options), and what compare decides itself: the arms,
+    the seeds, the held-out split, the selection's fraction and repeats. The
+    data, output folder and seed of each run are compare's, per arm and seed."""
+    scores: str = field(default="scores", metadata={"help": "Scores of the corpus (`attninf score`)."})
+    corpus: str = field(default="", metadata={"help": "The corpus that was scored.", "default_help": "required"})
+    out: str = field(default="compare", metadata={"help": "Output directory."})
+    arms: str = field(default="full,attninf,random", metadata={
+        "help": f"Arms to train, comma-separated, of: {', '.join(ARMS)}."})
+    seeds: int = field(default=3, metadata={"help": "Seeds per arm (model init and data order)."})
+    heldout_frac: float = field(default=0.05, metadata={
+        "help": "Fraction of each domain held out (by a hash of the id) before anything is selected."})
+    frac: float = field(default=0.2, metadata={"help": "Fraction of each domain the attninf arm selects."})
+    repeat: int = field(default=1, metadata={"help": "Extra copies of the selected documents (attninf, random)."})
+    decay_weight: int = field(default=3, metadata={"help": "Extra copies in the decay phase (decay arm)."})
+    probes: int = field(default=8, metadata={"help": "Retrieval probes per model (0: none)."})
 
 
-def _train_fields():
-    out = []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in NOT_FROM_TRAIN:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        out.append((f.name, f.type, field(default=default, metadata=f.metadata)))
-    return out
-
-
-# the options of `attninf train`, with their names, defaults and help, and compare's own
-CompareConfig = dataclasses.make_dataclass("CompareConfig", _own_fields() + _train_fields())
-CompareConfig.__module__ = __name__
-
-
-def arms_of(cfg) -> list[str]:
+def arms_of(cfg: CompareConfig) -> list[str]:
     arms = [a.strip() for a in str(cfg.arms).split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
@@ -88,7 +74,7 @@ def arms_of(cfg) -> list[str]:
     return arms
 
 
-def _check(cfg) -> None:
+def _check(cfg: CompareConfig) -> None:
     if not cfg.corpus:
         raise AttninfError("--corpus is required: the corpus the scores were made from")
     arms_of(cfg)
@@ -228,7 +214,7 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
     return m
 
 
-def prepare(cfg, say: Callable[[str], None] = print) -> dict:
+def prepare(cfg: CompareConfig, say: Callable[[str], None] = print) -> dict:
     """Held-out split, selections and one mixture per arm under OUT/data;
     skipped when OUT/data/prepared.json says it was done with these settings."""
     from attninf.pipelines.mix import MixConfig, run_mix
@@ -282,8 +268,8 @@ def _recorded_key(marker: Path) -> str | None:
         return None
 
 
-def train_config(cfg, arm: str, seed: int, data: dict) -> TrainConfig:
-    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FROM_TRAIN}
+def train_config(cfg: CompareConfig, arm: str, seed: int, data: dict) -> TrainConfig:
+    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainSettings)}
     return TrainConfig(**kw, data=data["mixtures"][arm], out=str(Path(cfg.out) / "runs" / f"{arm}-s{seed}"),
                        eval_data=str(Path(cfg.out) / "data" / "heldout"), seed=seed,
                        save_every=max(1, cfg.total_steps // 10), keep_last=1)
@@ -323,7 +309,7 @@ def _measure(tcfg: TrainConfig, probes: int) -> dict:
     return out
 
 
-def run_compare(cfg, progress: bool = True, say: Callable[[str], None] = print) -> dict | None:
+def run_compare(cfg: CompareConfig, progress: bool = True, say: Callable[[str], None] = print) -> dict | None:
     """Prepare, train and measure every arm and seed (what is done is
     skipped), write OUT/summary.json and OUT/index.html; returns the summary."""
     from attninf.train import train
@@ -378,7 +364,7 @@ def _measures(r: dict) -> dict[str, float]:
     return out
 
 
-def summarize(cfg, arms: list[str], data: dict, results: dict) -> dict:
+def summarize(cfg: CompareConfig, arms: list[str], data: dict, results: dict) -> dict:
     from attninf.measures import paired
 
     seeds = list(range(cfg.seeds))
@@ -409,7 +395,7 @@ def _curve(log: Path) -> list[list[float]]:
         return [[int(r["step"]), float(r["loss"])] for r in csv.DictReader(f)]
 
 
-def diagnostics(cfg, data: dict) -> dict:
+def diagnostics(cfg: CompareConfig, data: dict) -> dict:
     """What the paper reports of its selection, for this one: token share vs
     document share per domain, median length selected vs all, and the
     tokens most over-represented in the selected documents."""

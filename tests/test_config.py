@@ -15,10 +15,13 @@ from attninf.pipelines.score import ScoreConfig
 from attninf.pipelines.select import SelectConfig
 from attninf.report import ReportConfig
 from attninf.train import TrainConfig
+from attninf.export import ExportConfig
+from attninf.pipelines.compare import CompareConfig
 
 COMMANDS = [("detect-heads", DetectConfig, ()), ("score", ScoreConfig, ("corpus",)),
             ("select", SelectConfig, ("scores",)), ("mix", MixConfig, ("corpus",)),
-            ("report", ReportConfig, ("scores",)), ("train", TrainConfig, ())]
+            ("report", ReportConfig, ("scores",)), ("train", TrainConfig, ()),
+            ("export", ExportConfig, ("data",)), ("compare", CompareConfig, ())]
 
 
 @pytest.mark.parametrize("command,cls,arguments", COMMANDS, ids=[c[0] for c in COMMANDS])

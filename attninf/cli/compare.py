@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import click
 
+from ..artifacts import COMPARE_SUMMARY
 from ..errors import user_errors
+from ..pipelines.compare import CompareConfig
 from ._common import say, stage_config, stage_options
 
 
-def _config_cls():
-    from ..pipelines.compare import CompareConfig
-
-    return CompareConfig
-
-
 @click.command("compare")
-@stage_options(_config_cls(), "compare")
+@stage_options(CompareConfig, "compare")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def compare(**kw) -> None:
@@ -31,8 +27,8 @@ def compare(**kw) -> None:
     """
     from ..pipelines.compare import describe, run_compare
 
-    cfg, own = stage_config(_config_cls(), "compare", kw)
+    cfg, own = stage_config(CompareConfig, "compare", kw)
     summary = run_compare(cfg, progress=not own["quiet"], say=say)
     for line in describe(summary):
         click.echo(line)
-    click.echo(f"wrote {cfg.out}/index.html and {cfg.out}/summary.json")
+    click.echo(f"wrote {cfg.out}/index.html and {cfg.out}/{COMPARE_SUMMARY}")
