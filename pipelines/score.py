@@ -4,10 +4,11 @@ AttentionInfluence score, one output file per input file.
 Contract (docs/design.md): scores/<same relative path>.parquet, rows in input
 order, in the scores schema; scores/manifest.json holds the run fingerprint.
 
-Work: units of rows (pipelines/units.py), scored in this process (the
-default on a machine with at most one GPU) or as one Dask task each (one
-worker per GPU, a local cluster or the one at --scheduler). A file is
-assembled from its units' parts when the last one is in. A rerun with the
+Work: units of rows (pipelines/units.py), each scored by a worker
+(pipelines/workers.py) in this process (the default on a machine with at
+most one GPU) or as one Dask task each (pipelines/executors.py: one worker
+per GPU, a local cluster or the one at --scheduler). A file is assembled
+from its units' parts when the last one is in. A rerun with the
 same fingerprint redoes only what is missing; one with another fingerprint
 stops unless --overwrite. One run per output directory (out/.lock).
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,15 +30,14 @@ from attninf import identity
 from attninf.identity import corpus_signature, same_file
 from attninf.storage import utc_now
 from attninf.devices import DTYPE_HELP, DTYPES
-from attninf.errors import AttninfError, one_line
+from attninf.errors import AttninfError
 from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, resolve_domains
-from attninf.pipelines.units import (PARTS_DIR, RunLock, Unit, assemble, file_units, part_path, score_unit,
-                                     scorer_for)
+from attninf.pipelines.executors import Tracker, check_workers, default_workers, score_here, score_on_dask
+from attninf.pipelines.units import PARTS_DIR, file_units, part_path
+from attninf.pipelines.lock import RunLock
+from attninf.pipelines.workers import scorer_for
 
 log = logging.getLogger("attninf")
-
-
-
 
 
 @dataclass
@@ -139,149 +137,6 @@ def _clean_tmp(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _client(cfg: ScoreConfig, workers: int):
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as e:
-        raise AttninfError("dask[distributed] is not installed: pip install 'dask[distributed]', "
-                           "or score in this process with --workers 0") from e
-    address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        try:
-            return Client(address, timeout="20s"), None
-        except OSError as e:
-            raise AttninfError(f"cannot reach the Dask scheduler at {address}: {one_line(e)}") from e
-    if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
-        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
-                     "distributed.core", "distributed.http.proxy"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-
-def default_workers(device: str) -> int:
-    """One worker per GPU on a machine with several; otherwise none: this
-    process scores, and a single device does not pay for a cluster."""
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return torch.cuda.device_count()
-    return 0
-
-
-def _check_workers(cfg: ScoreConfig, workers: int) -> None:
-    import torch
-
-    if workers < 0:
-        raise AttninfError(f"--workers cannot be negative, got {workers}")
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if (cfg.scheduler is None and gpus and cfg.device in ("auto", "cuda") and workers > gpus
-            and not cfg.share_gpus):
-        raise AttninfError(f"--workers {workers} on {gpus} GPU(s) would put two workers on one GPU: "
-                           "use --workers <= the GPU count, or --share-gpus")
-
-
-def resources(spec: str | None) -> dict[str, float] | None:
-    """--resources GPU=1,MEM=8e9 -> {"GPU": 1.0, "MEM": 8e9}."""
-    if not spec:
-        return None
-    out = {}
-    for item in spec.split(","):
-        name, _, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise AttninfError(f"--resources {spec!r}: expected NAME=AMOUNT[,NAME=AMOUNT]") from None
-    return out
-
-
-class _Tracker:
-    """The driver's view of a run: which units each file still waits for, a
-    bar over documents (tokens/s, failed units, ETA), failures with file and
-    row range; a file is assembled as soon as its last unit is in."""
-
-    def __init__(self, cfg: ScoreConfig, plan: dict[str, list[Unit]], todo: list[Unit], failures: dict,
-                 say, show: bool):
-        from tqdm.auto import tqdm
-
-        self.cfg, self.plan, self.failures, self.say = cfg, plan, failures, say
-        self.waiting = {rel: {u for u in todo if u.file == rel} for rel in plan}
-        self.bar = tqdm(total=sum(u.rows for u in todo), unit="doc", disable=not show, dynamic_ncols=True,
-                        desc="score")
-        self.tokens, self.failed_units, self.assembled = 0, 0, []
-        self.ran_on: dict[str, dict[str, int]] = {rel: {} for rel in plan}  # file -> worker -> units
-        self.t0 = time.perf_counter()
-
-    def assemble_ready(self, files=None) -> None:
-        """Assemble those of `files` (default: all) whose every unit is in and none failed."""
-        for rel in list(self.waiting if files is None else files):
-            if (rel in self.waiting and not self.waiting[rel]
-                    and not any(k.startswith(f"{rel}[") for k in self.failures)):
-                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel], self.cfg.save_token_stats)
-                self.assembled.append(rel)
-                del self.waiting[rel]
-
-    def finished(self, unit: Unit, result: dict | None = None, error: str | None = None) -> None:
-        if error is not None:
-            self.failures[str(unit)] = error
-            self.failed_units += 1
-            self.say(f"failed: {unit}: {error}")
-        else:
-            self.tokens += result["tokens"]
-            log.info("%s: %d rows, %d tokens on worker %s in %.1fs", unit, unit.rows, result["tokens"],
-                     result["worker"], result["seconds"])
-            ran = self.ran_on[unit.file]
-            ran[result["worker"]] = ran.get(result["worker"], 0) + 1
-            self.waiting[unit.file].discard(unit)
-            self.assemble_ready([unit.file])
-        self.bar.update(unit.rows)
-        self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {self.failed_units} failed unit(s)")
-
-    def tokens_per_s(self) -> float:
-        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-
-
-def _score_here(cfg: ScoreConfig, todo: list[Unit], tracker: _Tracker) -> None:
-    """--workers 0: every unit in this process, one after the other."""
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    for unit in todo:
-        try:
-            tracker.finished(unit, score_unit(cfg, unit))
-        except AttninfError as e:
-            raise AttninfError(f"{unit}: {e}") from e
-        except Exception as e:  # noqa: BLE001 - one bad unit must not stop the others
-            tracker.finished(unit, error=one_line(e))
-
-
-def _score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: _Tracker) -> None:
-    """One task per unit on a local cluster (or the one at --scheduler); as
-    workers free up they take the next unit, whichever file it is from."""
-    from distributed import as_completed
-
-    client, cluster = _client(cfg, workers)
-    threads = cfg.threads or (None if cluster is None else max(1, (os.cpu_count() or 1) // workers))
-    run = uuid.uuid4().hex[:8]
-    try:
-        futs = {client.submit(score_unit, cfg, u, threads, pure=False, resources=resources(cfg.resources),
-                              key=f"attninf-score-{run}-{u}"): u for u in todo}
-        for fut in as_completed(futs):
-            unit = futs[fut]
-            try:
-                tracker.finished(unit, fut.result())
-            except AttninfError as e:
-                raise AttninfError(f"{unit}: {e}") from e
-            except Exception as e:  # noqa: BLE001 - includes KilledWorker after retries
-                tracker.finished(unit, error=one_line(e))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
 def _drop_changed(out: Path, old_signature: dict, files: list[str], signature: dict) -> tuple[list[str], list[str]]:
     """Outputs of corpus files that changed since an earlier run are removed
     (redone), and those of files no longer in the corpus (gone): (changed, gone)."""
@@ -361,14 +216,14 @@ def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
     if done or len(todo) < sum(len(v) for v in plan.values()):
         say(f"resuming: {len(done)} of {len(files)} files already scored; {len(todo)} unit(s) to go")
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
-    _check_workers(cfg, workers)
+    check_workers(cfg, workers)
     failures = dict(bad)
-    tracker = _Tracker(cfg, plan, todo, failures, say, progress)
+    tracker = Tracker(cfg, plan, todo, failures, say, progress)
     tracker.assemble_ready()  # files whose every part is already in (or with no rows)
     if todo and workers == 0 and cfg.scheduler is None:
-        _score_here(cfg, todo, tracker)
+        score_here(cfg, todo, tracker)
     elif todo:
-        _score_on_dask(cfg, todo, workers, tracker)
+        score_on_dask(cfg, todo, workers, tracker)
     tracker.bar.close()
 
     scores = Scores(out, manifest)
@@ -384,8 +239,6 @@ def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
     manifest.update({"finished": utc_now(), "summary": summary, "complete": not failures})
     Scores.write_manifest(out, manifest)
     return summary
-
-
 
 
 def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) -> dict:

@@ -17,22 +17,16 @@ a finished file (they live under a dot-directory that readers skip).
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from attninf.artifacts import STATS_DIR, Status, scores_schema, scores_table
+from attninf.artifacts import STATS_DIR, Status, scores_schema
 from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
 
 PARTS_DIR = ".parts"
-LOCK = ".lock"
 READ_BUFFER = 1 << 20  # read column chunks page by page: memory does not grow with a row group's size
 
 
@@ -154,108 +148,6 @@ class UnitReader:
             row0 += n
 
 
-# ------------------------------------------------------------------ scoring
-
-_SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
-
-
-def scorer_for(cfg, device: str):
-    from attninf.scoring import load_scorer
-
-    key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
-                      cfg.context_overlap, cfg.doc_prefix])
-    if key not in _SCORERS:
-        _SCORERS.clear()  # one model per worker
-        _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
-                                    max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
-                                    truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
-                                    trust_remote_code=cfg.trust_remote_code,
-                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix)
-    return _SCORERS[key]
-
-
-def worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().name)
-    except (ImportError, ValueError):
-        return "local"
-
-
-def worker_device(device: str) -> str:
-    """One worker per GPU: a local worker named N takes cuda:N."""
-    import torch
-
-    if device != "auto" or not torch.cuda.is_available():
-        return device
-    try:
-        return f"cuda:{int(worker_name()) % torch.cuda.device_count()}"
-    except ValueError:
-        return "cuda"
-
-
-def _quiet_transformers() -> None:
-    """Workers load weights without per-worker progress bars in the driver's output."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-def _score_batch(scorer, texts: list, token_stats: bool = False) -> dict:
-    """score_texts, retried with half the packed batch on a GPU out-of-memory
-    (down to one window per row) before giving up."""
-    import torch
-
-    forward = scorer.forward
-    full = forward.batch_tokens
-    try:
-        while True:
-            try:
-                return scorer.score_texts(texts, token_stats=True) if token_stats else scorer.score_texts(texts)
-            except torch.cuda.OutOfMemoryError:
-                if forward.batch_tokens <= scorer.max_tokens:
-                    raise
-                torch.cuda.empty_cache()
-                forward.batch_tokens = max(scorer.max_tokens, forward.batch_tokens // 2)
-    finally:
-        forward.batch_tokens = full
-
-
-def score_unit(cfg, unit: Unit, threads: int | None = None) -> dict:
-    """Score one unit (cfg: a ScoreConfig) into its part file; returns where
-    it ran and how long it took. Pure in (config, unit): the same input gives
-    the same bytes, on any worker."""
-    import pyarrow.parquet as pq
-    import torch
-
-    _quiet_transformers()
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    scorer = scorer_for(cfg, worker_device(cfg.device))
-    reader = UnitReader(cfg, unit.file)
-    tokens = 0
-    with atomic_path(part_path(cfg.out, unit)) as tmp:  # renamed into place only when the unit is scored
-        writer = None
-        try:
-            for texts, ids, domain in reader.batches(unit.start, unit.end):
-                res = _score_batch(scorer, texts, cfg.save_token_stats)
-                table = scores_table(ids, res, domain)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                tokens += int(res["n_tokens"].sum())
-            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=cfg.save_token_stats))
-        finally:
-            if writer is not None:
-                writer.close()
-    return {"unit": str(unit), "rows": unit.rows, "tokens": tokens, "worker": worker_name(),
-            "seconds": round(time.perf_counter() - t0, 3)}
-
 
 # ---------------------------------------------------------------- assembly
 
@@ -310,87 +202,3 @@ def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, in
 # --------------------------------------------------------------------- lock
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """out/.lock while a run writes into out: a second run on the same --out
-    (a job launched twice) is refused with the first one's host, pid and
-    start time. A lock whose process is gone (same host), or whose heartbeat
-    stopped (another host), is taken over."""
-
-    HEARTBEAT_S = 10.0
-    STALE_S = 60.0
-
-    def __init__(self, out: str | Path):
-        self.path = Path(out) / LOCK
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _stale(self, other: dict) -> bool:
-        if other.get("host") == self.me["host"]:
-            return not _alive(int(other.get("pid", -1)))
-        try:
-            return time.time() - self.path.stat().st_mtime > self.STALE_S
-        except FileNotFoundError:
-            return True
-
-    def acquire(self) -> str | None:
-        """Take the lock; returns a note when a stale lock was taken over."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        note = None
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    other = json.loads(self.path.read_text() or "{}")
-                except (ValueError, OSError):
-                    other = {}
-                if other and not self._stale(other):
-                    raise AttninfError(f"{self.path.parent} is being written by another `attninf score` "
-                                       f"(host {other.get('host')}, pid {other.get('pid')}, started "
-                                       f"{other.get('started')}); wait for it, or use another --out") from None
-                note = (f"took over the lock of a run that is gone (host {other.get('host')}, "
-                        f"pid {other.get('pid')}, started {other.get('started')})")
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.me, f)
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
-            return note
-        raise AttninfError(f"could not take the lock {self.path}")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.HEARTBEAT_S):
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
-
-    def release(self) -> None:
-        self._stop.set()
-        try:
-            if json.loads(self.path.read_text()).get("pid") == self.me["pid"]:
-                self.path.unlink()
-        except (OSError, ValueError):
-            pass
-
-    def __enter__(self) -> "RunLock":
-        """`with RunLock(out) as lock:` holds the lock for the block;
-        lock.note says whether a stale one was taken over."""
-        self.note = self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()

@@ -326,7 +326,8 @@ def _commands():
 def _runtime_defaults():
     """The defaults computed at run time, as this machine (no GPU) resolves
     them, each with what its help must then say."""
-    from attninf.pipelines.score import ScoreConfig, chunk_docs, default_workers
+    from attninf.pipelines.score import ScoreConfig, chunk_docs
+    from attninf.pipelines.executors import default_workers
 
     return {
         ("ScoreConfig", "workers"): f"[default: {default_workers('auto')} (in this process)",
@@ -399,7 +400,7 @@ def test_zero_row_file_has_the_token_stats_columns(tmp_path, heads_file):
 
 def test_runlock_as_a_context_manager_holds_the_lock(tmp_path):
     from attninf.errors import AttninfError
-    from attninf.pipelines.units import LOCK, RunLock
+    from attninf.pipelines.lock import LOCK, RunLock
 
     with RunLock(tmp_path) as lock:
         assert (tmp_path / LOCK).exists() and lock.note is None

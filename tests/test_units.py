@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from attninf.cli import main
 from attninf.pipelines.score import ScoreConfig
-from attninf.pipelines.units import LOCK, PARTS_DIR, Unit, UnitReader, plan_units
+from attninf.pipelines.units import PARTS_DIR, Unit, UnitReader, plan_units
+from attninf.pipelines.lock import LOCK
 from attninf.scoring import Scorer
 
 from helpers import docs, free_port, make_corpus
@@ -207,7 +208,7 @@ def test_one_long_document_among_small_ones(tmp_path, heads_file, size_mb):
 def test_gpu_out_of_memory_retries_with_smaller_batches():
     import torch
 
-    from attninf.pipelines.units import _score_batch
+    from attninf.pipelines.workers import _score_batch
 
     class Fake:
         max_tokens = 256
