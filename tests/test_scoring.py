@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from attninf.errors import AttninfError
 from attninf.model import load_model
-from attninf.scoring import Scorer, pack, repetition, window_ids
+from attninf.scoring import Scorer, repetition
+from attninf.windows import pack, window_ids
 
 from reference import zero_query_model
 

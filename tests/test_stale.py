@@ -348,7 +348,7 @@ def _runtime_defaults():
 
 
 def _cpu_batch_tokens():
-    from attninf.scoring import default_batch_tokens
+    from attninf.windows import default_batch_tokens
 
     return default_batch_tokens(torch.nn.Linear(1, 1))
 

@@ -1,0 +1,189 @@
+"""The scorer's two forward strategies. Both add the same per-document NLL
+sums (plain and masked); only their cost differs:
+
+* SharedPrefix, for families whose forward is embed -> decoder layers ->
+  final norm (LAYERED_FAMILIES): windows packed into rows without padding,
+  layers below the first masked one run once, then the hidden states fork
+  into a plain and a masked row that run as a batch of two;
+* TwoPass, for any other model: the model's own forward twice over padded
+  batches, heads masked in the second.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .windows import Window, pack
+from .plugin import first_masked_layer, head_mask_tensors, head_nll, set_layer_masks, token_losses
+
+
+# families whose forward is embed -> decoder layers -> final norm, with rotary
+# position embeddings computed once: the layered (shared-prefix) path runs them
+LAYERED_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2"}
+
+
+class DocSums:
+    """Where the forward strategies put their per-position NLL: summed per
+    document (row 0 plain, row 1 masked), with the count of predicted tokens."""
+
+    wants_positions = False  # the token index of each position is not needed
+
+    def __init__(self, n_docs: int):
+        self.sums = np.zeros((2, n_docs), dtype=np.float64)
+        self.counts = np.zeros(n_docs, dtype=np.int64)
+
+    def add(self, nll: torch.Tensor, docs: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor | None = None):
+        """nll (2, P) of P positions, their documents (P,), which are scored (P,) bool."""
+        d = docs[valid].cpu().numpy()
+        vals = nll[:, valid].double().cpu().numpy()  # (2, P')
+        np.add.at(self.sums[0], d, vals[0])
+        np.add.at(self.sums[1], d, vals[1])
+        np.add.at(self.counts, d, 1)
+
+
+class TokenNLL(DocSums):
+    """DocSums, and each predicted token's NLL at its index in the document."""
+
+    wants_positions = True
+
+    def __init__(self, lengths: list[int]):
+        super().__init__(len(lengths))
+        self.per_token = [np.full((2, n), np.nan) for n in lengths]
+
+    def add(self, nll, docs, valid, pos=None):
+        super().add(nll, docs, valid)
+        d, p = docs[valid].cpu().numpy(), pos[valid].cpu().numpy()  # pos: index of the predicted token
+        vals = nll[:, valid].double().cpu().numpy()
+        for doc in np.unique(d):
+            m = d == doc
+            self.per_token[doc][:, p[m]] = vals[:, m]
+
+
+class SharedPrefix:
+    """Windows packed first-fit into rows of batch_tokens, no padding; layers
+    below the first masked one run once, then the hidden states fork into a
+    plain and a masked row, run as a batch of two with per-row head masks."""
+
+    def __init__(self, model, heads: list, batch_tokens: int, pad_id: int | None = None):
+        self.model = model
+        cfg = model.config
+        self.L = cfg.num_hidden_layers
+        self.first_masked = first_masked_layer(heads)
+        self.batch_tokens = batch_tokens
+        self.device = next(model.parameters()).device
+        masks = head_mask_tensors(self.L, cfg.num_attention_heads, heads)
+        # the forked batch: row 0 plain, row 1 with the retrieval heads masked, per layer (2, Hq)
+        self.fork_masks = [None if m is None else torch.stack([torch.zeros_like(m), m]).to(self.device)
+                           for m in masks]
+
+    @staticmethod
+    def supports(model, max_tokens: int) -> bool:
+        """embed -> decoder layers -> final norm with rotary embeddings computed
+        once, and no sliding window shorter than a scoring window."""
+        cfg = model.config
+        if cfg.model_type not in LAYERED_FAMILIES:
+            return False
+        base = model.base_model
+        if not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
+        return not (uses_window and window and window < max_tokens)
+
+    def run(self, windows: list[Window], sink: DocSums) -> None:
+        for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
+            self._row([windows[i] for i in bin_], sink)
+
+    def _row(self, ws: list[Window], sink: DocSums) -> None:
+        """One packed row: shared layers once, then plain and masked branches as a batch of 2."""
+        dev = self.device
+        lens = [len(w.ids) for w in ws]
+        ids = torch.tensor([t for w in ws for t in w.ids], device=dev).view(1, -1)
+        pos = torch.cat([torch.arange(n, device=dev) for n in lens]).view(1, -1)
+        cu = torch.tensor([0, *np.cumsum(lens).tolist()], device=dev, dtype=torch.int32)
+        hidden = self._hidden(ids, pos, cu)  # (2, T, H)
+        # position j predicts j+1 inside its window; the last position of each window predicts nothing,
+        # and in a later window the positions before ctx-1 predict context tokens, already scored
+        targets = torch.roll(ids[0], -1)
+        targets[cu[1:].long() - 1] = -100
+        for w, start in zip(ws, cu[:-1].tolist()):
+            if w.ctx > 1:
+                targets[start:start + w.ctx - 1] = -100
+        nll = self._nll(hidden, targets)  # (2, T) fp32
+        doc_of_pos = torch.repeat_interleave(torch.tensor([w.doc for w in ws], device=dev),
+                                             torch.tensor(lens, device=dev))
+        pos = None
+        if sink.wants_positions:  # position j of a window predicts document token start + j + 1
+            pos = torch.cat([torch.arange(n, device=dev) + w.start + 1 for w, n in zip(ws, lens)])
+        sink.add(nll, doc_of_pos, targets != -100, pos)
+
+    def _hidden(self, ids: torch.Tensor, pos: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+        """(1, T) packed ids -> (2, T, H) final hidden states: row 0 plain, row 1 masked."""
+        base = self.model.base_model
+        hidden = base.embed_tokens(ids)
+        pe = base.rotary_emb(hidden, position_ids=pos)
+        kw = dict(attention_mask=None, position_ids=pos, position_embeddings=pe, attninf_cu_seqlens=cu)
+        set_layer_masks(self.model, [None] * self.L)
+        layers = base.layers
+        for i in range(self.first_masked):
+            hidden = _out(layers[i](hidden, **kw))
+        hidden = torch.cat([hidden, hidden], dim=0)  # fork
+        set_layer_masks(self.model, self.fork_masks)
+        try:
+            for i in range(self.first_masked, self.L):
+                hidden = _out(layers[i](hidden, **kw))
+        finally:
+            set_layer_masks(self.model, [None] * self.L)
+        return base.norm(hidden)
+
+    def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        B, T, Hd = hidden.shape
+        return head_nll(self.model, hidden.reshape(B * T, Hd), targets.repeat(B)).view(B, T)
+
+
+class TwoPass:
+    """Any architecture: two full forward passes (plain, then with the heads
+    masked) over right-padded batches of windows of similar lengths."""
+
+    def __init__(self, model, heads: list, batch_tokens: int, pad_id: int | None = None):
+        self.model = model
+        self.heads = heads
+        self.batch_tokens = batch_tokens
+        self.pad = pad_id if pad_id is not None else 0
+        self.device = next(model.parameters()).device
+
+    def run(self, windows: list[Window], sink: DocSums) -> None:
+        for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
+            ws = [windows[i] for i in bin_]
+            S = max(len(w.ids) for w in ws)
+            # padded rows cost S each: split the bin so that rows x S stays within budget
+            per = max(1, self.batch_tokens // S)
+            for s in range(0, len(ws), per):
+                self._batch(ws[s:s + per], S, sink)
+
+    def _batch(self, chunk: list[Window], S: int, sink: DocSums) -> None:
+        from .plugin import masked_heads
+
+        dev = self.device
+        ids = torch.full((len(chunk), S), self.pad, device=dev)
+        mask = torch.zeros((len(chunk), S), dtype=torch.long, device=dev)
+        scored = torch.zeros((len(chunk), S - 1), dtype=torch.bool, device=dev)  # (rows, S-1) targets
+        for r, w in enumerate(chunk):
+            ids[r, :len(w.ids)] = torch.tensor(w.ids, device=dev)
+            mask[r, :len(w.ids)] = 1
+            scored[r, w.ctx - 1:len(w.ids) - 1] = True
+        plain = token_losses(self.model, ids, attention_mask=mask)
+        with masked_heads(self.model, self.heads):
+            masked = token_losses(self.model, ids, attention_mask=mask)
+        nll = torch.stack([plain.reshape(-1), masked.reshape(-1)])
+        doc = torch.tensor([w.doc for w in chunk], device=dev).view(-1, 1).expand(-1, S - 1).reshape(-1)
+        pos = None
+        if sink.wants_positions:  # (rows, S-1): column j predicts document token start + j + 1
+            pos = (torch.arange(S - 1, device=dev).view(1, -1)
+                   + torch.tensor([w.start + 1 for w in chunk], device=dev).view(-1, 1)).reshape(-1)
+        sink.add(nll, doc, scored.reshape(-1), pos)
+
+
+def _out(x):
+    """Decoder layers return a tensor in transformers 5, a tuple before."""
+    return x[0] if isinstance(x, tuple) else x
