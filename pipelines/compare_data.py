@@ -1,0 +1,192 @@
+"""What `attninf compare` trains on, prepared once under OUT/data: the
+held-out split (by a hash of each id, per domain, before anything is
+selected), the selection, a random selection with the same tokens per
+domain, and one mixture per arm. Redone only when its key (the settings
+that shape the data, the scores and the corpus by content) changes."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from attninf import identity
+from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
+from attninf.errors import AttninfError
+from attninf.identity import corpus_mismatch, corpus_signature
+from attninf.storage import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from attninf.pipelines.compare import CompareConfig
+
+ARMS = ("full", "attninf", "random", "decay")
+
+
+def _check_pair(scores: Scores, corpus: Path) -> None:
+    """The scores belong to this corpus by its files' sizes and rows (the ids
+    are compared where the split reads both, `_same_ids`)."""
+    if not corpus.is_dir():
+        raise AttninfError(f"corpus directory not found: {corpus}")
+    files = scores.files()
+    if scores.corpus_files is not None:
+        why = corpus_mismatch(corpus, scores.corpus_files, files)
+        if why:
+            raise AttninfError(f"{corpus} is not the corpus {scores.root} was scored from: {why}")
+    missing = [rel for rel in files if not (corpus / rel).is_file()]
+    if missing:
+        raise AttninfError(f"{missing[0]} is scored but missing from {corpus}")
+
+
+def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus: Path) -> None:
+    """A corpus file (t) and its scores (s) hold the same ids, row by row
+    (`<file>:<row>` where the corpus has no id column)."""
+    sc = s["id"].cast("string").to_pylist()
+    ids = (t[id_col].cast("string").to_pylist() if id_col in t.column_names
+           else [f"{rel}:{i}" for i in range(len(t))])
+    if ids != sc:
+        bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
+        raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
+                           f"{ids[bad] if bad < len(ids) else '(none)'!r} in the corpus and "
+                           f"{sc[bad] if bad < len(sc) else '(none)'!r} in the scores")
+
+
+def heldout_rows(scores: Scores, frac: float) -> dict[str, np.ndarray]:
+    """{file: sorted rows held out}: per domain the ceil(frac * n) documents
+    (at least one) with the lowest hash of their id."""
+    import pyarrow.parquet as pq
+
+    from attninf.measures import id_hash
+
+    per_domain: dict[str, list[tuple[float, str, int]]] = {}
+    for rel in scores.files():
+        t = pq.read_table(scores.root / rel, columns=["id", "domain"])
+        for row, (i, d) in enumerate(zip(t["id"].cast("string").to_pylist(), t["domain"].to_pylist())):
+            per_domain.setdefault(domain_name(d), []).append((id_hash(str(i), "heldout"), rel, row))
+    out: dict[str, list[int]] = {rel: [] for rel in scores.files()}
+    for dom, docs in sorted(per_domain.items()):
+        k = max(1, math.ceil(frac * len(docs)))
+        if len(docs) - k < 1:
+            raise AttninfError(f"domain {dom} has {len(docs)} document(s): too few to hold out "
+                               f"{frac:.0%} and still train on the rest")
+        for _, rel, row in sorted(docs)[:k]:
+            out[rel].append(row)
+    return {rel: np.array(sorted(rows), dtype=np.int64) for rel, rows in out.items()}
+
+
+def _split(scores: Scores, corpus: Path, held: dict[str, np.ndarray], data: Path) -> dict:
+    """Write the training corpus and its scores (rows not held out) and the
+    held-out documents; returns {domain: held-out documents}."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    text_col, id_col = scores.column("text"), scores.column("id")
+    heldout, counts = [], {}
+    for rel, rows in held.items():
+        t, s = pq.read_table(corpus / rel), pq.read_table(scores.root / rel)
+        _same_ids(t, s, rel, id_col, scores, corpus)
+        mask = np.ones(len(t), dtype=bool)
+        mask[rows] = False
+        keep = pa.array(mask)
+        for table, root in ((t, data / "corpus"), (s, data / "scores")):
+            with atomic_path(root / rel) as tmp:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(table.filter(keep), tmp)
+        out = s.filter(pc.invert(keep))
+        texts = t[text_col].take(pa.array(rows)).to_pylist()
+        for i, d, text in zip(out["id"].cast("string").to_pylist(), out["domain"].to_pylist(), texts):
+            heldout.append({"id": i, "domain": domain_name(d), "text": text})
+            counts[domain_name(d)] = counts.get(domain_name(d), 0) + 1
+    with atomic_path(data / "heldout" / "heldout.parquet") as tmp:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(heldout), tmp)
+    files = sorted(held)
+    manifest = {**scores.manifest, "corpus": str((data / "corpus").resolve()),
+                "corpus_files": corpus_signature(data / "corpus", files),
+                "compare": {"from_scores": str(scores.root.resolve()), "heldout": counts}}
+    Scores.write_manifest(data / "scores", manifest)
+    return counts
+
+
+def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 0) -> dict:
+    """A selection of random documents with, per domain, the tokens of the
+    attninf selection within one document: documents of the domain (status
+    ok) in an order fixed by a hash of their id, taken until the tokens reach
+    the target. Written in the Selection format, so `attninf mix` reads it."""
+    import pyarrow.parquet as pq
+
+    from attninf.measures import id_hash
+
+    by_domain = attninf.manifest.get("by") == "domain"
+    target = {g: v["tokens_selected"] for g, v in attninf.groups.items()}
+    docs: dict[str, list] = {}
+    for rel in attninf.files:
+        t = pq.read_table(scores.root / rel, columns=["id", "domain", "status", "score", "n_tokens"])
+        for row, (i, d, st, sc, n) in enumerate(zip(*(t[c].to_pylist() for c in t.column_names))):
+            if st == "ok":
+                g = domain_name(d) if by_domain else ALL
+                docs.setdefault(g, []).append((id_hash(str(i), f"random:{seed}"), rel, row, str(i), d, sc, n))
+    chosen: dict[str, list] = {rel: [] for rel in attninf.files}
+    groups = {}
+    for g, want in target.items():
+        got, kept = 0, 0
+        for _, rel, row, i, d, sc, n in sorted(docs.get(g, [])):
+            if got >= want:
+                break
+            chosen[rel].append((row, i, d, sc, n))
+            got += n
+            kept += 1
+        groups[g] = {**attninf.groups[g], "selected": kept, "tokens_selected": got, "threshold": None}
+    for rel, rows in chosen.items():
+        rows.sort()
+        write_selection_rows(out / rel, *([r[k] for r in rows] for k in range(5)))
+    m = {**attninf.manifest, "groups": groups, "selected": sum(v["selected"] for v in groups.values()),
+         "tokens_selected": sum(v["tokens_selected"] for v in groups.values()),
+         "by_why": "random documents with the tokens of the attninf selection per domain (compare's control)"}
+    Selection.write_manifest(out, m)
+    return m
+
+
+def prepare(cfg: CompareConfig, say: Callable[[str], None] = print) -> dict:
+    """Held-out split, selections and one mixture per arm under OUT/data;
+    skipped when OUT/data/prepared.json says it was done with these settings."""
+    from attninf.pipelines.mix import MixConfig, run_mix
+    from attninf.pipelines.select import SelectConfig, run_select
+
+    data = Path(cfg.out) / "data"
+    scores = Scores.read(cfg.scores)
+    # by content (attninf.identity): a rescore rewrites the scores' manifest, a changed corpus file its signature
+    key = {**{k: getattr(cfg, k) for k in ("heldout_frac", "frac", "repeat", "decay_weight")},
+           "scores": identity.output_key(Path(cfg.scores) / MANIFEST), "corpus": identity.corpus_key(cfg.corpus)}
+    done = data / "prepared.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        return json.loads(done.read_text())
+    _check_pair(scores, Path(cfg.corpus))
+    if data.exists():
+        shutil.rmtree(data)
+    say("held-out split")
+    held = _split(scores, Path(cfg.corpus), heldout_rows(scores, cfg.heldout_frac), data)
+    say(f"held out {sum(held.values()):,} documents ({', '.join(f'{d} {n}' for d, n in sorted(held.items()))})")
+    sel = run_select(SelectConfig(scores=str(data / "scores"), out=str(data / "selected"), frac=cfg.frac))
+    rnd = random_selection(Selection.read(data / "selected"), Scores.read(data / "scores"), data / "random")
+    common = dict(corpus=str(data / "corpus"), seed=0)
+    mixes = {"full": MixConfig(selected=str(data / "selected"), out=str(data / "mix-full"), repeat=0, **common),
+             "attninf": MixConfig(selected=str(data / "selected"), out=str(data / "mix-attninf"), repeat=cfg.repeat,
+                                  **common),
+             "random": MixConfig(selected=str(data / "random"), out=str(data / "mix-random"), repeat=cfg.repeat,
+                                 **common),
+             "decay": MixConfig(selected=str(data / "selected"), out=str(data / "mix-decay"), phases="stable,decay",
+                                decay_weight=cfg.decay_weight, **common)}
+    for arm in ARMS:
+        say(f"mixture for arm {arm}")
+        run_mix(mixes[arm])
+    info = {"key": key, "heldout": held, "selected": {g: {k: v[k] for k in ("documents", "selected", "tokens_total",
+                                                                            "tokens_selected")}
+                                                      for g, v in sel["groups"].items()},
+            "random": {g: {k: v[k] for k in ("selected", "tokens_selected")} for g, v in rnd["groups"].items()},
+            "mixtures": {arm: str(Path(m.out).resolve()) for arm, m in mixes.items()}}
+    write_json(info, done)
+    return info
