@@ -17,13 +17,16 @@ modification time, and an input is never keyed by its path alone; a
 manifest's bytes hold its write time, which is what makes every rewrite of an
 output a new key.
 
-Everything that says "same run or not" lives here, in this order: the
+Every rule that says "same run or not" lives here, in this order: the
 generic keys; the corpus signature and the file-changed rule; the scores
 digests that tie a selection to its scores; the score run's fingerprint
-(model, heads, settings); the model fingerprint (config and weight hashes,
-cached by path, size and mtime under the attninf home: a cache of a content
-hash, never a key by itself). The runner's stage keys are built from these
-(attninf/runner.py).
+(model, heads, settings, SCORING_VERSION); the model fingerprint's parts
+(config and weight hashes, cached by path, size and mtime under the attninf
+home: a cache of a content hash, never a key by itself). This module only
+computes keys from what it is given; it loads, pulls and reads no stage
+output, so it imports nothing of attninf: model.model_fingerprint finds a
+model's config and files and hashes them with these rules, and the runner's
+stage keys (attninf/runner.py) are built from them.
 """
 from __future__ import annotations
 
@@ -73,27 +76,6 @@ def corpus_key(root: str | Path) -> str:
 def output_key(manifest: str | Path) -> str | None:
     """A stage output by its manifest's bytes (None while it has none)."""
     return file_key(manifest)
-
-
-def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
-    """A model by its fingerprint (config and weights), for a path or an offline name."""
-    if not spec:
-        return None
-    pass
-
-    return model_fingerprint(spec, trust_remote_code)["fingerprint"]
-
-
-def tokenizer_key(spec: str | None) -> str | None:
-    """A tokenizer by its files (the model fingerprint's tokenizer_sha256):
-    an offline model name or a directory by their bytes, anything else (a
-    hub id) by its name."""
-    if not spec:
-        return None
-    from .model import OFFLINE_MODELS, pull_model
-
-    path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
-    return tokenizer_digest(path) if path.is_dir() else digest(spec)
 
 
 # ------------------------------------------------------------------ corpus
@@ -205,25 +187,23 @@ def scores_digest(root: str | Path, files: list[str]) -> str:
         for rel in files})
 
 
+SCORING_VERSION = 3  # bump when the numbers a given score config produces change
+
+
 def heads_digest(heads: list) -> str:
     """sha256 of a head list, independent of its order."""
     canon = sorted([int(l), int(h)] for l, h in heads)
     return hashlib.sha256(json.dumps(canon).encode()).hexdigest()
 
 
-def score_fingerprint(cfg) -> dict:
-    """What decides a score run's numbers (a ScoreConfig's settings that
-    matter, the model, the heads, the tokenizer, the scoring code's
-    version), computed without loading the model's weights. Scores are
-    reused only under an equal fingerprint."""
-    from .artifacts import Heads
+def score_fingerprint(cfg, heads, model_fp: dict) -> dict:
+    """What decides a score run's numbers: a ScoreConfig's settings that
+    matter, the model (model.model_fingerprint, computed without loading its
+    weights), the heads (artifacts.Heads), the tokenizer, the scoring code's
+    version. Scores are reused only under an equal fingerprint."""
     from .devices import resolve_device, resolve_dtype
-    from .scoring import SCORING_VERSION
 
-    heads = Heads.read(cfg.heads)
-    spec = cfg.model or heads.model_spec
-    mfp = model_fingerprint(spec, cfg.trust_remote_code)
-    heads.check_model(spec, mfp["fingerprint"])
+    mfp = model_fp
     return {
         "model": mfp["fingerprint"],
         "heads_sha256": heads_digest(heads.heads),
@@ -306,25 +286,6 @@ def fingerprint(config, weight_files: list[Path], name: str) -> dict:
     w = weights_digest(weight_files) if weight_files else None
     short = hashlib.sha256(f"{c}|{w}".encode()).hexdigest()[:16]
     return {"name": name, "config_sha256": c, "weights_sha256": w, "fingerprint": short}
-
-
-def model_fingerprint(spec: str, trust_remote_code: bool = False) -> dict:
-    """The fingerprint load_model would record, without loading the weights
-    (hashes are cached): lets a driver check a run before its workers load."""
-    from transformers import AutoConfig
-
-    from .model import OFFLINE_MODELS, _local_weight_files, load_model, pull_model
-
-    path = Path(spec).expanduser()
-    if spec in OFFLINE_MODELS:
-        path = pull_model(spec)
-    if path.suffix == ".gguf" or not path.is_dir():
-        return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    safe, pickle = _local_weight_files(path)
-    fp = fingerprint(config, safe or pickle, spec)
-    fp["tokenizer_sha256"] = tokenizer_digest(path)
-    return fp
 
 
 def tokenizer_digest(path: Path) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .identity import cached_file_sha256, fingerprint
+from .identity import cached_file_sha256, digest, fingerprint, tokenizer_digest
 from .storage import atomic_path
 from .devices import resolve_device, resolve_dtype
 from .errors import AttninfError, one_line
@@ -315,3 +315,40 @@ def separator_id(tokenizer) -> int:
     """The token that ends each document where attninf packs documents into
     one stream (training, compare's measures): EOS, or id 0 without one."""
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
+# ----------------------------------------------- keys (attninf.identity's rules)
+
+
+def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
+    """A model by its fingerprint (config and weights), for a path or an offline name."""
+    if not spec:
+        return None
+    return model_fingerprint(spec, trust_remote_code)["fingerprint"]
+
+
+def tokenizer_key(spec: str | None) -> str | None:
+    """A tokenizer by its files (the model fingerprint's tokenizer_sha256):
+    an offline model name or a directory by their bytes, anything else (a
+    hub id) by its name."""
+    if not spec:
+        return None
+    path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
+    return tokenizer_digest(path) if path.is_dir() else digest(spec)
+
+
+def model_fingerprint(spec: str, trust_remote_code: bool = False) -> dict:
+    """The fingerprint load_model would record, without loading the weights
+    (hashes are cached): lets a driver check a run before its workers load."""
+    from transformers import AutoConfig
+
+    path = Path(spec).expanduser()
+    if spec in OFFLINE_MODELS:
+        path = pull_model(spec)
+    if path.suffix == ".gguf" or not path.is_dir():
+        return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    safe, pickle = _local_weight_files(path)
+    fp = fingerprint(config, safe or pickle, spec)
+    fp["tokenizer_sha256"] = tokenizer_digest(path)
+    return fp

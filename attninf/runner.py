@@ -215,9 +215,10 @@ class Runner:
             return {"heads": res["heads"], "ablation": {k: res["ablation"][k] for k in
                                                         ("no_mask", "selected_masked", "random_masked")}}
         from .artifacts import HEADS_VERSION
+        from .model import model_key
 
         # the code's version too: an upgrade that changes what detect-heads finds redoes it
-        return Stage("heads", dcfg, {"model": lambda: identity.model_key(dcfg.model), "version": lambda: HEADS_VERSION},
+        return Stage("heads", dcfg, {"model": lambda: model_key(dcfg.model), "version": lambda: HEADS_VERSION},
                      heads, detect)
 
     def _score_stage(self, heads: Path, scores: Path) -> Stage:
@@ -234,7 +235,7 @@ class Runner:
             if s["failures"]:
                 raise AttninfError(f"{len(s['failures'])} file(s) failed to score: {', '.join(s['failures'])}")
             return {"summary": {k: s[k] for k in ("documents", "ok", "tokens", "wall_s", "tokens_per_s")}}
-        from .scoring import SCORING_VERSION
+        from .identity import SCORING_VERSION
 
         return Stage("score", scfg, {"corpus": self._corpus_key, "heads": lambda: identity.file_key(heads),
                                      "version": lambda: SCORING_VERSION},

@@ -44,7 +44,6 @@ from .windows import Window, check_overlap, default_batch_tokens, window_ids
 log = logging.getLogger("attninf")
 
 
-SCORING_VERSION = 3  # bump when the numbers a given config produces change
 
 
 def repetition(text: str | None, n: int = 4) -> float:

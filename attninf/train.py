@@ -25,7 +25,7 @@ from .artifacts import Mixture
 from .storage import atomic_path, parquet_files, write_json
 from .devices import TRAIN_DTYPES, autocast_dtype, resolve_device
 from .errors import AttninfError
-from .model import load_tokenizer
+from .model import load_tokenizer, tokenizer_key
 from .schedules import DECAYING, DECAYS, SCHEDULES, Schedule
 from .streams import PackedStream, PhaseStreams, phase_segments
 
@@ -106,7 +106,7 @@ class TrainConfig(TrainSettings):
         mc = Path(self.model_config) if self.model_config else None
         return identity.digest({"data": identity.output_key(Path(self.data) / MIX_MANIFEST),
                                 "model_config": identity.file_key(mc) if mc and mc.is_file() else None,
-                                "tokenizer": identity.tokenizer_key(self.tokenizer)})
+                                "tokenizer": tokenizer_key(self.tokenizer)})
 
     def digest(self) -> str:
         # where it runs is not what it computes: a run may resume on another device

@@ -58,8 +58,8 @@ def tiny_model(dir_: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from attninf.heads import HEADS_VERSION, HIT_RULE
-    from attninf.identity import model_fingerprint
+    from attninf.artifacts import HEADS_VERSION, HIT_RULE
+    from attninf.model import model_fingerprint
 
     tok = small_tokenizer()
     torch.manual_seed(0)

@@ -146,7 +146,8 @@ def run_compare(cfg: CompareConfig, progress: bool = True, say: Callable[[str], 
 
     _check(cfg)
     arms = arms_of(cfg)
-    data = prepare(cfg, say)
+    data = prepare(cfg.scores, cfg.corpus, Path(cfg.out) / "data", heldout_frac=cfg.heldout_frac, frac=cfg.frac,
+                   repeat=cfg.repeat, decay_weight=cfg.decay_weight, say=say)
     runs = [(arm, seed) for seed in range(cfg.seeds) for arm in arms]
     results: dict = {}
     spent: list[float] = []  # seconds of each run trained by this call: the ETA of the rest

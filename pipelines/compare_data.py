@@ -9,7 +9,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -18,9 +18,6 @@ from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, wri
 from attninf.errors import AttninfError
 from attninf.identity import corpus_mismatch, corpus_signature
 from attninf.storage import atomic_path, write_json
-
-if TYPE_CHECKING:
-    from attninf.pipelines.compare import CompareConfig
 
 ARMS = ("full", "attninf", "random", "decay")
 
@@ -150,36 +147,36 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
     return m
 
 
-def prepare(cfg: CompareConfig, say: Callable[[str], None] = print) -> dict:
-    """Held-out split, selections and one mixture per arm under OUT/data;
-    skipped when OUT/data/prepared.json says it was done with these settings."""
+def prepare(scores_dir: str, corpus: str, data: Path, *, heldout_frac: float, frac: float, repeat: int,
+            decay_weight: int, say: Callable[[str], None] = print) -> dict:
+    """Held-out split, selections and one mixture per arm under data/;
+    skipped when data/prepared.json says it was done with these settings."""
     from attninf.pipelines.mix import MixConfig, run_mix
     from attninf.pipelines.select import SelectConfig, run_select
 
-    data = Path(cfg.out) / "data"
-    scores = Scores.read(cfg.scores)
+    scores = Scores.read(scores_dir)
     # by content (attninf.identity): a rescore rewrites the scores' manifest, a changed corpus file its signature
-    key = {**{k: getattr(cfg, k) for k in ("heldout_frac", "frac", "repeat", "decay_weight")},
-           "scores": identity.output_key(Path(cfg.scores) / MANIFEST), "corpus": identity.corpus_key(cfg.corpus)}
+    key = {"heldout_frac": heldout_frac, "frac": frac, "repeat": repeat, "decay_weight": decay_weight,
+           "scores": identity.output_key(Path(scores_dir) / MANIFEST), "corpus": identity.corpus_key(corpus)}
     done = data / "prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())
-    _check_pair(scores, Path(cfg.corpus))
+    _check_pair(scores, Path(corpus))
     if data.exists():
         shutil.rmtree(data)
     say("held-out split")
-    held = _split(scores, Path(cfg.corpus), heldout_rows(scores, cfg.heldout_frac), data)
+    held = _split(scores, Path(corpus), heldout_rows(scores, heldout_frac), data)
     say(f"held out {sum(held.values()):,} documents ({', '.join(f'{d} {n}' for d, n in sorted(held.items()))})")
-    sel = run_select(SelectConfig(scores=str(data / "scores"), out=str(data / "selected"), frac=cfg.frac))
+    sel = run_select(SelectConfig(scores=str(data / "scores"), out=str(data / "selected"), frac=frac))
     rnd = random_selection(Selection.read(data / "selected"), Scores.read(data / "scores"), data / "random")
     common = dict(corpus=str(data / "corpus"), seed=0)
     mixes = {"full": MixConfig(selected=str(data / "selected"), out=str(data / "mix-full"), repeat=0, **common),
-             "attninf": MixConfig(selected=str(data / "selected"), out=str(data / "mix-attninf"), repeat=cfg.repeat,
+             "attninf": MixConfig(selected=str(data / "selected"), out=str(data / "mix-attninf"), repeat=repeat,
                                   **common),
-             "random": MixConfig(selected=str(data / "random"), out=str(data / "mix-random"), repeat=cfg.repeat,
+             "random": MixConfig(selected=str(data / "random"), out=str(data / "mix-random"), repeat=repeat,
                                  **common),
              "decay": MixConfig(selected=str(data / "selected"), out=str(data / "mix-decay"), phases="stable,decay",
-                                decay_weight=cfg.decay_weight, **common)}
+                                decay_weight=decay_weight, **common)}
     for arm in ARMS:
         say(f"mixture for arm {arm}")
         run_mix(mixes[arm])

@@ -9,14 +9,11 @@ import logging
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 from attninf.errors import AttninfError, one_line
+from attninf.pipelines.score_config import ScoreConfig
 from attninf.pipelines.units import Unit, assemble
 from attninf.pipelines.workers import score_unit
-
-if TYPE_CHECKING:
-    from attninf.pipelines.score import ScoreConfig
 
 log = logging.getLogger("attninf")
 

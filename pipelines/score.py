@@ -21,81 +21,23 @@ import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Scores
+from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores
 from attninf import identity
 from attninf.identity import corpus_signature, same_file
 from attninf.storage import utc_now
-from attninf.devices import DTYPE_HELP, DTYPES
 from attninf.errors import AttninfError
-from attninf.pipelines.corpus import DOMAIN_MODES, inspect, list_files, resolve_domains
+from attninf.model import model_fingerprint
+from attninf.pipelines.corpus import inspect, list_files, resolve_domains
 from attninf.pipelines.executors import Tracker, check_workers, default_workers, score_here, score_on_dask
 from attninf.pipelines.units import PARTS_DIR, file_units, part_path
 from attninf.pipelines.lock import RunLock
+from attninf.pipelines.score_config import ScoreConfig
 from attninf.pipelines.workers import scorer_for
 
 log = logging.getLogger("attninf")
-
-
-@dataclass
-class ScoreConfig:
-    corpus: str = field(default="", metadata={"help": "Directory of Parquet files (nested folders allowed)."})
-    out: str = field(default="scores", metadata={
-        "help": "Output directory: one scores Parquet per input file + manifest.json."})
-    heads: str = field(default="heads.json", metadata={"help": "heads.json from detect-heads."})
-    model: str | None = field(default=None, metadata={
-        "help": "Model name, directory, .gguf file or hub id.", "default_help": "the one heads.json names"})
-    text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
-    id_column: str = field(default="id", metadata={"help": "Id column; absent from a file: ids are "
-                                                           "<relative path>:<row>."})
-    domain_column: str = field(default="domain", metadata={"help": "Column holding the domain."})
-    domain_from: str = field(default="auto", metadata={
-        "choices": DOMAIN_MODES,
-        "help": "Where each document's domain comes from: the column, the first folder under CORPUS, "
-                "none (one global ranking); auto = the column where the corpus has one, else the "
-                "folder when CORPUS has several top-level folders."})
-    max_tokens: int | None = field(default=None, metadata={
-        "help": "Window length; longer documents are scored over several.", "default_help": "min(context, 4096)"})
-    context_overlap: int | None = field(default=None, metadata={
-        "help": "Tokens of context each later window re-reads before the tokens it scores.",
-        "default_help": "half of --max-tokens"})
-    doc_prefix: str | None = field(default=None, metadata={
-        "metavar": "TOKEN|none", "help": "Token put before every document.",
-        "default_help": "the one heads.json's probes used"})
-    truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
-    save_token_stats: bool = field(default=False, metadata={
-        "help": "Also keep, per document, the share of its loss rise carried by its top 1% of tokens "
-                "(top1_share) and the score of each half (score_first_half, score_second_half): finds "
-                "documents whose score comes from one copied block."})
-    batch_tokens: int | None = field(default=None, metadata={
-        "help": "Tokens per packed forward pass (memory vs. speed).", "default_help": "4096 on CPU, 16384 on a GPU"})
-    chunk_docs: int | None = field(default=None, metadata={
-        "help": "Documents per work unit: the most a crash can lose, the grain that spreads over workers.",
-        "default_help": "256 on CPU, 16384 on a GPU (a few minutes of work)"})
-    rows_per_chunk: int = field(default=2048, metadata={"help": "Documents read and scored at a time."})
-    dtype: str = field(default="auto", metadata={
-        "choices": DTYPES, "help": DTYPE_HELP})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N."})
-    workers: int | None = field(default=None, metadata={
-        "help": "Local Dask workers; 0 scores in this process (no Dask).", "default_help": "0 (in this process) with at most one GPU, 1 per GPU with several"})
-    threads: int | None = field(default=None, metadata={
-        "help": "Torch threads per worker on CPU.",
-        "default_help": "torch's own (the cores) in this process, the cores / --workers on a local cluster"})
-    share_gpus: bool = field(default=False, metadata={"help": "Allow more workers than GPUs."})
-    resources: str | None = field(default=None, metadata={
-        "metavar": "NAME=N[,...]",
-        "help": "Dask worker resources each unit needs, e.g. GPU=1: units go only to workers started "
-                "with `dask worker ... --resources GPU=1`."})
-    scheduler: str | None = field(default=None, metadata={
-        "envvar": "DASK_SCHEDULER_ADDRESS",
-        "help": "Use an existing Dask cluster at this address (also $DASK_SCHEDULER_ADDRESS)."})
-    overwrite: bool = field(default=False, metadata={
-        "help": "Redo scores made with a different model/heads/settings."})
-    allow_pickle: bool = field(default=False, metadata={"help": "Allow .bin (pickle) weights; they can run code."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
 
 
 # ----------------------------------------------------------------- driver
@@ -158,7 +100,11 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
     say(f"domains: {why}")
     cfg = dataclasses.replace(cfg, domain_from=mode, chunk_docs=chunk_docs(cfg))
-    fp = identity.score_fingerprint(cfg)
+    heads = Heads.read(cfg.heads)
+    spec = cfg.model or heads.model_spec
+    mfp = model_fingerprint(spec, cfg.trust_remote_code)
+    heads.check_model(spec, mfp["fingerprint"])
+    fp = identity.score_fingerprint(cfg, heads, mfp)
     recorded = _check_out_dir(cfg, fp)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

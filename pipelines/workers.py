@@ -10,12 +10,13 @@ from typing import Any
 from attninf.artifacts import scores_schema, scores_table
 from attninf.storage import atomic_path
 
+from attninf.pipelines.score_config import ScoreConfig
 from attninf.pipelines.units import Unit, UnitReader, part_path
 
 _SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
 
 
-def scorer_for(cfg, device: str):
+def scorer_for(cfg: ScoreConfig, device: str):
     from attninf.scoring import load_scorer
 
     key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
@@ -82,7 +83,7 @@ def _score_batch(scorer, texts: list, token_stats: bool = False) -> dict:
         forward.batch_tokens = full
 
 
-def score_unit(cfg, unit: Unit, threads: int | None = None) -> dict:
+def score_unit(cfg: ScoreConfig, unit: Unit, threads: int | None = None) -> dict:
     """Score one unit (cfg: a ScoreConfig) into its part file; returns where
     it ran and how long it took. Pure in (config, unit): the same input gives
     the same bytes, on any worker."""

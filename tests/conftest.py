@@ -68,7 +68,7 @@ def heads_file(tiny_model_dir, tmp_path_factory):
     import json
 
     from attninf.artifacts import HEADS_VERSION, HIT_RULE
-    from attninf.identity import model_fingerprint
+    from attninf.model import model_fingerprint
     from helpers import SCORE_HEADS
 
     fp = model_fingerprint(str(tiny_model_dir))

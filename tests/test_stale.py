@@ -449,11 +449,11 @@ def test_train_refuses_to_resume_on_a_rewritten_mixture(tmp_path, tiny_model_dir
 
 
 def test_run_redoes_a_stage_whose_code_version_changed(tmp_path, tiny_model_dir, monkeypatch):
-    import attninf.scoring
+    import attninf.identity
 
     corpus = make_corpus(tmp_path / "corpus", files=2, rows=6)
     cfg = _pipeline(tmp_path, tiny_model_dir, corpus)
     _run(cfg)
-    monkeypatch.setattr(attninf.scoring, "SCORING_VERSION", attninf.scoring.SCORING_VERSION + 1)
+    monkeypatch.setattr(attninf.identity, "SCORING_VERSION", attninf.identity.SCORING_VERSION + 1)
     out = _run(cfg)
     assert "[heads] up to date" in out and "[score] done" in out
