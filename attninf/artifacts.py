@@ -144,7 +144,12 @@ class _StageOutput:
     @classmethod
     def read(cls, root: str | Path):
         root = Path(root)
-        return cls(root, _read_manifest(root / cls.MANIFEST_NAME, cls.WHAT, cls.FIX))
+        out = cls(root, _read_manifest(root / cls.MANIFEST_NAME, cls.WHAT, cls.FIX))
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """Refuse a manifest that is not of this kind of output (per type)."""
 
     @classmethod
     def write_manifest(cls, root: str | Path, manifest: dict) -> None:
@@ -324,22 +329,17 @@ class Mixture(_StageOutput):
         return files
 
 
-@dataclass
-class TokenShards:
-    """An export read back: its manifest, and each shard as numpy arrays."""
+class TokenShards(_StageOutput):
+    """An export read back (`attninf export`): its manifest, and each shard
+    as numpy arrays."""
 
-    root: Path
-    manifest: dict
+    MANIFEST_NAME = TOKENS_MANIFEST
+    WHAT, FIX = "a finished `attninf export`", "export again"
 
-    @classmethod
-    def read(cls, root: str | Path) -> "TokenShards":
-        root = Path(root)
-        p = root / TOKENS_MANIFEST
-        m = read_json(p, f"{root} has no {TOKENS_MANIFEST}: not a finished `attninf export` (export again)",
-                      "export again")
-        if m.get("format") != TOKENS_FORMAT:
-            raise AttninfError(f"{p}: format {m.get('format')!r}, expected {TOKENS_FORMAT!r}")
-        return cls(root, m)
+    def check(self) -> None:
+        if self.manifest.get("format") != TOKENS_FORMAT:
+            raise AttninfError(f"{self.root / TOKENS_MANIFEST}: format {self.manifest.get('format')!r}, "
+                               f"expected {TOKENS_FORMAT!r}")
 
     @property
     def dtype(self):
@@ -389,25 +389,20 @@ class TokenShards:
 HELDOUT = "heldout loss (mean of domains)"  # compare's headline measure
 
 
-@dataclass
-class CompareSummary:
-    """`attninf compare`'s summary.json: the arms, the seeds, mean and sd per
-    arm and measure (stats[arm][measure]), the paired differences against
-    each reference arm (paired[ref][arm][measure]: mean, verdict)."""
+class CompareSummary(_StageOutput):
+    """`attninf compare`'s output, read through its summary.json: the arms,
+    the seeds, mean and sd per arm and measure (stats[arm][measure]), the
+    paired differences against each reference arm (paired[ref][arm][measure]:
+    mean, verdict)."""
 
-    root: Path
-    data: dict
+    MANIFEST_NAME = COMPARE_SUMMARY
+    WHAT, FIX = "the output of `attninf compare`", "run `attninf compare` first"
 
-    @classmethod
-    def read(cls, root: str | Path) -> "CompareSummary":
-        root = Path(root)
-        p = root / COMPARE_SUMMARY
-        data = read_json(p, f"{root}: no {COMPARE_SUMMARY} (run `attninf compare` first)",
-                         "run `attninf compare` again")
+    def check(self) -> None:
         for key in ("arms", "seeds", "stats", "paired"):
-            if key not in data:
-                raise AttninfError(f"{p} is not a summary of `attninf compare` (no {key!r})")
-        return cls(root, data)
+            if key not in self.manifest:
+                raise AttninfError(f"{self.root / COMPARE_SUMMARY} is not a summary of `attninf compare` "
+                                   f"(no {key!r})")
 
     @property
     def page(self) -> Path:

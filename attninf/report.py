@@ -304,7 +304,7 @@ def _compare_section(compare: str | Path | None, out: Path) -> str:
 
     e = html.escape
     summary = CompareSummary.read(compare)
-    s, key = summary.data, HELDOUT
+    s, key = summary.manifest, HELDOUT
     rows = "".join(f"<tr><td>{e(a)}</td><td>{_num(s['stats'][a][key]['mean'], '.4f')} ± "
                    f"{_num(s['stats'][a][key]['sd'], '.4f')}</td></tr>" for a in s["arms"] if key in s["stats"][a])
     verdicts = "".join(f"<li>{e(arm)} − {e(ref)}: {ms[key]['mean']:+.4f} ({e(ms[key]['verdict'])})</li>"
