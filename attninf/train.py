@@ -6,23 +6,23 @@ order, tokenized, joined with EOS and cut into sequences of seq_len + 1
 tokens. The reader's position (file, row, leftover tokens) is part of every
 checkpoint, so a resumed run sees exactly the sequences it would have seen.
 
-Checkpoints: out/checkpoints/step-N/ in Hugging Face format (loadable by
-AutoModelForCausalLM.from_pretrained) plus trainer_state.pt (optimizer,
-scheduler, data position, RNG); each is written under a temporary name and
-renamed. With WSD-S, the checkpoint at the end of each decay is kept.
+Checkpoints (attninf/checkpoints.py): out/checkpoints/step-N/ in Hugging
+Face format plus trainer_state.pt (optimizer, scheduler, data position,
+RNG), written atomically. With WSD-S, the checkpoint at the end of each
+decay is kept.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .artifacts import Mixture
-from .storage import atomic_path, parquet_files, write_json
+from .checkpoints import latest_checkpoint, load_state, restore_rng, save_checkpoint
+from .storage import parquet_files, write_json
 from .devices import TRAIN_DTYPES, autocast_dtype, resolve_device
 from .errors import AttninfError
 from .model import load_tokenizer, tokenizer_key
@@ -131,43 +131,6 @@ def build_model(model_config: str, vocab_size: int, seq_len: int, seed: int):
     return LlamaForCausalLM(cfg)
 
 
-def checkpoint_dir(run: str | Path, step: int) -> Path:
-    """Where a run keeps the checkpoint of a step: RUN/checkpoints/step-NNNNNNN."""
-    return Path(run) / "checkpoints" / f"step-{step:07d}"
-
-
-def _save(out: Path, step: int, model, opt, sched, streams: PhaseStreams, cfg: TrainConfig, keep: bool,
-          inputs: str) -> Path:
-    import torch
-
-    final = checkpoint_dir(out, step)
-    ck = final.parent
-    ck.mkdir(parents=True, exist_ok=True)
-    with atomic_path(final) as tmp:
-        model.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "phases": streams.state(), "rng": torch.get_rng_state(), "digest": cfg.digest(),
-                    "inputs": inputs,
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "keep": keep}, tmp / "trainer_state.pt")
-        if final.exists():  # the same step saved again (a resumed run): replaced whole
-            shutil.rmtree(final)
-    # rotate: keep the newest `keep_last` plus the ones marked keep (WSD-S budgets)
-    steps = sorted(p for p in ck.glob("step-*") if p.is_dir())
-    rotating = [p for p in steps if not (p / "KEEP").exists()]
-    if keep:
-        (final / "KEEP").write_text("end of a WSD-S decay\n")
-    for p in rotating[:-cfg.keep_last] if cfg.keep_last > 0 else []:
-        if p != final and not (p / "KEEP").exists():
-            shutil.rmtree(p)
-    return final
-
-
-def _latest(out: Path) -> Path | None:
-    steps = sorted(p for p in checkpoint_dir(out, 0).parent.glob("step-*") if (p / "trainer_state.pt").exists())
-    return steps[-1] if steps else None
-
-
 def evaluate(model, tokenizer, data: str, seq_len: int, n_seq: int, text_column: str = "text") -> dict:
     """Mean token loss per domain on held-out Parquet (text[, domain])."""
     import pyarrow.parquet as pq
@@ -245,7 +208,9 @@ def train(cfg: TrainConfig, progress: bool = True, say: Callable[[str], None] = 
             bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s" + ("" if name == "main" else f" {name}"))
             # a planned stop (--max-steps-this-run) saves too, or the next call would redo these steps
             if step % cfg.save_every == 0 or step == end or step in keep_steps:
-                _save(out, step, model, opt, sched, streams, cfg, keep=step in keep_steps, inputs=inputs)
+                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "phases": streams.state(),
+                         "digest": cfg.digest(), "inputs": inputs}
+                save_checkpoint(out, step, model, state, keep=step in keep_steps, keep_last=cfg.keep_last)
     finally:
         bar.close()
         logf.close()
@@ -266,9 +231,7 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[st
     """(model, optimizer, scheduler, step, data position): fresh at step 0, or
     restored exactly (weights, optimizer, scheduler, RNG, data position) from
     the newest checkpoint in out, which must be of a run with the same settings."""
-    import torch
-
-    latest = _latest(out)
+    latest = latest_checkpoint(out)
     if latest is None:
         model = build_model(cfg.model_config, len(tok), cfg.seq_len, cfg.seed).to(device)
         opt, sched = _optimizer(model, cfg)
@@ -276,19 +239,12 @@ def _start_or_resume(cfg: TrainConfig, out: Path, tok, device, say: Callable[[st
 
     from transformers import LlamaForCausalLM
 
-    st = torch.load(latest / "trainer_state.pt", weights_only=False, map_location="cpu")
-    if st["digest"] != cfg.digest():
-        raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
-    if st.get("inputs", inputs) != inputs:  # checkpoints from before this key: not checked
-        raise AttninfError(f"{out} holds a run started on another mixture, model config or tokenizer (rewritten "
-                           "at the same path since); choose another --out or remove it")
+    st = load_state(latest, out, cfg.digest(), inputs)
     model = LlamaForCausalLM.from_pretrained(latest).to(device)
     opt, sched = _optimizer(model, cfg)
     opt.load_state_dict(st["optimizer"])  # moves the state to the parameters' device
     sched.load_state_dict(st["scheduler"])
-    torch.set_rng_state(st["rng"])
-    if st.get("cuda_rng") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state_all(st["cuda_rng"])
+    restore_rng(st, device)
     say(f"resuming from {latest.name}")
     return model, opt, sched, st["step"], st.get("phases", st.get("stream"))  # "stream": older checkpoints
 

@@ -41,7 +41,8 @@ from attninf.artifacts import ALL, COMPARE_SUMMARY, HELDOUT, Scores, Selection, 
 from attninf.pipelines.compare_data import ARMS, prepare
 from attninf.storage import write_json
 from attninf.errors import AttninfError
-from attninf.train import TrainConfig, TrainSettings, checkpoint_dir
+from attninf.checkpoints import checkpoint_dir
+from attninf.train import TrainConfig, TrainSettings
 
 
 @dataclass
