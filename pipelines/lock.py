@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from attninf.errors import AttninfError
+from attninf.storage import utc_now
 
 LOCK = ".lock"
 
@@ -36,7 +37,7 @@ class RunLock:
     def __init__(self, out: str | Path):
         self.path = Path(out) / LOCK
         self.me = {"host": socket.gethostname(), "pid": os.getpid(),
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                   "started": utc_now()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
