@@ -347,8 +347,13 @@ class TokenShards(_StageOutput):
 
         return np.dtype(self.manifest["dtype"]).newbyteorder("<")
 
+    @property
+    def phases(self) -> dict:
+        """{phase: its shards and counts} ("streams" in exports made before the word was phase)."""
+        return self.manifest.get("phases") or self.manifest.get("streams") or {}
+
     def shard_paths(self, phase: str = "main"):
-        s = self.manifest["phases"][phase]
+        s = self.phases[phase]
         d = self.root / s["path"]
         return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
 
@@ -357,7 +362,7 @@ class TokenShards(_StageOutput):
         sha256 of every file; the first problem is an error."""
         import numpy as np
 
-        for phase in self.manifest["phases"]:
+        for phase in self.phases:
             for b, i, e in self.shard_paths(phase):
                 for p in (b, i):
                     if not p.is_file():
