@@ -1,6 +1,8 @@
 """`attninf export`: token-id shards that plain numpy reads back into every
 document's tokens, the dtype by vocabulary size, phased mixtures, and a
 truncated or damaged shard caught by its manifest."""
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -58,6 +60,11 @@ def test_round_trip_with_plain_numpy(mixed, tmp_path, tiny_model_dir):
     m = TokenShards.read(tmp_path / "tok").manifest
     assert m["dtype"] == "uint16" and m["eos_id"] == tok.eos_token_id
     assert m["documents"] == len(want) and m["tokens"] == sum(map(len, want))
+    assert [d.tolist() for d in TokenShards.read(tmp_path / "tok").documents()] == want
+    assert _export([tmp_path / "tok", "--verify"]).exit_code == 0
+    # an export made when phases were called streams still reads and verifies
+    (tmp_path / "tok" / "manifest.json").write_text(json.dumps({**{k: v for k, v in m.items() if k != "phases"},
+                                                                "streams": m["phases"]}))
     assert [d.tolist() for d in TokenShards.read(tmp_path / "tok").documents()] == want
     assert _export([tmp_path / "tok", "--verify"]).exit_code == 0
 

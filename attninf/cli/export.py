@@ -34,7 +34,7 @@ def export(**kw) -> None:
         shards.verify()
         m = shards.manifest
         click.echo(f"{cfg.data}: ok, {m['documents']:,} documents, {m['tokens']:,} tokens ({m['dtype']}) in "
-                   f"{sum(len(s['shards']) for s in m['phases'].values())} shard(s)")
+                   f"{sum(len(s['shards']) for s in shards.phases.values())} shard(s)")
         return
     m = run_export(cfg)
     for name, s in m["phases"].items():
