@@ -6,11 +6,16 @@ models or files.
     token_nll(hidden, weight, targets, bias=None, ignore_index=-100)
 
 The dispatchers run the Triton kernel on CUDA tensors and the torch twin
-elsewhere; the fallback is logged once. Triton is imported only when used.
+elsewhere; the fallback is logged once. float32 attention on a GPU takes the
+torch twin too: at fp32 the kernel's tiles do not fit the register file
+(kernels/aot.py measured 45-140 KB spilled per thread), and SDPA runs it
+well. Triton is imported only when used.
 """
 from __future__ import annotations
 
 import logging
+
+import torch
 
 from .attention_torch import masked_attention_torch, running_mean
 from .nll_torch import token_nll_torch
@@ -51,6 +56,12 @@ def masked_attention(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scal
     (Hq,) or (B, Hq); cu_seqlens int (N+1,) packed-document boundaries.
     Returns (B, Hq, S, D) in q's dtype.
     """
+    if q.dtype == torch.float32 and _backend == "auto" and q.is_cuda:
+        if "fp32 attention" not in _warned:
+            _warned.add("fp32 attention")
+            log.info("float32 attention on the GPU runs on the torch path (SDPA); --dtype bfloat16 takes the "
+                     "Triton kernel")
+        return masked_attention_torch(q, k, v, head_mask, causal, cu_seqlens, scale)
     if _use_triton(q, "masked_attention") and q.shape[-1] in (16, 32, 64, 128, 256):
         from .attention_triton import masked_attention_triton
 

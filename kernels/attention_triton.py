@@ -38,79 +38,90 @@ def _masked_attention_kernel(
     smb, smh,
     S, Hq, G, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
-    UPCAST: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_MASK: tl.constexpr, MASKED: tl.constexpr,
+    IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
+    """One (query block, batch row, head) program. With a head mask the
+    launcher runs this kernel twice, MASKED=False (the softmax heads; a
+    masked head's program does nothing) and MASKED=True (the running mean of
+    the masked heads only): each specialisation holds one path, not both,
+    which is what keeps it within the register file."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    # Indices that multiply a stride are int64: b * stride_b or row * stride_s
+    # Positions are int32 (a sequence is far below 2**31 tokens); anything
+    # that multiplies a stride is int64: b * stride_b or row * stride_s
     # overflows int32 once a tensor spans 2**31 elements.
     b = (pid_bh // Hq).to(tl.int64)
     h = (pid_bh % Hq).to(tl.int64)
     kvh = h // G  # grouped-query attention: query head h reads kv head h // G
 
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows
-    offs_n = tl.arange(0, BLOCK_N).to(tl.int64)  # (BLOCK_N,) key columns, from n0
-    offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < S
-
-    if HAS_DOCS:
-        # (BLOCK_M,) first and one-past-last position of each row's document
-        start = tl.load(DocStart + offs_m, mask=row_ok, other=0)
-        end = tl.load(DocEnd + offs_m, mask=row_ok, other=0)
-        lo = tl.min(tl.where(row_ok, start, S), axis=0)
-        hi_rows = tl.max(tl.where(row_ok, end, 0), axis=0)
-    else:
-        start = tl.zeros([BLOCK_M], dtype=tl.int32)
-        end = tl.zeros([BLOCK_M], dtype=tl.int32) + S
-        lo = 0
-        hi_rows = S
-    if CAUSAL:
-        hi = tl.minimum((pid_m + 1) * BLOCK_M, S)  # blocks past the diagonal are never read
-    else:
-        hi = hi_rows
-    lo = (lo // BLOCK_N) * BLOCK_N
-
-    masked = False
+    run = True
     if HAS_MASK:
-        masked = tl.load(HeadMask + b * smb + h * smh) != 0
+        run = (tl.load(HeadMask + b * smb + h * smh) != 0) == MASKED
+    if run:
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows
+        offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,) key columns, from n0
+        offs_d = tl.arange(0, HEAD_DIM)
+        row_ok = offs_m < S
 
-    k_base = K + b * skb + kvh * skh
-    v_base = V + b * svb + kvh * svh
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        if HAS_DOCS:
+            # (BLOCK_M,) first and one-past-last position of each row's document
+            start = tl.load(DocStart + offs_m, mask=row_ok, other=0)
+            end = tl.load(DocEnd + offs_m, mask=row_ok, other=0)
+            lo = tl.min(tl.where(row_ok, start, S), axis=0)
+            hi_rows = tl.max(tl.where(row_ok, end, 0), axis=0)
+        else:
+            start = tl.zeros([BLOCK_M], dtype=tl.int32)
+            end = tl.zeros([BLOCK_M], dtype=tl.int32) + S
+            lo = 0
+            hi_rows = S
+        if CAUSAL:
+            hi = tl.minimum((pid_m + 1) * BLOCK_M, S)  # blocks past the diagonal are never read
+        else:
+            hi = hi_rows
+        lo = (lo // BLOCK_N) * BLOCK_N
 
-    if masked:
-        # uniform attention: weight 1 on every visible position, divided at the end
-        for n0 in range(lo, hi, BLOCK_N):
-            cols = n0 + offs_n
-            ok = _visible(cols, offs_m, start, end, S, CAUSAL)
-            v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
-            p = tl.where(ok, 1.0, 0.0)
-            l_i += tl.sum(p, axis=1)
-            acc += dot(p.to(v.dtype), v, IEEE, UPCAST)
-    else:
-        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqs + offs_d[None, :] * sqd,
-                    mask=row_ok[:, None], other=0.0)
-        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
-        for n0 in range(lo, hi, BLOCK_N):
-            cols = n0 + offs_n
-            ok = _visible(cols, offs_m, start, end, S, CAUSAL)
-            k = tl.load(k_base + cols[:, None] * sks + offs_d[None, :] * skd, mask=cols[:, None] < S, other=0.0)
-            s = dot(q, tl.trans(k), IEEE, UPCAST)
-            s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
-            alpha = tl.exp2(m_i - m_safe)
-            p = tl.exp2(s - m_safe[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_base + cols[:, None] * svs + offs_d[None, :] * svd, mask=cols[:, None] < S, other=0.0)
-            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE, UPCAST)
-            m_i = m_new
+        k_base = K + b * skb + kvh * skh
+        v_base = V + b * svb + kvh * svh
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * sos + offs_d[None, :] * sod
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+        if MASKED:
+            # uniform attention: weight 1 on every visible position (a 0/1
+            # matrix in v's dtype), divided at the end by the visible count,
+            # which is known without summing: start..min(row, end - 1)
+            for n0 in range(lo, hi, BLOCK_N):
+                cols = n0 + offs_n
+                ok = _visible(cols, offs_m, start, end, S, CAUSAL)
+                v = tl.load(v_base + cols.to(tl.int64)[:, None] * svs + offs_d[None, :] * svd,
+                            mask=cols[:, None] < S, other=0.0)
+                acc += dot(tl.where(ok, 1.0, 0.0).to(v.dtype), v, IEEE, UPCAST)  # (bool -> bf16 is wrong in the interpreter)
+            last = tl.minimum(offs_m, end - 1) if CAUSAL else end - 1
+            l_i = tl.maximum(last - start + 1, 0).to(tl.float32)
+        else:
+            q = tl.load(Q + b * sqb + h * sqh + offs_m.to(tl.int64)[:, None] * sqs + offs_d[None, :] * sqd,
+                        mask=row_ok[:, None], other=0.0)
+            m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+            for n0 in range(lo, hi, BLOCK_N):
+                cols = n0 + offs_n
+                ok = _visible(cols, offs_m, start, end, S, CAUSAL)
+                k = tl.load(k_base + cols.to(tl.int64)[:, None] * sks + offs_d[None, :] * skd,
+                            mask=cols[:, None] < S, other=0.0)
+                s = dot(q, tl.trans(k), IEEE, UPCAST)
+                s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+                alpha = tl.exp2(m_i - m_safe)
+                p = tl.exp2(s - m_safe[:, None])
+                l_i = l_i * alpha + tl.sum(p, axis=1)
+                v = tl.load(v_base + cols.to(tl.int64)[:, None] * svs + offs_d[None, :] * svd,
+                            mask=cols[:, None] < S, other=0.0)
+                acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE, UPCAST)
+                m_i = m_new
+
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        o_ptrs = O + b * sob + h * soh + offs_m.to(tl.int64)[:, None] * sos + offs_d[None, :] * sod
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
 def _doc_bounds(cu_seqlens: torch.Tensor, S: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,23 +133,30 @@ def _doc_bounds(cu_seqlens: torch.Tensor, S: int, device) -> tuple[torch.Tensor,
     return start.to(torch.int32).contiguous(), end.to(torch.int32).contiguous()
 
 
-def _blocks(D: int, S: int, device) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for this head dim and device."""
-    if device.type != "cuda":
+def _blocks(D: int, S: int, gpu: bool, masked: bool = False) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for this head dim and pass,
+    on a GPU or under the interpreter. The GPU values are the ones that
+    compile without a register spill on sm_80 and sm_90 with room to spare
+    (kernels/aot.py, benchmarks/RESULTS.md); the masked pass, a 0/1 matrix
+    times V for a few heads, takes small tiles."""
+    if not gpu:
         b = interpreter_block(S, 64)
         return b, b, 4, 1
+    if masked:
+        return 32, 32, 4, 2
     if D <= 64:
-        return 128, 64, 4, 3
-    return 128, 64, 8, 2
+        return 128, 64, 8, 3
+    if D <= 128:
+        return 128, 32, 8, 3
+    return 64, 32, 8, 2
 
 
-def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None,
-                            block_m: int | None = None, block_n: int | None = None, out=None):
-    """Triton masked attention; same contract as masked_attention_torch.
-
-    q: (B, Hq, S, D); k, v: (B, Hkv, S, D); head_mask: bool (Hq,) or (B, Hq);
-    cu_seqlens: int (N+1,) document boundaries shared by every row.
-    """
+def launches(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None, block_m: int | None = None,
+             block_n: int | None = None, out=None, gpu: bool | None = None) -> tuple:
+    """(out, [(grid, args, kwargs)]): the kernel launches
+    masked_attention_triton makes, without launching: what kernels/aot.py
+    compiles for a GPU this machine may not have (gpu=True picks the GPU's
+    blocks whatever the tensors' device)."""
     from .attention_torch import _check
 
     _check(q, k, v, head_mask, cu_seqlens)
@@ -151,7 +169,8 @@ def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=Non
         raise ValueError("q, k and v must have the same dtype")
     out = torch.empty_like(q) if out is None else out
     if S == 0:
-        return out
+        return out, []
+    gpu = q.is_cuda if gpu is None else gpu
     scale = D ** -0.5 if scale is None else float(scale)
     has_mask = head_mask is not None and bool(head_mask.any())
     if has_mask:
@@ -164,16 +183,27 @@ def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=Non
         doc_start, doc_end = _doc_bounds(cu_seqlens, S, q.device)
     else:
         doc_start = doc_end = q  # never read
-    bm, bn, warps, stages = _blocks(D, S, q.device)
-    bm, bn = block_m or bm, block_n or bn
-    grid = (triton.cdiv(S, bm), B * Hq)
-    _masked_attention_kernel[grid](
-        q, k, v, out, hm, doc_start, doc_end,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        smb, smh,
-        S, Hq, Hq // k.shape[1], scale * 1.4426950408889634,
-        HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
-        CAUSAL=bool(causal), HAS_DOCS=cu_seqlens is not None, HAS_MASK=has_mask,
-        **dot_flags(q.dtype), num_warps=warps, num_stages=stages,
-    )
+    args = (q, k, v, out, hm, doc_start, doc_end, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            smb, smh, S, Hq, Hq // k.shape[1], scale * 1.4426950408889634)
+    runs = []
+    for masked in ((False, True) if has_mask else (False,)):
+        bm, bn, warps, stages = _blocks(D, S, gpu, masked)
+        bm, bn = block_m or bm, block_n or bn
+        runs.append(((triton.cdiv(S, bm), B * Hq), args,
+                     dict(HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=bool(causal), HAS_DOCS=cu_seqlens is not None,
+                          HAS_MASK=has_mask, MASKED=masked, **dot_flags(q.dtype), num_warps=warps,
+                          num_stages=stages)))
+    return out, runs
+
+
+def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None,
+                            block_m: int | None = None, block_n: int | None = None, out=None):
+    """Triton masked attention; same contract as masked_attention_torch.
+
+    q: (B, Hq, S, D); k, v: (B, Hkv, S, D); head_mask: bool (Hq,) or (B, Hq);
+    cu_seqlens: int (N+1,) document boundaries shared by every row.
+    """
+    out, runs = launches(q, k, v, head_mask, causal, cu_seqlens, scale, block_m, block_n, out)
+    for grid, args, kwargs in runs:
+        _masked_attention_kernel[grid](*args, **kwargs)
     return out

@@ -58,17 +58,22 @@ def _token_nll_kernel(
     tl.store(Out + rows, nll, mask=row_ok)
 
 
-def _blocks(device, N: int, V: int, H: int):
-    """(BLOCK_N, BLOCK_V, BLOCK_K, num_warps, num_stages) for this device."""
-    if device.type != "cuda":
+def _blocks(gpu: bool, N: int, V: int, H: int, dtype=None):
+    """(BLOCK_N, BLOCK_V, BLOCK_K, num_warps, num_stages), on a GPU or under
+    the interpreter. fp32 tiles are smaller: exact fp32 dots run on FMA units
+    with their operands in registers, and the bf16 tiles spilled there on
+    sm_80 (kernels/aot.py)."""
+    if not gpu:
         return interpreter_block(N, 64), interpreter_block(V, 256), interpreter_block(H, 128), 4, 1
+    if dtype == torch.float32:
+        return 64, 64, 32, 8, 2
     return 64, 128, 64, 8, 3
 
 
-def token_nll_triton(hidden, weight, targets, bias=None, ignore_index=-100, chunk_tokens=None,
-                     block_n=None, block_v=None, block_k=None, out=None):
-    """Triton per-token NLL; same contract as token_nll_torch (chunk_tokens is
-    accepted for symmetry and ignored: the kernel never holds more than a tile)."""
+def launches(hidden, weight, targets, bias=None, ignore_index=-100, block_n=None, block_v=None, block_k=None,
+             out=None, gpu: bool | None = None) -> tuple:
+    """(out, [(grid, args, kwargs)]): the kernel launch token_nll_triton
+    makes, without launching (kernels/aot.py compiles it for a GPU target)."""
     from .nll_torch import _check
 
     _check(hidden, weight, targets, bias)
@@ -76,14 +81,21 @@ def token_nll_triton(hidden, weight, targets, bias=None, ignore_index=-100, chun
     V = weight.shape[0]
     out = torch.empty(N, dtype=torch.float32, device=hidden.device) if out is None else out
     if N == 0:
-        return out
-    bn, bv, bk, warps, stages = _blocks(hidden.device, N, V, H)
+        return out, []
+    bn, bv, bk, warps, stages = _blocks(hidden.is_cuda if gpu is None else gpu, N, V, H, hidden.dtype)
     bn, bv, bk = block_n or bn, block_v or bv, block_k or bk
-    targets = targets.contiguous()
-    _token_nll_kernel[(triton.cdiv(N, bn),)](
-        hidden, weight, bias if bias is not None else hidden, targets, out,
-        N, V, H, *hidden.stride(), *weight.stride(), ignore_index,
-        BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, HAS_BIAS=bias is not None,
-        **dot_flags(hidden.dtype), num_warps=warps, num_stages=stages,
-    )
+    args = (hidden, weight, bias if bias is not None else hidden, targets, out,
+            N, V, H, *hidden.stride(), *weight.stride(), ignore_index)
+    kwargs = dict(BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, HAS_BIAS=bias is not None, **dot_flags(hidden.dtype),
+                  num_warps=warps, num_stages=stages)
+    return out, [((triton.cdiv(N, bn),), args, kwargs)]
+
+
+def token_nll_triton(hidden, weight, targets, bias=None, ignore_index=-100, chunk_tokens=None,
+                     block_n=None, block_v=None, block_k=None, out=None):
+    """Triton per-token NLL; same contract as token_nll_torch (chunk_tokens is
+    accepted for symmetry and ignored: the kernel never holds more than a tile)."""
+    out, runs = launches(hidden, weight, targets.contiguous(), bias, ignore_index, block_n, block_v, block_k, out)
+    for grid, args, kwargs in runs:
+        _token_nll_kernel[grid](*args, **kwargs)
     return out
