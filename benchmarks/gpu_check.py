@@ -1,7 +1,8 @@
 """python benchmarks/gpu_check.py [--smoke] [--out benchmarks/RESULTS.md]
 
 Everything attninf runs on a GPU, checked and timed in one go (under 8
-minutes on one H200), as one Markdown report:
+minutes on one H200), as one Markdown report whose last table has a row per
+check (exit status 1 when a check fails):
 
 1. the kernels as the driver loaded them: registers and spills per launch
    (Triton fills n_regs / n_spills only on a real GPU), beside what
@@ -36,6 +37,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SUMMARY: list[tuple[str, str, str]] = []  # (check, measured, verdict): the one table printed last
+
+
+def note(check: str, measured: str, verdict: str = "") -> None:
+    SUMMARY.append((check, measured, verdict))
 
 
 # ------------------------------------------------------------------ helpers
@@ -174,6 +180,7 @@ def section_compiled(device, say) -> None:
         e = expected.get(case.label, {})
         say(f"| {case.label} | {regs} | {spills} | {e.get('registers', '-')} | "
             f"{e.get('spill_stores', '-')}/{e.get('spill_loads', '-')} |")
+        note(f"{case.label}: registers, spills as loaded", f"{regs}, {spills}", "ok" if spills == 0 else "SPILLS")
     torch.cuda.synchronize()
     say()
 
@@ -214,6 +221,7 @@ def section_correctness(device, smoke, say) -> None:
             path = "torch (fp32 routed)" if dtype == torch.float32 and device == "cuda" else "kernel"
             ok = "ok" if err <= bound[dtype] else f"**over {bound[dtype]:g}**"
             say(f"| masked_attention {name} | {str(dtype)[6:]} | {path} | {err:.2e} | {ok} |")
+            note(f"masked_attention {name}, {str(dtype)[6:]} vs float64", f"{err:.1e}", ok)
     N, H, V = (40, 64, 500) if smoke else (4096, 2048, 49152)
     for dtype in (torch.bfloat16, torch.float32):
         g = torch.Generator(device="cpu").manual_seed(1)
@@ -222,8 +230,9 @@ def section_correctness(device, smoke, say) -> None:
         t = torch.randint(0, V, (N,), generator=g).to(device)
         err = _rel_err(token_nll(h, w, t), nll_f64(h, w, t))
         b = 2e-2 if dtype == torch.bfloat16 else 1e-5
-        say(f"| token_nll N={N} H={H} V={V} | {str(dtype)[6:]} | kernel | {err:.2e} | "
-            f"{'ok' if err <= b else f'**over {b:g}**'} |")
+        ok = "ok" if err <= b else f"**over {b:g}**"
+        say(f"| token_nll N={N} H={H} V={V} | {str(dtype)[6:]} | kernel | {err:.2e} | {ok} |")
+        note(f"token_nll H={H} V={V}, {str(dtype)[6:]} vs float64", f"{err:.1e}", ok)
     say()
 
 
@@ -271,6 +280,8 @@ def section_attention_speed(device, smoke, say) -> None:
             tf_s = flops_head * Hq / t_sdpa / 1e12
             say(f"| {S} | {Hq}/{Hkv} | {n_masked} ({frac:.0%}) | {t_sdpa * 1e3:.2f} | {tf_s:.0f} | "
                 f"{t_k * 1e3:.2f} | {tf_k:.0f} | {tf_k / tf_s:.2f} |")
+            if frac == 0.0:
+                note(f"attention S={S} {Hq}/{Hkv} unmasked: attninf / SDPA flash TFLOP/s", f"{tf_k / tf_s:.2f}x")
     say()
 
 
@@ -303,6 +314,8 @@ def section_nll_speed(device, smoke, say) -> None:
             res.append((_bench(fn, device, 2 if smoke else 10, warmup=1 if smoke else 3), peak))
         (tp, mp), (tf, mf) = res
         say(f"| {N} | {H} | {V} | {tp * 1e3:.2f} | {mp:.0f} | {tf * 1e3:.2f} | {mf:.0f} |")
+        note(f"token_nll V={V}: time, memory vs logits+CE", f"{tf / tp:.2f}x time, {mf / mp:.2f}x memory"
+             if mp == mp and mp > 0 else f"{tf / tp:.2f}x time")
     say()
 
 
@@ -382,6 +395,7 @@ def section_scorer(device, smoke, say, texts, tok) -> dict:
         fl = _executed_flops(model, scorer, tokens) / secs
         say(f"| {name} | {'shared prefix' if scorer.layered else 'two passes'} | {len(texts)} | {tokens:,} | "
             f"{secs:.2f} | {tokens / secs:,.0f} | {fl / 1e12:.2f} | {fl / peak:.1%} |")
+        note(f"scorer {name}: tokens/s, MFU", f"{tokens / secs:,.0f}, {fl / peak:.1%}")
         kept[name] = (scorer, model, res)
     say()
     return kept
@@ -403,7 +417,9 @@ def section_agreement(device, smoke, say, texts, tok) -> None:
     a, b = scores[torch.float32], scores[torch.bfloat16]
     ok = np.isfinite(a) & np.isfinite(b)
     d = np.abs(a[ok] - b[ok])
-    say(f"| {name} | {int(ok.sum())} | {d.max():.2e} | {d.mean():.2e} | {_spearman(a[ok], b[ok]):.4f} |")
+    rho = _spearman(a[ok], b[ok])
+    say(f"| {name} | {int(ok.sum())} | {d.max():.2e} | {d.mean():.2e} | {rho:.4f} |")
+    note(f"bf16 vs fp32 scores ({name}): max abs delta, Spearman", f"{d.max():.1e}, {rho:.4f}")
     say()
 
 
@@ -436,6 +452,8 @@ def section_train(device, smoke, say, texts, tok) -> None:
     say("| steps | tokens/step | device | autocast | tokens/s |")
     say("|---|---|---|---|---|")
     say(f"| {r['step']} | {cfg.tokens_per_step:,} | {run['device']} | {run['autocast']} | {r['tokens_per_s']:,.0f} |")
+    note(f"train {r['step']} steps on {run['device']}: tokens/s", f"{r['tokens_per_s']:,.0f}",
+         "ok" if r["step"] == steps else "STOPPED EARLY")
     say()
 
 
@@ -499,11 +517,18 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         run()
         took.append(f"{name}: {time.perf_counter() - t:.0f} s")
+    say("### Summary")
+    say()
+    say("| check | measured | verdict |")
+    say("|---|---|---|")
+    for check, measured, verdict in SUMMARY:
+        say(f"| {check} | {measured} | {verdict} |")
+    say()
     say(f"total {time.perf_counter() - t0:.0f} s ({', '.join(took)})")
     with open(args.out, "a") as f:
         f.write("\n" + "\n".join(lines).rstrip() + "\n")
     print(f"appended to {args.out}")
-    return 1 if any("**over" in line for line in lines) else 0
+    return 1 if any(v.startswith("**over") or v in ("SPILLS", "STOPPED EARLY") for _, _, v in SUMMARY) else 0
 
 
 if __name__ == "__main__":
