@@ -6,6 +6,8 @@ VENV   ?= .venv
 # CPU-only machines: torch 2.13.0's CPU wheel is already on disk. Installing
 # torch first stops pip from pulling a multi-GB CUDA build for `torch>=...`.
 TORCH  ?= torch==2.13.0
+# megatron-core's IndexedDataset reads the Megatron layout in tests/test_export.py (see pyproject.toml)
+MEGATRON ?= megatron-core==0.16.1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.attninf-installed
 
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(MEGATRON)"
 	touch $(STAMP)
 
 demo: install

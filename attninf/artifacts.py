@@ -26,7 +26,8 @@ ALL = "(all)"  # the one group of a global ranking (select --by global), in sele
 HEADS_VERSION = 2  # of heads.json; 2: hits only inside the needle, documents start with the doc prefix
 HIT_RULE = "needle-span"
 COMPARE_SUMMARY = "summary.json"  # of `attninf compare`, beside its index.html
-TOKENS_FORMAT, TOKENS_MANIFEST = "attninf-tokens-1", "manifest.json"  # of `attninf export`
+# of `attninf export`: a dot-file, so that `datasets` does not take it for data; format 2 has a layout per trainer
+TOKENS_FORMAT, TOKENS_MANIFEST = "attninf-tokens-2", ".manifest.json"
 MIX_MANIFEST = ".manifest.json"  # a dot-file, so that `datasets` does not take it for data
 
 
@@ -330,16 +331,22 @@ class Mixture(_StageOutput):
 
 
 class TokenShards(_StageOutput):
-    """An export read back (`attninf export`): its manifest, and each shard
-    as numpy arrays."""
+    """An export read back (`attninf export`): its manifest, each file set
+    checked against it, and the tokens (and, for the layouts that index
+    them, the documents) as numpy arrays. attninf's own reading, for
+    --verify and the tests' round trips; trainers read the files with theirs."""
 
     MANIFEST_NAME = TOKENS_MANIFEST
     WHAT, FIX = "a finished `attninf export`", "export again"
 
     def check(self) -> None:
         if self.manifest.get("format") != TOKENS_FORMAT:
-            raise AttninfError(f"{self.root / TOKENS_MANIFEST}: format {self.manifest.get('format')!r}, "
-                               f"expected {TOKENS_FORMAT!r}")
+            raise AttninfError(f"{self.root / TOKENS_MANIFEST}: format {self.manifest.get('format')!r}, this "
+                               f"attninf reads {TOKENS_FORMAT!r}: export again")
+
+    @property
+    def layout(self) -> str:
+        return self.manifest["layout"]
 
     @property
     def dtype(self):
@@ -349,46 +356,76 @@ class TokenShards(_StageOutput):
 
     @property
     def phases(self) -> dict:
-        """{phase: its shards and counts} ("streams" in exports made before the word was phase)."""
-        return self.manifest.get("phases") or self.manifest.get("streams") or {}
+        return self.manifest["phases"]
 
-    def shard_paths(self, phase: str = "main"):
-        s = self.phases[phase]
-        d = self.root / s["path"]
-        return [(d / e["bin"], d / e["idx"], e) for e in s["shards"]]
+    def file_sets(self, phase: str = "main", split: str = "train") -> list[tuple[Path, dict]]:
+        """[(folder, entry)] of a phase's file sets of one split, in order."""
+        d = self.root / self.phases[phase]["path"]
+        return [(d, e) for e in self.phases[phase]["files"] if e["split"] == split]
+
+    def _header_bytes(self) -> int:
+        return 256 * 4 if self.layout == "llmc" else 0
 
     def verify(self) -> None:
-        """Sizes against the manifest's counts, offsets that add up, and the
-        sha256 of every file; the first problem is an error."""
-        import numpy as np
-
+        """Every file present with the sha256 the manifest records, and the
+        data files' sizes, headers and indices consistent with its counts;
+        the first problem is an error."""
         for phase in self.phases:
-            for b, i, e in self.shard_paths(phase):
-                for p in (b, i):
+            for d, e in (x for split in ("train", "val", "meta") for x in self.file_sets(phase, split)):
+                for role, rel in e["files"].items():
+                    p = d / rel
                     if not p.is_file():
                         raise AttninfError(f"{p} is missing: export again")
-                want_b, want_i = e["tokens"] * self.dtype.itemsize, (e["documents"] + 1) * 8
-                for p, want in ((b, want_b), (i, want_i)):
-                    got = p.stat().st_size
+                if e["split"] != "meta":
+                    p = d / e["files"]["data"]
+                    want, got = self._header_bytes() + e["tokens"] * self.dtype.itemsize, p.stat().st_size
                     if got != want:
                         raise AttninfError(f"{p}: {got:,} bytes, the manifest says {want:,} "
                                            f"({'truncated' if got < want else 'grown'}): export again")
-                idx = np.fromfile(i, dtype="<i8")
-                if idx[0] != 0 or idx[-1] != e["tokens"] or np.any(np.diff(idx) < 0):
-                    raise AttninfError(f"{i}: offsets do not run from 0 to {e['tokens']:,}: export again")
-                for p, key in ((b, "sha256_bin"), (i, "sha256_idx")):
-                    if file_sha256(p) != e[key]:
-                        raise AttninfError(f"{p}: sha256 differs from the manifest (damaged): export again")
+                    if self.layout in ("flat", "megatron", "datatrove"):
+                        lengths = self._lengths(d, e)
+                        if len(lengths) != e["documents"] or int(lengths.sum()) != e["tokens"]:
+                            raise AttninfError(f"{d / e['files']['index']}: the index does not hold "
+                                               f"{e['documents']:,} documents of {e['tokens']:,} tokens: export again")
+                for role, rel in e["files"].items():
+                    if file_sha256(d / rel) != e["sha256"][role]:
+                        raise AttninfError(f"{d / rel}: sha256 differs from the manifest (damaged): export again")
 
-    def documents(self, phase: str = "main"):
-        """Every document's token ids (numpy views), shard by shard, in row order."""
+    def _lengths(self, d: Path, e: dict):
+        """Document lengths from the layout's own index."""
+        import struct
+
         import numpy as np
 
-        for b, i, _ in self.shard_paths(phase):
-            tokens = np.memmap(b, dtype=self.dtype, mode="r") if b.stat().st_size else np.zeros(0, self.dtype)
-            idx = np.fromfile(i, dtype="<i8")
-            for k in range(len(idx) - 1):
-                yield tokens[idx[k]:idx[k + 1]]
+        idx = d / e["files"]["index"]
+        if self.layout == "flat":
+            return np.diff(np.fromfile(idx, dtype="<i8"))
+        if self.layout == "datatrove":
+            return np.diff(np.concatenate([[0], np.fromfile(idx, dtype="<u8").astype(np.int64)]))
+        raw = idx.read_bytes()  # megatron: header, version, dtype code, counts, then int32 lengths
+        if raw[:9] != b"MMIDIDX\x00\x00":
+            raise AttninfError(f"{idx}: not a Megatron index (bad header): export again")
+        n = struct.unpack("<Q", raw[18:26])[0]
+        return np.frombuffer(raw, dtype="<i4", count=n, offset=34).astype(np.int64)
+
+    def tokens(self, phase: str = "main", split: str = "train"):
+        """The split's token stream, file set by file set (numpy arrays)."""
+        import numpy as np
+
+        for d, e in self.file_sets(phase, split):
+            p = d / e["files"]["data"]
+            yield np.fromfile(p, dtype=self.dtype, offset=self._header_bytes())
+
+    def documents(self, phase: str = "main", split: str = "train"):
+        """Every document's token ids, in order (flat, megatron, datatrove:
+        the layouts that index documents)."""
+        import numpy as np
+
+        if self.layout not in ("flat", "megatron", "datatrove"):
+            raise AttninfError(f"a {self.layout} export keeps no document index: read its token stream")
+        for (d, e), toks in zip(self.file_sets(phase, split), self.tokens(phase, split)):
+            ends = np.cumsum(self._lengths(d, e))
+            yield from np.split(toks, ends[:-1]) if len(ends) else []
 
 
 HELDOUT = "heldout loss (mean of domains)"  # compare's headline measure

@@ -80,3 +80,62 @@ def prefix_from_json(data: dict | None) -> DocPrefix | None:
     if not data:
         return None
     return DocPrefix(tuple(int(i) for i in data["ids"]), tuple(data["tokens"]), data.get("rule", "recorded"))
+
+
+@dataclass(frozen=True)
+class Separators:
+    """What surrounds every document in a packed token stream (`attninf
+    export`, `attninf train`, compare's measures): `bos` before it, `eos`
+    after it."""
+    bos: tuple[int, ...]
+    eos: tuple[int, ...]
+    bos_tokens: tuple[str, ...]
+    eos_tokens: tuple[str, ...]
+
+    def wrap(self, ids: list[int]) -> list[int]:
+        return [*self.bos, *ids, *self.eos]
+
+    @property
+    def boundary(self) -> int | None:
+        """The one token that sits between two documents (eos, else bos), for
+        measures that need a document boundary; None when there is none."""
+        return (self.eos or self.bos or (None,))[0]
+
+    def to_json(self) -> dict:
+        return {"bos": list(self.bos), "eos": list(self.eos), "bos_tokens": list(self.bos_tokens),
+                "eos_tokens": list(self.eos_tokens)}
+
+
+def _one_token(tokenizer, spec: str, flag: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    if spec.lower() == "none":
+        return (), ()
+    tid = tokenizer.get_vocab().get(spec)
+    if tid is None:
+        raise AttninfError(f"{flag} {spec!r} is not a token of this tokenizer (give one token, e.g. "
+                           "'<|endoftext|>', or 'none')")
+    return (tid,), (spec,)
+
+
+def document_separators(tokenizer, eos: str | None = None, bos: str | None = None) -> Separators:
+    """The document rule above, for packed streams: eos is the document
+    separator (rule 2: the tokenizer's eos unless it ends a chat turn, else
+    the first of SEPARATOR_TOKENS in the vocabulary), bos what the tokenizer
+    puts before a text by itself (rule 1: Llama's `<s>`), nothing where it
+    puts nothing. `eos`/`bos` override them with one token or "none"."""
+    if bos not in (None, "", "auto"):
+        bos_ids, bos_toks = _one_token(tokenizer, bos, "--bos")
+    else:
+        bos_ids = tuple(_added_by_tokenizer(tokenizer))
+        bos_toks = tuple(tokenizer.convert_ids_to_tokens(list(bos_ids))) if bos_ids else ()
+    if eos not in (None, "", "auto"):
+        eos_ids, eos_toks = _one_token(tokenizer, eos, "--eos")
+    else:
+        vocab = tokenizer.get_vocab()
+        own = tokenizer.eos_token
+        found = next((t for t in ([own] if own and own not in CHAT_TURN_TOKENS else []) + list(SEPARATOR_TOKENS)
+                      if t in vocab), None)
+        if found is None:
+            raise AttninfError("this tokenizer has no document separator (no end-of-text token): choose one with "
+                               "--eos TOKEN, or --eos none to join documents with nothing between them")
+        eos_ids, eos_toks = (vocab[found],), (found,)
+    return Separators(bos_ids, eos_ids, bos_toks, eos_toks)

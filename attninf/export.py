@@ -1,124 +1,379 @@
-"""`attninf export`: a mixture as flat token-id shards, the layout other
-trainers read without a tokenizer (nanoGPT-style memmap loaders, Megatron-
-style indexed datasets, torchtitan readers).
+"""`attninf export`: a mixture as the token files another trainer reads, in
+that trainer's own layout (docs/design.md, "Export formats"):
 
-For each shard of the mixture (each phase of a phased one):
+* megatron: `<shard>.bin` + `<shard>.idx` as Megatron-Core's IndexedDataset
+  reads them (MMIDIDX index: sequence lengths, byte pointers, document
+  indices); uint16 below 65,500 ids, else int32, as Megatron's own
+  preprocessing picks. Megatron-LM, NeMo, GPT-NeoX: `--data-path <shard>`.
+* datatrove: `<shard>.ds` + `.ds.index` (uint64 document ends) +
+  `.ds.metadata` (`tokenizer|token_size`, token count), what datatrove's
+  DatatroveFolderDataset and nanotron's Nanoset read.
+* llmc: llm.c's `<name>_train_NNNNNN.bin` / `<name>_val_NNNNNN.bin`, a header
+  of 256 int32 (magic, version, token count) then the tokens: uint16 under
+  the GPT-2 header (20240520, v1), uint32 under the Llama-3 one (20240801, v7).
+* nanogpt: nanoGPT's `train.bin` and `val.bin` (uint16, no header) and
+  `meta.pkl` with the vocabulary size; a vocabulary over 65,536 ids is
+  refused, since nanoGPT reads uint16 only.
+* flat: `<shard>.bin` (uint16/uint32) + `<shard>.idx` (int64 offsets, rows + 1):
+  every row a document, an empty text one of no tokens, so row i of the
+  shard is document i. The other layouts leave rows with no text out and
+  count them (`empty` in the manifest: documents + empty = rows).
 
-* `<name>.bin`: the token ids of its documents, in row order, each document
-  followed by EOS, as `uint16` when the vocabulary fits (< 65,536 ids), else
-  `uint32`, little-endian, no header: `np.memmap(path, dtype)` reads it;
-* `<name>.idx`: `int64`, rows + 1 offsets (in tokens) into the .bin:
-  document i is bin[idx[i]:idx[i + 1]]. Every mixture row is a document, an
-  empty or null text an empty one (no EOS), so row i of the shard is
-  document i;
-* `manifest.json`, written last: tokenizer, vocabulary size, EOS id, dtype,
-  and per shard its documents, tokens and the sha256 of both files, so a
-  truncated or damaged shard is found (`attninf export --verify`).
-
-The shards are tokenized in parallel (one Dask task each), streaming: a
-shard is read in record batches and its .bin written as it goes.
+Every document is wrapped in the document separators (attninf.docstart:
+SmolLM2 gets `<|endoftext|>` after each document, Llama `<s>` before and
+`</s>` after), overridable with --eos/--bos; `attninf train` packs with the
+same rule. --val-frac holds out documents by a hash of their id (the rule of
+compare's split), so the copies of a selected document land together. A
+phased mixture gives one set per phase (OUT/stable/, OUT/decay/).
+OUT/.manifest.json, written last, records the layout, tokenizer, separators,
+and per file its documents, tokens and sha256 (a dot-file: `datasets` does
+not take it for data). `attninf export OUT --verify` checks every file.
 """
 from __future__ import annotations
 
-import hashlib
+import pickle
+import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .artifacts import TOKENS_FORMAT, TOKENS_MANIFEST, Mixture
-from .storage import atomic_path, check_replaceable, replaced_dir, write_json
 from .errors import AttninfError
+from .storage import check_replaceable, replaced_dir, write_json
 
+FORMATS = ("megatron", "datatrove", "llmc", "nanogpt", "flat")
 READ_ROWS = 2048
+MEGATRON_HEADER = b"MMIDIDX\x00\x00"
+LLMC = {"uint16": (20240520, 1), "uint32": (20240801, 7)}  # dtype -> (magic, version) of llm.c's headers
+LLMC_HEADER_INTS = 256
+VAL_SALT = "heldout"  # the salt of compare's held-out split: one rule for "held out by id"
 
 
 @dataclass
 class ExportConfig:
     data: str = field(default="mixed", metadata={"help": "Mixture from `attninf mix` (plain or phased)."})
     out: str = field(default="tokens", metadata={"help": "Output directory."})
+    format: str = field(default="megatron", metadata={
+        "choices": FORMATS,
+        "help": "Layout of the trainer that reads it: megatron (Megatron-LM, NeMo, GPT-NeoX), datatrove "
+                "(nanotron), llmc (llm.c), nanogpt, flat (.bin + int64 offsets)."})
     tokenizer: str = field(default="smollm2-135m", metadata={"help": "Model name or path of the tokenizer."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    id_column: str = field(default="id", metadata={"help": "Id column (the validation split hashes it)."})
+    eos: str | None = field(default=None, metadata={
+        "metavar": "TOKEN|none", "help": "Token after every document.",
+        "default_help": "the document separator, e.g. <|endoftext|> for SmolLM2"})
+    bos: str | None = field(default=None, metadata={
+        "metavar": "TOKEN|none", "help": "Token before every document.",
+        "default_help": "what the tokenizer puts first by itself, e.g. <s> for Llama; none for SmolLM2"})
+    val_frac: float | None = field(default=None, metadata={
+        "help": "Fraction of documents (by a hash of the id) written as the validation split.",
+        "default_help": "0.005 for llmc and nanogpt, whose trainers read a validation file; else 0"})
+    max_tokens_per_file: int | None = field(default=None, metadata={
+        "help": "Start a new file past this many tokens (megatron, datatrove, llmc, flat).",
+        "default_help": "one file per mixture shard and split"})
     workers: int | None = field(default=None, metadata={
         "help": "Shards tokenized at once (Dask threads).", "default_help": "the cores"})
+    progress: bool = field(default=True, metadata={"cli": False, "help": "A progress bar with tokens/s."})
 
 
-def token_dtype(vocab_size: int):
-    """uint16 when every id fits, else uint32."""
-    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+def token_dtype(fmt: str, vocab_size: int) -> np.dtype:
+    """The token type the format's reader expects for this vocabulary; a
+    vocabulary the format cannot hold is refused."""
+    if fmt == "megatron":  # Megatron's own preprocessing: DType.optimal_dtype
+        return np.dtype("<u2") if vocab_size < 65500 else np.dtype("<i4")
+    if vocab_size <= 1 << 16:
+        return np.dtype("<u2")
+    if fmt == "nanogpt":
+        raise AttninfError(f"nanoGPT reads uint16 token ids only, and this tokenizer has {vocab_size:,} ids: "
+                           "export --format megatron, datatrove or llmc instead")
+    return np.dtype("<u4")
 
 
-def export_shard(src: Path, dst: Path, tokenizer, eos: int, dtype, text_column: str) -> dict:
-    """One mixture shard to dst.bin and dst.idx; returns its manifest entry."""
+def _val_frac(cfg: ExportConfig) -> float:
+    frac = cfg.val_frac if cfg.val_frac is not None else (0.005 if cfg.format in ("llmc", "nanogpt") else 0.0)
+    if not 0 <= frac < 1:
+        raise AttninfError(f"--val-frac must be in [0, 1), got {frac}")
+    if frac == 0 and cfg.format in ("llmc", "nanogpt"):
+        raise AttninfError(f"{cfg.format} trainers read a validation file: --val-frac must be above 0")
+    return frac
+
+
+# ------------------------------------------------------------------ writers
+
+
+class _Writer:
+    """One output file set of a layout, filled document by document."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype = path, dtype
+        self.lengths: list[int] = []
+        self.tokens = 0
+        self.empty = 0  # rows with no text, not written (every layout but flat)
+        self.f = open(self._data_path(), "wb")
+        self.f.write(self._header(0))
+
+    def _data_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".bin")
+
+    def _header(self, tokens: int) -> bytes:
+        return b""
+
+    def add(self, docs: list[np.ndarray]) -> None:
+        if docs:
+            self.f.write(np.concatenate(docs).astype(self.dtype).tobytes())
+        for d in docs:
+            self.lengths.append(len(d))
+            self.tokens += len(d)
+
+    def close(self) -> dict[str, Path]:
+        """{role: path} of the files written."""
+        if self._header(0):
+            self.f.seek(0)
+            self.f.write(self._header(self.tokens))
+        self.f.close()
+        return {"data": self._data_path()}
+
+
+class _FlatWriter(_Writer):
+    def close(self):
+        files = super().close()
+        idx = self.path.with_name(self.path.name + ".idx")
+        np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype("<i8").tofile(idx)
+        return {**files, "index": idx}
+
+
+class _MegatronWriter(_Writer):
+    CODES = {"uint16": 8, "int32": 4}  # Megatron's DType codes
+
+    def close(self):
+        files = super().close()
+        n = len(self.lengths)
+        lengths = np.asarray(self.lengths, dtype="<i4")
+        pointers = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype("<i8") * self.dtype.itemsize
+        idx = self.path.with_name(self.path.name + ".idx")
+        with open(idx, "wb") as f:
+            f.write(MEGATRON_HEADER + struct.pack("<Q", 1) + struct.pack("<B", self.CODES[self.dtype.name]))
+            f.write(struct.pack("<Q", n) + struct.pack("<Q", n + 1))  # one sequence per document
+            f.write(lengths.tobytes() + pointers[:n].tobytes() + np.arange(n + 1, dtype="<i8").tobytes())
+        return {**files, "index": idx}
+
+
+class _DatatroveWriter(_Writer):
+    def __init__(self, path, dtype, tokenizer_name: str):
+        self.tokenizer_name = tokenizer_name
+        super().__init__(path, dtype)
+
+    def _data_path(self):
+        return self.path.with_name(self.path.name + ".ds")
+
+    def close(self):
+        files = super().close()
+        index = self._data_path().with_name(self._data_path().name + ".index")
+        np.cumsum(self.lengths, dtype=np.uint64).astype("<u8").tofile(index)
+        meta = self._data_path().with_name(self._data_path().name + ".metadata")
+        meta.write_text(f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self.tokens}\n")
+        return {**files, "index": index, "metadata": meta}
+
+
+def _writer(fmt: str, path: Path, dtype, tokenizer_name: str) -> _Writer:
+    if fmt == "megatron":
+        return _MegatronWriter(path, dtype)
+    if fmt == "datatrove":
+        return _DatatroveWriter(path, dtype, tokenizer_name)
+    if fmt == "flat":
+        return _FlatWriter(path, dtype)
+    return _Writer(path, dtype)  # llmc's header is added when its files are named; nanogpt has none
+
+
+# ---------------------------------------------------------------- one shard
+
+
+def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, separators, dtype, val_frac: float,
+                 bar=None) -> list[dict]:
+    """Tokenize one mixture shard into out/<stem>[-NNN] (train) and
+    out/val/<stem>[-NNN] (validation) files of the layout; one entry per file set."""
     import pyarrow.parquet as pq
 
+    from .measures import id_hash
+
     pf = pq.ParquetFile(src)
-    if text_column not in pf.schema_arrow.names:
-        raise AttninfError(f"{src}: no column {text_column!r} (columns: {', '.join(pf.schema_arrow.names)})")
-    offsets, total, h = [0], 0, hashlib.sha256()
+    names = pf.schema_arrow.names
+    if cfg.text_column not in names:
+        raise AttninfError(f"{src}: no column {cfg.text_column!r} (columns: {', '.join(names)})")
     limit = np.iinfo(dtype).max
-    with atomic_path(dst.with_suffix(".bin")) as tmp, open(tmp, "wb") as f:
-        for batch in pf.iter_batches(batch_size=READ_ROWS, columns=[text_column]):
-            texts = batch.column(0).to_pylist()
-            keep = [i for i, t in enumerate(texts) if t]
-            enc = tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"] if keep else []
-            docs = [[] for _ in texts]
-            for i, ids in zip(keep, enc):
-                docs[i] = ids + [eos]
-            flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=sum(map(len, docs)))
-            if len(flat) and (flat.max() > limit or flat.min() < 0):
-                raise AttninfError(f"token id {int(flat.max())} does not fit {dtype.name}: the tokenizer's "
-                                   "vocabulary is larger than it says")
-            data = flat.astype(dtype).tobytes()
-            f.write(data)
-            h.update(data)
-            for d in docs:
-                total += len(d)
-                offsets.append(total)
-    idx = np.asarray(offsets, dtype="<i8")
-    with atomic_path(dst.with_suffix(".idx")) as tmp:
-        idx.tofile(tmp)
-    return {"bin": dst.with_suffix(".bin").name, "idx": dst.with_suffix(".idx").name, "source": src.name,
-            "documents": len(idx) - 1, "tokens": total, "sha256_bin": h.hexdigest(),
-            "sha256_idx": hashlib.sha256(idx.tobytes()).hexdigest()}
+    cap = cfg.max_tokens_per_file if cfg.format != "nanogpt" else None
+    writers: dict[str, _Writer] = {}
+    done: list[dict] = []
+    counts = {"train": 0, "val": 0}
+
+    def writer(split: str) -> _Writer:
+        if split not in writers:
+            d = out if split == "train" else out / "val"
+            d.mkdir(parents=True, exist_ok=True)
+            name = stem if not counts[split] else f"{stem}-{counts[split]:03d}"
+            counts[split] += 1
+            writers[split] = _writer(cfg.format, d / name, dtype, cfg.tokenizer)
+        return writers[split]
+
+    def close(split: str) -> None:
+        w = writers.pop(split)
+        done.append({"split": split, "stem": str(w.path.relative_to(out)), "documents": len(w.lengths),
+                     "empty": w.empty, "tokens": w.tokens,
+                     "files": {k: str(p.relative_to(out)) for k, p in w.close().items()}})
+
+    cols = [cfg.text_column] + ([cfg.id_column] if val_frac and cfg.id_column in names else [])
+    row = 0
+    for batch in pf.iter_batches(batch_size=READ_ROWS, columns=cols):
+        texts = batch.column(0).to_pylist()
+        ids = (batch.column(1).cast("string").to_pylist() if len(cols) > 1
+               else [f"{src.name}:{row + i}" for i in range(len(texts))])
+        row += len(texts)
+        keep = [i for i, t in enumerate(texts) if t]
+        enc = tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"] if keep else []
+        docs = [np.zeros(0, dtype=np.int64)] * len(texts)  # an empty or null text: a document of no tokens
+        for i, ids_ in zip(keep, enc):
+            docs[i] = np.asarray(separators.wrap(ids_), dtype=np.int64)
+        top = max((int(d.max()) for d in docs if len(d)), default=0)
+        if top > limit:
+            raise AttninfError(f"token id {top} does not fit {dtype.name}: the tokenizer's vocabulary is "
+                               "larger than it says")
+        for i, d in enumerate(docs):
+            split = "val" if val_frac and id_hash(str(ids[i]), VAL_SALT) < val_frac else "train"
+            w = writer(split)
+            if not len(d) and cfg.format != "flat":  # only flat keeps rows and documents aligned
+                w.empty += 1
+                continue
+            if cap and w.tokens and w.tokens + len(d) > cap:
+                close(split)
+                w = writer(split)
+            w.add([d])
+            if bar is not None:
+                bar.update(len(d))
+    for split in list(writers):
+        close(split)
+    if not done:  # an empty shard still gives an (empty) train file set, so every shard is accounted for
+        writer("train")
+        close("train")
+    return done
+
+
+# ---------------------------------------------------------------- the whole
 
 
 def run_export(cfg: ExportConfig) -> dict:
     """Export every phase of the mixture; returns the manifest."""
+    from .docstart import document_separators
     from .model import load_tokenizer
 
+    if cfg.format not in FORMATS:
+        raise AttninfError(f"unknown --format {cfg.format!r}; choose one of {', '.join(FORMATS)}")
+    if cfg.max_tokens_per_file is not None and cfg.max_tokens_per_file < 1:
+        raise AttninfError(f"--max-tokens-per-file must be at least 1, got {cfg.max_tokens_per_file}")
+    if cfg.max_tokens_per_file and cfg.format == "nanogpt":
+        raise AttninfError("nanoGPT reads one train.bin and one val.bin: --max-tokens-per-file does not apply")
+    val_frac = _val_frac(cfg)
     phases = Mixture.read(cfg.data).phase_shards()
     tok = load_tokenizer(cfg.tokenizer)
-    eos = tok.eos_token_id
-    if eos is None:
-        raise AttninfError(f"the tokenizer {cfg.tokenizer} has no EOS token to end documents with")
-    dtype = token_dtype(len(tok))
-    # built in a new folder that replaces cfg.out whole: no shard or phase of an earlier export survives
-    check_replaceable(cfg.out, "export",
-                      lambda n: n in (TOKENS_MANIFEST, "stable", "decay") or n.endswith((".bin", ".idx")),
+    dtype = token_dtype(cfg.format, len(tok))  # refused here, before anything is written
+    separators = document_separators(tok, cfg.eos, cfg.bos)
+    owned = {TOKENS_MANIFEST, "stable", "decay", "val", "train.bin", "val.bin", "meta.pkl"}
+    # built in a new folder that replaces cfg.out whole: no file or phase of an earlier export survives
+    check_replaceable(cfg.out, "export", lambda n: n in owned or n.endswith((".bin", ".idx", ".ds", ".index",
+                                                                              ".metadata")),
                       {"mixture": cfg.data})
     with replaced_dir(cfg.out) as into:
-        return _export(cfg, phases, tok, eos, dtype, into)
+        return _export(cfg, phases, tok, separators, dtype, val_frac, into)
 
 
-def _export(cfg: ExportConfig, phases: dict, tok, eos: int, dtype, out: Path) -> dict:
+def _export(cfg: ExportConfig, phases: dict, tok, separators, dtype, val_frac: float, out: Path) -> dict:
     import dask
+    from tqdm.auto import tqdm
 
+    t0 = time.perf_counter()
+    bar = tqdm(unit="tok", unit_scale=True, desc="export", disable=not cfg.progress, dynamic_ncols=True)
     tasks = {}
     for name, files in phases.items():
         d = out if name == "main" else out / name
         d.mkdir(parents=True, exist_ok=True)
-        tasks[name] = [dask.delayed(export_shard)(f, d / f.stem, tok, eos, dtype, cfg.text_column) for f in files]
-    done = dask.compute(tasks, scheduler="threads", num_workers=cfg.workers)[0]
-    manifest = {"format": TOKENS_FORMAT, "tokenizer": cfg.tokenizer, "vocab_size": len(tok), "eos_id": int(eos),
-                "dtype": dtype.name, "byteorder": "little", "eos_appended": True,
-                "source": str(Path(cfg.data).resolve()),
-                "phases": {name: {"path": "." if name == "main" else name, "shards": shards,
-                                   "documents": sum(s["documents"] for s in shards),
-                                   "tokens": sum(s["tokens"] for s in shards)} for name, shards in done.items()}}
+        tasks[name] = [dask.delayed(export_shard)(f, d, f.stem, cfg, tok, separators, dtype, val_frac, bar)
+                       for f in files]
+    try:
+        done = dask.compute(tasks, scheduler="threads", num_workers=cfg.workers)[0]
+    finally:
+        bar.close()
+    manifest = {"format": TOKENS_FORMAT, "layout": cfg.format, "tokenizer": cfg.tokenizer, "vocab_size": len(tok),
+                "dtype": dtype.name, "byteorder": "little", "separators": separators.to_json(),
+                "val_frac": val_frac, "source": str(Path(cfg.data).resolve()), "phases": {}}
+    for name, per_shard in done.items():
+        d = out if name == "main" else out / name
+        entries = [e for shard in per_shard for e in shard]
+        if cfg.format in ("llmc", "nanogpt"):
+            entries = _single_stream_files(cfg.format, d, entries, dtype, len(tok))
+        for e in entries:
+            e["sha256"] = {role: _sha256(d / rel) for role, rel in e["files"].items()}
+        manifest["phases"][name] = {"path": "." if name == "main" else name, "files": entries,
+                                    "documents": sum(e["documents"] for e in entries),
+                                    "empty": sum(e["empty"] for e in entries),
+                                    "tokens": sum(e["tokens"] for e in entries)}
     manifest["documents"] = sum(v["documents"] for v in manifest["phases"].values())
+    manifest["empty"] = sum(v["empty"] for v in manifest["phases"].values())  # rows: documents + empty
     manifest["tokens"] = sum(v["tokens"] for v in manifest["phases"].values())
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    manifest["tokens_per_s"] = round(manifest["tokens"] / max(manifest["seconds"], 1e-9), 1)
     write_json(manifest, out / TOKENS_MANIFEST)
     return manifest
+
+
+def _single_stream_files(fmt: str, d: Path, entries: list[dict], dtype, vocab_size: int) -> list[dict]:
+    """llm.c and nanoGPT name their files themselves: the per-shard raw token
+    files become llm.c's attninf_{train,val}_NNNNNN.bin (header added) or
+    nanoGPT's train.bin / val.bin (concatenated in shard order) + meta.pkl."""
+    out = []
+    for split in ("train", "val"):
+        mine = [e for e in entries if e["split"] == split]
+        if fmt == "nanogpt":
+            target = d / f"{split}.bin"
+            with open(target, "wb") as f:
+                for e in mine:
+                    src = d / e["files"]["data"]
+                    f.write(src.read_bytes())
+                    src.unlink()
+            out.append({"split": split, "stem": split, "documents": sum(e["documents"] for e in mine),
+                        "empty": sum(e["empty"] for e in mine), "tokens": sum(e["tokens"] for e in mine),
+                        "files": {"data": target.name}})
+            continue
+        for k, e in enumerate(mine):
+            src = d / e["files"]["data"]
+            target = d / f"attninf_{split}_{k:06d}.bin"
+            header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
+            header[0], header[1] = LLMC[dtype.name]
+            header[2] = e["tokens"]
+            with open(target, "wb") as f:
+                f.write(header.tobytes())
+                f.write(src.read_bytes())
+            src.unlink()
+            out.append({**e, "stem": target.stem, "files": {"data": target.name}})
+    for e in entries:  # the val/ folder of the raw parts, now empty
+        parent = (d / e["files"]["data"]).parent
+        if parent != d and parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
+    if fmt == "nanogpt":
+        with open(d / "meta.pkl", "wb") as f:
+            pickle.dump({"vocab_size": vocab_size}, f)
+        out.append({"split": "meta", "stem": "meta", "documents": 0, "empty": 0, "tokens": 0,
+                    "files": {"meta": "meta.pkl"}})
+    if not any(e["split"] == "val" and e["tokens"] for e in out):
+        raise AttninfError("no document fell in the validation split: raise --val-frac (a few documents need "
+                           "a larger fraction)")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    from .identity import file_sha256
+
+    return file_sha256(path)
 
 

@@ -51,9 +51,9 @@ def probe_loss(model, tokenizer, context_tokens: int, n: int = 8, seed: int = 0)
     in context_tokens (teacher forcing)."""
     from .probes import make_probe
 
-    from .model import separator_id
+    from .docstart import document_separators
 
-    bos = separator_id(tokenizer)
+    bos = document_separators(tokenizer).boundary
     total, count = 0.0, 0
     for i in range(n):
         p = make_probe(tokenizer, i, seed=seed, context_tokens=context_tokens, prefix_ids=[bos])

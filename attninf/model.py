@@ -311,12 +311,6 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(tok_path)
 
 
-def separator_id(tokenizer) -> int:
-    """The token that ends each document where attninf packs documents into
-    one stream (training, compare's measures): EOS, or id 0 without one."""
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-
-
 # ----------------------------------------------- keys (attninf.identity's rules)
 
 

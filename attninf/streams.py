@@ -1,5 +1,6 @@
 """The token streams of an `attninf train` run: Parquet shards of a mixture
-read in a fixed order, tokenized, joined with EOS and cut into sequences of
+read in a fixed order, tokenized, each document wrapped in the document
+separators of attninf.docstart (SmolLM2: <|endoftext|> after it) and cut into sequences of
 seq_len + 1 tokens, with a position every checkpoint saves; and, for a
 phased mixture (`attninf mix --phases stable,decay`), which phase each step
 reads. Knows nothing of the trainer: it is given the files, the tokenizer
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import AttninfError
-from .model import separator_id
+from .docstart import document_separators
 
 
 class PackedStream:
@@ -21,7 +22,7 @@ class PackedStream:
 
     def __init__(self, files: list[Path], tokenizer, seq_len: int, text_column: str = "text", state=None):
         self.files, self.tok, self.n, self.col = files, tokenizer, seq_len + 1, text_column
-        self.eos = separator_id(tokenizer)
+        self.separators = document_separators(tokenizer)  # the document rule, as export writes it
         st = state or {"file": 0, "row": 0, "buffer": [], "epoch": 0}
         self.file, self.row, self.buffer, self.epoch = st["file"], st["row"], list(st["buffer"]), st["epoch"]
         self._rows: list | None = None
@@ -52,7 +53,7 @@ class PackedStream:
             self.row += 1
             if text:
                 barren = 0
-                self.buffer.extend(self.tok(text, add_special_tokens=False)["input_ids"] + [self.eos])
+                self.buffer.extend(self.separators.wrap(self.tok(text, add_special_tokens=False)["input_ids"]))
         seq, self.buffer = self.buffer[:self.n], self.buffer[self.n:]
         return seq
 

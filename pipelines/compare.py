@@ -121,13 +121,14 @@ def _measure(tcfg: TrainConfig, probes: int) -> dict:
     from transformers import LlamaForCausalLM
 
     from attninf.measures import copy_loss, probe_loss
-    from attninf.model import load_tokenizer, separator_id
+    from attninf.docstart import document_separators
+    from attninf.model import load_tokenizer
 
     run = json.loads((Path(tcfg.out) / "run.json").read_text())
     final = checkpoint_dir(tcfg.out, tcfg.total_steps)
     model = LlamaForCausalLM.from_pretrained(final).eval()
     tok = load_tokenizer(tcfg.tokenizer)
-    bos = separator_id(tok)
+    bos = document_separators(tok).boundary
     span = max(4, min(64, (tcfg.seq_len - 1) // 2))
     torch.manual_seed(0)
     out = {"heldout_loss": run.get("eval_loss") or {}, "copy": copy_loss(model, len(tok), bos, span=span),

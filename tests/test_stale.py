@@ -341,10 +341,21 @@ def _runtime_defaults():
         ("DetectConfig", "doc_prefix"): "[default: what the tokenizer adds by itself",
         ("MixConfig", "phases"): "[default: one mixture",
         ("ExportConfig", "workers"): "[default: the cores]",
+        # test_export checks each of these in use: the separators, the val split, the file sets
+        ("ExportConfig", "eos"): "[default: the document separator, e.g. <|endoftext|> for SmolLM2]",
+        ("ExportConfig", "bos"): "[default: what the tokenizer puts first by itself",
+        ("ExportConfig", "val_frac"): f"[default: {_export_val_default()} for llmc and nanogpt",
+        ("ExportConfig", "max_tokens_per_file"): "[default: one file per mixture shard and split]",
         ("TrainConfig", "decay_steps"): "[default: 10% of the total]",
         ("CompareConfig", "decay_steps"): "[default: 10% of the total]",
         ("CompareConfig", "corpus"): "[default: required]",
     }
+
+
+def _export_val_default():
+    from attninf.export import ExportConfig, _val_frac
+
+    return _val_frac(ExportConfig(format="nanogpt"))
 
 
 def _cpu_batch_tokens():
@@ -424,8 +435,9 @@ def test_export_replaces_its_folder_whole(tmp_path, tiny_model_dir):
         res = _invoke("export", tmp_path / mix, "--tokenizer", tiny_model_dir, "--out", tokens)
         assert res.exit_code == 0, res.output
     assert not (tokens / "stable").exists() and not (tokens / "decay").exists()
-    man = json.loads((tokens / "manifest.json").read_text())
-    assert sorted(p.name for p in tokens.glob("*.bin")) == sorted(s["bin"] for s in man["phases"]["main"]["shards"])
+    man = json.loads((tokens / ".manifest.json").read_text())
+    assert sorted(p.name for p in tokens.glob("*.bin")) == sorted(e["files"]["data"]
+                                                                  for e in man["phases"]["main"]["files"])
 
 
 def test_train_refuses_to_resume_on_a_rewritten_mixture(tmp_path, tiny_model_dir):

@@ -266,3 +266,23 @@ def test_train_device_option(data, model_yaml, tiny_model_dir, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(AttninfError, match="no CUDA GPU"):
             train(_cfg(data, model_yaml, tiny_model_dir, tmp_path / "gpu", device="cuda"), progress=False)
+
+
+def test_packing_ends_documents_with_the_document_separator_not_a_chat_token(data, tiny_model_dir):
+    """Training packs with the rule export writes (attninf.docstart): a
+    tokenizer whose eos is a chat turn's end (<|im_end|>, as SmolLM2-Instruct's)
+    still separates documents with <|endoftext|>."""
+    from transformers import AutoTokenizer
+
+    from attninf.artifacts import Mixture
+    from attninf.streams import PackedStream
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_special_tokens({"eos_token": "<|im_end|>"})
+    sep, chat = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    files = Mixture.read(data).shards()
+    stream = PackedStream(files, tok, seq_len=63)
+    got = [t for _ in range(20) for t in stream.next()]
+    texts = pq.read_table(files[0])["text"].to_pylist()
+    want = [t for x in texts for t in tok(x, add_special_tokens=False)["input_ids"] + [sep]][:len(got)]
+    assert got == want and chat not in got

@@ -1,4 +1,4 @@
-"""`attninf export`: a mixture as token-id shards other trainers read."""
+"""`attninf export`: a mixture as the token files another trainer reads."""
 from __future__ import annotations
 
 import click
@@ -11,33 +11,45 @@ from ._common import stage_config, stage_options
 @click.command("export")
 @stage_options(ExportConfig, "export", arguments=("data",))
 @click.option("--verify", is_flag=True,
-              help="DATA is an export: check every shard against its manifest (sizes, offsets, sha256).")
+              help="DATA is an export: check every file against its manifest (sizes, index, sha256).")
 @user_errors
 def export(**kw) -> None:
-    """Write a mixture as flat token-id shards: OUT/part-*.bin (uint16 when the
-    vocabulary fits, else uint32; each document followed by EOS) with
-    OUT/part-*.idx (int64 document offsets) and OUT/manifest.json (tokenizer,
-    EOS, counts, sha256). A phased mixture gives OUT/stable/ and OUT/decay/.
+    """Write a mixture as the token files a trainer reads, in its own layout.
 
     \b
-    Read it back with numpy alone:
-      tokens = np.memmap("tokens/part-00000-of-00001.bin", dtype=np.uint16)
-      idx = np.fromfile("tokens/part-00000-of-00001.idx", dtype=np.int64)
-      doc_i = tokens[idx[i]:idx[i + 1]]
+      megatron   <shard>.bin/.idx    Megatron-LM, NeMo, GPT-NeoX: --data-path OUT/<shard>
+      datatrove  <shard>.ds(.index)  nanotron (Nanoset), datatrove's DatatroveFolderDataset
+      llmc       attninf_{train,val}_NNNNNN.bin   llm.c: -i "OUT/attninf_train_*.bin"
+      nanogpt    train.bin, val.bin, meta.pkl     nanoGPT: dataset = the folder's name
+      flat       <shard>.bin + int64 offsets .idx numpy.memmap, any loader
+
+    Each document is wrapped in the document separators (SmolLM2:
+    <|endoftext|> after it; --eos/--bos to choose). --val-frac holds out
+    documents by a hash of their id. A phased mixture gives OUT/stable/ and
+    OUT/decay/. OUT/.manifest.json (written last) records the layout,
+    tokenizer, separators, counts and sha256 of every file.
     """
-    from ..export import run_export
     from ..artifacts import TokenShards
+    from ..export import run_export
 
     cfg, own = stage_config(ExportConfig, "export", kw)
     if own["verify"]:
         shards = TokenShards.read(cfg.data)
         shards.verify()
         m = shards.manifest
-        click.echo(f"{cfg.data}: ok, {m['documents']:,} documents, {m['tokens']:,} tokens ({m['dtype']}) in "
-                   f"{sum(len(s['shards']) for s in shards.phases.values())} shard(s)")
+        n = sum(len(p["files"]) for p in shards.phases.values())
+        click.echo(f"{cfg.data}: ok, {m['layout']}, {m['documents']:,} documents, {m['tokens']:,} tokens "
+                   f"({m['dtype']}) in {n} file set(s)")
         return
     m = run_export(cfg)
-    for name, s in m["phases"].items():
+    for name, p in m["phases"].items():
         where = cfg.out if name == "main" else f"{cfg.out}/{name}"
-        click.echo(f"{where}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shard(s)")
-    click.echo(f"{m['dtype']} token ids, EOS {m['eos_id']} after each document; manifest {cfg.out}/manifest.json")
+        for split in ("train", "val"):
+            es = [e for e in p["files"] if e["split"] == split]
+            if es:
+                click.echo(f"{where} {split}: {sum(e['documents'] for e in es):,} documents, "
+                           f"{sum(e['tokens'] for e in es):,} tokens in {len(es)} file set(s)")
+    sep = m["separators"]
+    click.echo(f"{m['layout']} layout, {m['dtype']} token ids; each document: "
+               f"{' '.join(sep['bos_tokens']) or '-'} <text> {' '.join(sep['eos_tokens']) or '-'}; "
+               f"{m['tokens_per_s']:,.0f} tokens/s; manifest {cfg.out}/.manifest.json")
