@@ -403,9 +403,12 @@ class TokenShards(_StageOutput):
         if self.layout == "datatrove":
             return np.diff(np.concatenate([[0], np.fromfile(idx, dtype="<u8").astype(np.int64)]))
         raw = idx.read_bytes()  # megatron: header, version, dtype code, counts, then int32 lengths
-        if raw[:9] != b"MMIDIDX\x00\x00":
+        if raw[:9] != b"MMIDIDX\x00\x00" or len(raw) < 34:
             raise AttninfError(f"{idx}: not a Megatron index (bad header): export again")
         n = struct.unpack("<Q", raw[18:26])[0]
+        if len(raw) != 34 + n * (4 + 8) + (n + 1) * 8:
+            raise AttninfError(f"{idx}: {len(raw):,} bytes, not the index of {n:,} documents (truncated?): "
+                               "export again")
         return np.frombuffer(raw, dtype="<i4", count=n, offset=34).astype(np.int64)
 
     def tokens(self, phase: str = "main", split: str = "train"):

@@ -75,7 +75,7 @@ class ExportConfig:
         "help": "Start a new file past this many tokens (megatron, datatrove, llmc, flat).",
         "default_help": "one file per mixture shard and split"})
     workers: int | None = field(default=None, metadata={
-        "help": "Shards tokenized at once (Dask threads).", "default_help": "the cores"})
+        "help": "Shards tokenized at once (threads).", "default_help": "the cores"})
     progress: bool = field(default=True, metadata={"cli": False, "help": "A progress bar with tokens/s."})
 
 
@@ -111,7 +111,6 @@ class _Writer:
         self.path, self.dtype = path, dtype
         self.lengths: list[int] = []
         self.tokens = 0
-        self.empty = 0  # rows with no text, not written (every layout but flat)
         self.f = open(self._data_path(), "wb")
         self.f.write(self._header(0))
 
@@ -192,9 +191,13 @@ def _writer(fmt: str, path: Path, dtype, tokenizer_name: str) -> _Writer:
 
 
 def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, separators, dtype, val_frac: float,
-                 bar=None) -> list[dict]:
-    """Tokenize one mixture shard into out/<stem>[-NNN] (train) and
-    out/val/<stem>[-NNN] (validation) files of the layout; one entry per file set."""
+                 bar=None, stop=None) -> dict:
+    """Tokenize one mixture shard into out/<stem> (train) and out/val/<stem>
+    (validation) file sets of the layout (<stem>-000, -001, ... under
+    --max-tokens-per-file). Returns {"files": [entry per file set], "rows",
+    "empty": {split: rows with no text left out}}; a split with no document
+    gets no file set (flat: empty documents count as documents). `stop`, an
+    Event another shard sets on failure, ends this one at the next batch."""
     import pyarrow.parquet as pq
 
     from .measures import id_hash
@@ -208,12 +211,12 @@ def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, 
     writers: dict[str, _Writer] = {}
     done: list[dict] = []
     counts = {"train": 0, "val": 0}
+    empty = {"train": 0, "val": 0}
 
     def writer(split: str) -> _Writer:
         if split not in writers:
-            d = out if split == "train" else out / "val"
-            d.mkdir(parents=True, exist_ok=True)
-            name = stem if not counts[split] else f"{stem}-{counts[split]:03d}"
+            d = out if split == "train" else out / "val"  # both made by the caller
+            name = f"{stem}-{counts[split]:03d}" if cap else stem  # -000 first: chunks sort in order
             counts[split] += 1
             writers[split] = _writer(cfg.format, d / name, dtype, cfg.tokenizer)
         return writers[split]
@@ -221,43 +224,45 @@ def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, 
     def close(split: str) -> None:
         w = writers.pop(split)
         done.append({"split": split, "stem": str(w.path.relative_to(out)), "documents": len(w.lengths),
-                     "empty": w.empty, "tokens": w.tokens,
-                     "files": {k: str(p.relative_to(out)) for k, p in w.close().items()}})
+                     "tokens": w.tokens, "files": {k: str(p.relative_to(out)) for k, p in w.close().items()}})
 
     cols = [cfg.text_column] + ([cfg.id_column] if val_frac and cfg.id_column in names else [])
     row = 0
-    for batch in pf.iter_batches(batch_size=READ_ROWS, columns=cols):
-        texts = batch.column(0).to_pylist()
-        ids = (batch.column(1).cast("string").to_pylist() if len(cols) > 1
-               else [f"{src.name}:{row + i}" for i in range(len(texts))])
-        row += len(texts)
-        keep = [i for i, t in enumerate(texts) if t]
-        enc = tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"] if keep else []
-        docs = [np.zeros(0, dtype=np.int64)] * len(texts)  # an empty or null text: a document of no tokens
-        for i, ids_ in zip(keep, enc):
-            docs[i] = np.asarray(separators.wrap(ids_), dtype=np.int64)
-        top = max((int(d.max()) for d in docs if len(d)), default=0)
-        if top > limit:
-            raise AttninfError(f"token id {top} does not fit {dtype.name}: the tokenizer's vocabulary is "
-                               "larger than it says")
-        for i, d in enumerate(docs):
-            split = "val" if val_frac and id_hash(str(ids[i]), VAL_SALT) < val_frac else "train"
-            w = writer(split)
-            if not len(d) and cfg.format != "flat":  # only flat keeps rows and documents aligned
-                w.empty += 1
-                continue
-            if cap and w.tokens and w.tokens + len(d) > cap:
-                close(split)
+    try:
+        for batch in pf.iter_batches(batch_size=READ_ROWS, columns=cols):
+            if stop is not None and stop.is_set():
+                return {"files": done, "rows": row, "empty": empty}
+            texts = batch.column(0).to_pylist()
+            ids = (batch.column(1).cast("string").to_pylist() if len(cols) > 1
+                   else [f"{src.name}:{row + i}" for i in range(len(texts))])
+            row += len(texts)
+            keep = [i for i, t in enumerate(texts) if t]
+            enc = tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"] if keep else []
+            docs = [np.zeros(0, dtype=np.int64)] * len(texts)  # an empty or null text: a document of no tokens
+            for i, ids_ in zip(keep, enc):
+                docs[i] = np.asarray(separators.wrap(ids_), dtype=np.int64)
+            top = max((int(d.max()) for d in docs if len(d)), default=0)
+            if top > limit:
+                raise AttninfError(f"token id {top} does not fit {dtype.name}: the tokenizer's vocabulary is "
+                                   "larger than it says")
+            for i, d in enumerate(docs):
+                split = "val" if val_frac and id_hash(str(ids[i]), VAL_SALT) < val_frac else "train"
+                if not len(d) and cfg.format != "flat":  # only flat keeps rows and documents aligned
+                    empty[split] += 1
+                    continue
                 w = writer(split)
-            w.add([d])
-            if bar is not None:
-                bar.update(len(d))
-    for split in list(writers):
-        close(split)
-    if not done:  # an empty shard still gives an (empty) train file set, so every shard is accounted for
-        writer("train")
-        close("train")
-    return done
+                if cap and w.tokens and w.tokens + len(d) > cap:
+                    close(split)
+                    w = writer(split)
+                w.add([d])
+                if bar is not None:
+                    bar.update(len(d))
+        for split in list(writers):
+            close(split)
+    finally:
+        for w in writers.values():  # a shard that failed: its files are closed before its folder goes
+            w.f.close()
+    return {"files": done, "rows": row, "empty": empty}
 
 
 # ---------------------------------------------------------------- the whole
@@ -279,7 +284,7 @@ def run_export(cfg: ExportConfig) -> dict:
     tok = load_tokenizer(cfg.tokenizer)
     dtype = token_dtype(cfg.format, len(tok))  # refused here, before anything is written
     separators = document_separators(tok, cfg.eos, cfg.bos)
-    owned = {TOKENS_MANIFEST, "stable", "decay", "val", "train.bin", "val.bin", "meta.pkl"}
+    owned = {TOKENS_MANIFEST, "manifest.json", "stable", "decay", "val", "train.bin", "val.bin", "meta.pkl"}
     # built in a new folder that replaces cfg.out whole: no file or phase of an earlier export survives
     check_replaceable(cfg.out, "export", lambda n: n in owned or n.endswith((".bin", ".idx", ".ds", ".index",
                                                                               ".metadata")),
@@ -289,85 +294,109 @@ def run_export(cfg: ExportConfig) -> dict:
 
 
 def _export(cfg: ExportConfig, phases: dict, tok, separators, dtype, val_frac: float, out: Path) -> dict:
-    import dask
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     bar = tqdm(unit="tok", unit_scale=True, desc="export", disable=not cfg.progress, dynamic_ncols=True)
-    tasks = {}
+    stop = threading.Event()
+    jobs = []
     for name, files in phases.items():
         d = out if name == "main" else out / name
-        d.mkdir(parents=True, exist_ok=True)
-        tasks[name] = [dask.delayed(export_shard)(f, d, f.stem, cfg, tok, separators, dtype, val_frac, bar)
-                       for f in files]
-    try:
-        done = dask.compute(tasks, scheduler="threads", num_workers=cfg.workers)[0]
-    finally:
-        bar.close()
+        (d / "val").mkdir(parents=True, exist_ok=True)
+        jobs += [(name, d, f) for f in files]
+
+    def one(job):
+        name, d, f = job
+        try:
+            return export_shard(f, d, f.stem, cfg, tok, separators, dtype, val_frac, bar, stop)
+        except BaseException:
+            stop.set()  # the other shards end at their next batch
+            raise
+
+    # threads: the fast tokenizer releases the GIL; every thread has ended before an error leaves this block,
+    # so the folder replaced_dir removes is not written into any more
+    with ThreadPoolExecutor(max_workers=cfg.workers or os.cpu_count() or 1) as pool:
+        futures = [pool.submit(one, job) for job in jobs]
+        try:
+            wait(futures)
+        except BaseException:  # Ctrl-C: the shards stop at their next batch, then the folder goes
+            stop.set()
+            raise
+    bar.close()
+    results = [fut.result() for fut in futures]  # the first failure, after all have stopped
     manifest = {"format": TOKENS_FORMAT, "layout": cfg.format, "tokenizer": cfg.tokenizer, "vocab_size": len(tok),
                 "dtype": dtype.name, "byteorder": "little", "separators": separators.to_json(),
                 "val_frac": val_frac, "source": str(Path(cfg.data).resolve()), "phases": {}}
-    for name, per_shard in done.items():
+    for name in phases:
         d = out if name == "main" else out / name
-        entries = [e for shard in per_shard for e in shard]
+        mine = [r for (n, _, _), r in zip(jobs, results) if n == name]
+        entries = [e for r in mine for e in r["files"]]
         if cfg.format in ("llmc", "nanogpt"):
-            entries = _single_stream_files(cfg.format, d, entries, dtype, len(tok))
+            entries = _single_stream_files(cfg, d, entries, dtype, len(tok))
+        if not any((d / "val").iterdir()):
+            (d / "val").rmdir()
         for e in entries:
             e["sha256"] = {role: _sha256(d / rel) for role, rel in e["files"].items()}
         manifest["phases"][name] = {"path": "." if name == "main" else name, "files": entries,
+                                    "rows": sum(r["rows"] for r in mine),
                                     "documents": sum(e["documents"] for e in entries),
-                                    "empty": sum(e["empty"] for e in entries),
+                                    "empty": sum(sum(r["empty"].values()) for r in mine),
                                     "tokens": sum(e["tokens"] for e in entries)}
-    manifest["documents"] = sum(v["documents"] for v in manifest["phases"].values())
-    manifest["empty"] = sum(v["empty"] for v in manifest["phases"].values())  # rows: documents + empty
-    manifest["tokens"] = sum(v["tokens"] for v in manifest["phases"].values())
+    for key in ("rows", "documents", "empty", "tokens"):  # rows = documents + empty
+        manifest[key] = sum(v[key] for v in manifest["phases"].values())
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     manifest["tokens_per_s"] = round(manifest["tokens"] / max(manifest["seconds"], 1e-9), 1)
     write_json(manifest, out / TOKENS_MANIFEST)
     return manifest
 
 
-def _single_stream_files(fmt: str, d: Path, entries: list[dict], dtype, vocab_size: int) -> list[dict]:
-    """llm.c and nanoGPT name their files themselves: the per-shard raw token
-    files become llm.c's attninf_{train,val}_NNNNNN.bin (header added) or
-    nanoGPT's train.bin / val.bin (concatenated in shard order) + meta.pkl."""
+def _single_stream_files(cfg: ExportConfig, d: Path, entries: list[dict], dtype, vocab_size: int) -> list[dict]:
+    """llm.c and nanoGPT read one token stream per split and name its files
+    themselves: the per-shard parts are joined in shard order into nanoGPT's
+    train.bin / val.bin (+ meta.pkl), or llm.c's attninf_{train,val}_NNNNNN.bin
+    (header added; one file per split, or files of at most
+    --max-tokens-per-file tokens: llm.c refuses a file too small for one batch,
+    so parts are not kept one file each)."""
     out = []
     for split in ("train", "val"):
-        mine = [e for e in entries if e["split"] == split]
-        if fmt == "nanogpt":
-            target = d / f"{split}.bin"
+        mine = [e for e in entries if e["split"] == split and e["tokens"]]
+        groups: list[list[dict]] = []
+        for e in mine:  # consecutive parts, each group within the cap (a part is, by the rollover)
+            if (cfg.format == "llmc" and cfg.max_tokens_per_file and groups
+                    and sum(x["tokens"] for x in groups[-1]) + e["tokens"] > cfg.max_tokens_per_file):
+                groups.append([e])
+            elif groups:
+                groups[-1].append(e)
+            else:
+                groups.append([e])
+        for k, group in enumerate(groups or [[]]):
+            target = d / (f"{split}.bin" if cfg.format == "nanogpt" else f"attninf_{split}_{k:06d}.bin")
+            tokens = sum(e["tokens"] for e in group)
             with open(target, "wb") as f:
-                for e in mine:
+                if cfg.format == "llmc":
+                    header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
+                    header[0], header[1] = LLMC[dtype.name]
+                    header[2] = tokens
+                    f.write(header.tobytes())
+                for e in group:
                     src = d / e["files"]["data"]
                     f.write(src.read_bytes())
                     src.unlink()
-            out.append({"split": split, "stem": split, "documents": sum(e["documents"] for e in mine),
-                        "empty": sum(e["empty"] for e in mine), "tokens": sum(e["tokens"] for e in mine),
-                        "files": {"data": target.name}})
-            continue
-        for k, e in enumerate(mine):
-            src = d / e["files"]["data"]
-            target = d / f"attninf_{split}_{k:06d}.bin"
-            header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
-            header[0], header[1] = LLMC[dtype.name]
-            header[2] = e["tokens"]
-            with open(target, "wb") as f:
-                f.write(header.tobytes())
-                f.write(src.read_bytes())
-            src.unlink()
-            out.append({**e, "stem": target.stem, "files": {"data": target.name}})
-    for e in entries:  # the val/ folder of the raw parts, now empty
-        parent = (d / e["files"]["data"]).parent
-        if parent != d and parent.exists() and not any(parent.iterdir()):
-            parent.rmdir()
-    if fmt == "nanogpt":
+            out.append({"split": split, "stem": target.stem, "documents": sum(e["documents"] for e in group),
+                        "tokens": tokens, "files": {"data": target.name}})
+    if cfg.format == "nanogpt":
         with open(d / "meta.pkl", "wb") as f:
             pickle.dump({"vocab_size": vocab_size}, f)
-        out.append({"split": "meta", "stem": "meta", "documents": 0, "empty": 0, "tokens": 0,
-                    "files": {"meta": "meta.pkl"}})
-    if not any(e["split"] == "val" and e["tokens"] for e in out):
-        raise AttninfError("no document fell in the validation split: raise --val-frac (a few documents need "
-                           "a larger fraction)")
+        out.append({"split": "meta", "stem": "meta", "documents": 0, "tokens": 0, "files": {"meta": "meta.pkl"}})
+    for split in ("train", "val"):
+        if not any(e["split"] == split and e["tokens"] for e in out):
+            raise AttninfError(f"no document fell in the {split} split: " + (
+                "raise --val-frac (a few documents need a larger fraction)" if split == "val" else
+                "lower --val-frac"))
     return out
 
 

@@ -2,6 +2,5 @@
 
 score (in this process, or units spread over a Dask cluster), select and
 mix (Dask's threaded scheduler over the files), compare (proxy trainings
-with attninf.train). Dask is imported inside the functions that use it
-(here and in attninf.export), so `import attninf` and the scorer work
-without it."""
+with attninf.train). Dask is imported inside the functions that use it,
+so `import attninf` and the scorer work without it."""

@@ -375,3 +375,92 @@ def test_smollm2_documents_end_with_endoftext_not_the_chat_turn_token(mixed, tmp
     assert tok.eos_token == "<|im_end|>" and tok.convert_tokens_to_ids("<|endoftext|>") == 0
     got = [d for p in sorted((tmp_path / "tok").glob("*.idx")) for d in _megatron_docs(p.with_suffix(""))]
     assert got == _expected(mixed, tok, 0) and all(d[-1] == 0 and 2 not in d for d in got)
+
+
+# ------------------------------------------------ found in review: edge cases
+
+
+def _write_mix(d, shards):
+    """A mixture from {name: (texts, ids)}, as `attninf mix` leaves one."""
+    d.mkdir()
+    for name, (texts, ids) in shards.items():
+        pq.write_table(pa.table({"text": pa.array(texts, pa.string()), "id": pa.array(ids, pa.string())}),
+                       d / name)
+    (d / ".manifest.json").write_text(json.dumps({"shards": len(shards), "files": list(shards)}))
+    return d
+
+
+def test_empty_shards_and_textless_rows_make_no_empty_files(tmp_path, tiny_model_dir):
+    """An empty mixture shard, and a shard whose rows all lack text, give no
+    file set (Megatron cannot map an empty .bin); their rows are counted."""
+    from attninf.probes import sentences
+
+    pool = list(sentences())[:40]
+    mix = _write_mix(tmp_path / "mix", {
+        "part-00000-of-00003.parquet": ([" ".join(pool[i:i + 3]) for i in range(0, 30, 3)],
+                                        [f"a{i}" for i in range(10)]),
+        "part-00001-of-00003.parquet": ([], []),
+        "part-00002-of-00003.parquet": (["", None, ""], ["b0", "b1", "b2"]),
+    })
+    res = _export(mix, "--out", tmp_path / "tok", "--tokenizer", tiny_model_dir, "--val-frac", 0.3)
+    assert res.exit_code == 0, res.output
+    m = TokenShards.read(tmp_path / "tok").manifest
+    assert m["rows"] == 13 and m["documents"] == 10 and m["empty"] == 3
+    bins = sorted((tmp_path / "tok").rglob("*.bin"))
+    assert bins and all(b.stat().st_size > 0 for b in bins)
+    for b in bins:
+        assert _megatron_docs(b.with_suffix(""))  # megatron-core opens every file
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    got = [d for b in sorted((tmp_path / "tok").glob("*.bin")) for d in _megatron_docs(b.with_suffix(""))]
+    assert got == _expected(mix, tok, eos, 0.3)
+
+
+def test_llmc_joins_parts_into_files_llmc_can_load(mixed, tmp_path, tiny_model_dir):
+    """llm.c refuses a file smaller than one batch: one file per split, not
+    one per mixture shard; --max-tokens-per-file groups whole parts."""
+    res = _export(mixed, "--out", tmp_path / "a", "--tokenizer", tiny_model_dir, "--format", "llmc", "--val-frac", 0.1)
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in sorted((tmp_path / "a").glob("attninf_*.bin"))] == ["attninf_train_000000.bin",
+                                                                                "attninf_val_000000.bin"]
+    assert not (tmp_path / "a" / "val").exists()
+    res = _export(mixed, "--out", tmp_path / "b", "--tokenizer", tiny_model_dir, "--format", "llmc", "--val-frac", 0.1,
+                  "--max-tokens-per-file", 2000)
+    assert res.exit_code == 0, res.output
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    train = sorted((tmp_path / "b").glob("attninf_train_*.bin"))
+    assert len(train) > 1 and all(0 < len(_llmc_tokens(f)) <= 2000 for f in train)
+    assert [t for f in train for t in _llmc_tokens(f)] == [t for d in _expected(mixed, tok, eos, 0.1) for t in d]
+
+
+def test_a_failing_export_leaves_nothing_and_the_old_export_stands(mixed, tmp_path, tiny_model_dir):
+    assert _export(mixed, "--out", tmp_path / "tok", "--tokenizer", tiny_model_dir).exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "tok").iterdir())
+    bad = sorted(mixed.glob("part-*.parquet"))[-1]
+    pq.write_table(pa.table({"body": ["x"] * 5}), bad)  # one shard without the text column
+    res = _export(mixed, "--out", tmp_path / "tok", "--tokenizer", tiny_model_dir, "--workers", 3)
+    assert res.exit_code == 2 and "no column 'text'" in res.output
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tok.")]  # no temporary folder left
+
+
+def test_an_export_made_by_the_previous_version_is_replaced(mixed, tmp_path, tiny_model_dir):
+    old = tmp_path / "tok"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"format": "attninf-tokens-1"}))
+    (old / "part-00000-of-00001.bin").write_bytes(b"\0\0")
+    (old / "part-00000-of-00001.idx").write_bytes(b"\0" * 16)
+    with pytest.raises(AttninfError, match="made by|not a finished|attninf-tokens-1"):
+        TokenShards.read(old)
+    res = _export(mixed, "--out", old, "--tokenizer", tiny_model_dir)
+    assert res.exit_code == 0, res.output
+    assert not (old / "manifest.json").exists() and TokenShards.read(old).layout == "megatron"
+
+
+def test_verify_names_a_truncated_megatron_index(mixed, tmp_path, tiny_model_dir):
+    assert _export(mixed, "--out", tmp_path / "tok", "--tokenizer", tiny_model_dir).exit_code == 0
+    idx = sorted((tmp_path / "tok").glob("*.idx"))[0]
+    idx.write_bytes(idx.read_bytes()[:-20])
+    res = _export(tmp_path / "tok", "--verify")
+    assert res.exit_code == 2 and "truncated?" in res.output and len(res.output.strip().splitlines()) == 1
