@@ -84,6 +84,17 @@ def _export(*args):
     return CliRunner().invoke(main, ["export", *map(str, args)])
 
 
+def _exported(request, tmp_path, fmt, tokenizer, *flags):
+    """Export the small-vocabulary or the >65,536-id mixture in a layout;
+    (mixture, tokenizer, separator id) to check it against."""
+    mix, tok_dir = ((request.getfixturevalue("mixed"), request.getfixturevalue("tiny_model_dir")) if tokenizer == "tiny"
+                    else (request.getfixturevalue("big_mixed"), request.getfixturevalue("big_tokenizer_dir")))
+    res = _export(mix, "--out", tmp_path / "tok", "--tokenizer", tok_dir, "--format", fmt, *flags)
+    assert res.exit_code == 0, res.output
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    return mix, tok, tok.convert_tokens_to_ids("<|endoftext|>")
+
+
 def _expected(mix_dir, tok, eos, val_frac=0.0, split="train", keep_empty=False):
     """Per shard, per row of the split: [ids of the text] + [eos]; a row with no
     text is an empty document (flat) or no document (every other layout)."""
@@ -105,15 +116,10 @@ def _expected(mix_dir, tok, eos, val_frac=0.0, split="train", keep_empty=False):
 
 
 @pytest.mark.parametrize("tokenizer", ["tiny", "big"])
-def test_megatron_layout_reads_with_megatron_core(mixed, big_mixed, tmp_path, tiny_model_dir, big_tokenizer_dir,
-                                                  tokenizer):
+def test_megatron_layout_reads_with_megatron_core(request, tmp_path, tokenizer):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    mix, tok_dir = (mixed, tiny_model_dir) if tokenizer == "tiny" else (big_mixed, big_tokenizer_dir)
-    res = _export(mix, "--out", tmp_path / "tok", "--tokenizer", tok_dir, "--format", "megatron")
-    assert res.exit_code == 0, res.output
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    mix, tok, eos = _exported(request, tmp_path, "megatron", tokenizer)
     want = _expected(mix, tok, eos)
     got = []
     for idx in sorted((tmp_path / "tok").glob("part-*.idx")):
@@ -196,15 +202,10 @@ def test_phased_mixture_gives_a_set_per_phase(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("tokenizer", ["tiny", "big"])
-def test_datatrove_layout_reads_with_datatrove(mixed, big_mixed, tmp_path, tiny_model_dir, big_tokenizer_dir,
-                                               tokenizer):
+def test_datatrove_layout_reads_with_datatrove(request, tmp_path, tokenizer):
     from datatrove.utils.dataset import DatatroveFileDataset, DatatroveFolderDataset
 
-    mix, tok_dir = (mixed, tiny_model_dir) if tokenizer == "tiny" else (big_mixed, big_tokenizer_dir)
-    res = _export(mix, "--out", tmp_path / "tok", "--tokenizer", tok_dir, "--format", "datatrove")
-    assert res.exit_code == 0, res.output
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    mix, tok, eos = _exported(request, tmp_path, "datatrove", tokenizer)
     want = _expected(mix, tok, eos)
     token_size = 2 if tokenizer == "tiny" else 4
     got = []
@@ -221,7 +222,7 @@ def test_datatrove_layout_reads_with_datatrove(mixed, big_mixed, tmp_path, tiny_
     assert folder[0]["input_ids"].tolist() == [t for d in want for t in d][:8]
     assert len(folder) == sum(p.stat().st_size // token_size // 8 for p in (tmp_path / "tok").glob("*.ds"))
     meta = (first.parent / (first.name + ".metadata")).read_text().splitlines()
-    assert meta[0] == f"{tok_dir}|{token_size}"
+    assert meta[0] == f"{tok.name_or_path}|{token_size}"
     assert _export(tmp_path / "tok", "--verify").exit_code == 0
 
 
@@ -243,12 +244,8 @@ def _llmc_tokens(path):
 
 
 @pytest.mark.parametrize("tokenizer", ["tiny", "big"])
-def test_llmc_layout_reads_as_llmc_does(mixed, big_mixed, tmp_path, tiny_model_dir, big_tokenizer_dir, tokenizer):
-    mix, tok_dir = (mixed, tiny_model_dir) if tokenizer == "tiny" else (big_mixed, big_tokenizer_dir)
-    res = _export(mix, "--out", tmp_path / "tok", "--tokenizer", tok_dir, "--format", "llmc", "--val-frac", 0.1)
-    assert res.exit_code == 0, res.output
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+def test_llmc_layout_reads_as_llmc_does(request, tmp_path, tokenizer):
+    mix, tok, eos = _exported(request, tmp_path, "llmc", tokenizer, "--val-frac", 0.1)
     for split in ("train", "val"):
         files = sorted((tmp_path / "tok").glob(f"attninf_{split}_*.bin"))  # the glob llm.c's -i/-j take
         assert files
