@@ -85,6 +85,7 @@ def test_problems_name_each_failure():
     assert aot._ptxas_numbers(log) == {"registers": 168, "spill_stores": 12, "spill_loads": 16}
 
 
+@pytest.mark.heavy  # a subprocess
 def test_aot_refuses_the_interpreter():
     res = subprocess.run([sys.executable, "-m", "attninf.kernels.aot"], capture_output=True, text=True,
                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=120)
