@@ -15,13 +15,13 @@ def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=N
     if head_mask is not None:
         hm = head_mask.view(-1, Hq, 1, 1).to(torch.bool)
         logits = torch.where(hm, torch.zeros_like(logits), logits)
-    i = torch.arange(S).view(S, 1)
-    j = torch.arange(S).view(1, S)
-    allowed = torch.ones(S, S, dtype=torch.bool)
+    i = torch.arange(S, device=q.device).view(S, 1)
+    j = torch.arange(S, device=q.device).view(1, S)
+    allowed = torch.ones(S, S, dtype=torch.bool, device=q.device)
     if causal:
         allowed &= j <= i
     if cu_seqlens is not None:
-        doc = torch.bucketize(torch.arange(S), cu_seqlens[1:].cpu(), right=True)
+        doc = torch.bucketize(torch.arange(S, device=q.device), cu_seqlens[1:].to(q.device), right=True)
         allowed &= doc.view(S, 1) == doc.view(1, S)
     logits = logits.masked_fill(~allowed, float("-inf"))
     return torch.softmax(logits, dim=-1) @ v
@@ -40,3 +40,14 @@ def zero_query_model(model, heads):
         for layer, head in heads:
             ref.model.layers[layer].self_attn.q_proj.weight[head * D:(head + 1) * D] = 0
     return ref
+
+
+def nll_f64(hidden, weight, targets, bias=None, ignore_index=-100):
+    """Per-token -log p(target) from full float64 logits; 0 at ignore_index."""
+    logits = hidden.double() @ weight.double().T
+    if bias is not None:
+        logits = logits + bias.double()
+    lp = torch.log_softmax(logits, -1)
+    safe = targets.clamp(min=0)
+    out = -lp.gather(1, safe.view(-1, 1)).squeeze(1)
+    return torch.where(targets == ignore_index, torch.zeros_like(out), out)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from attninf.kernels import masked_attention_torch, token_nll_torch
 
-from reference import attention_f64
+from reference import attention_f64, nll_f64
 
 triton = pytest.importorskip("triton")
 from attninf.kernels.attention_triton import masked_attention_triton  # noqa: E402
@@ -101,16 +101,6 @@ def test_attention_rejects_bad_input():
     q2, k2, v2 = _qkv(1, 2, 2, 8, 48, torch.float32, 0)
     with pytest.raises(ValueError, match="head dim 48"):
         masked_attention_triton(q2, k2, v2)
-
-
-def nll_f64(hidden, weight, targets, bias=None, ignore_index=-100):
-    logits = hidden.double() @ weight.double().T
-    if bias is not None:
-        logits = logits + bias.double()
-    lp = torch.log_softmax(logits, -1)
-    safe = targets.clamp(min=0)
-    out = -lp.gather(1, safe.view(-1, 1)).squeeze(1)
-    return torch.where(targets == ignore_index, torch.zeros_like(out), out)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
