@@ -31,6 +31,7 @@ not take it for data). `attninf export OUT --verify` checks every file.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 import time
@@ -105,43 +106,47 @@ def _val_frac(cfg: ExportConfig) -> float:
 
 
 class _Writer:
-    """One output file set of a layout, filled document by document."""
+    """One output file set of a layout, filled document by document; every
+    file's sha256 is taken from the bytes as they are written (no re-read)."""
 
     def __init__(self, path: Path, dtype: np.dtype):
         self.path, self.dtype = path, dtype
         self.lengths: list[int] = []
         self.tokens = 0
+        self.sha256: dict[str, str] = {}
+        self._hash = hashlib.sha256()
         self.f = open(self._data_path(), "wb")
-        self.f.write(self._header(0))
 
     def _data_path(self) -> Path:
         return self.path.with_name(self.path.name + ".bin")
 
-    def _header(self, tokens: int) -> bytes:
-        return b""
-
     def add(self, docs: list[np.ndarray]) -> None:
         if docs:
-            self.f.write(np.concatenate(docs).astype(self.dtype).tobytes())
+            data = np.concatenate(docs).astype(self.dtype).tobytes()
+            self.f.write(data)
+            self._hash.update(data)
         for d in docs:
             self.lengths.append(len(d))
             self.tokens += len(d)
 
+    def _side_file(self, role: str, path: Path, data: bytes) -> Path:
+        path.write_bytes(data)
+        self.sha256[role] = hashlib.sha256(data).hexdigest()
+        return path
+
     def close(self) -> dict[str, Path]:
         """{role: path} of the files written."""
-        if self._header(0):
-            self.f.seek(0)
-            self.f.write(self._header(self.tokens))
         self.f.close()
+        self.sha256["data"] = self._hash.hexdigest()
         return {"data": self._data_path()}
 
 
 class _FlatWriter(_Writer):
     def close(self):
         files = super().close()
-        idx = self.path.with_name(self.path.name + ".idx")
-        np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype("<i8").tofile(idx)
-        return {**files, "index": idx}
+        offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype("<i8")
+        return {**files, "index": self._side_file("index", self.path.with_name(self.path.name + ".idx"),
+                                                  offsets.tobytes())}
 
 
 class _MegatronWriter(_Writer):
@@ -152,12 +157,10 @@ class _MegatronWriter(_Writer):
         n = len(self.lengths)
         lengths = np.asarray(self.lengths, dtype="<i4")
         pointers = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype("<i8") * self.dtype.itemsize
-        idx = self.path.with_name(self.path.name + ".idx")
-        with open(idx, "wb") as f:
-            f.write(MEGATRON_HEADER + struct.pack("<Q", 1) + struct.pack("<B", self.CODES[self.dtype.name]))
-            f.write(struct.pack("<Q", n) + struct.pack("<Q", n + 1))  # one sequence per document
-            f.write(lengths.tobytes() + pointers[:n].tobytes() + np.arange(n + 1, dtype="<i8").tobytes())
-        return {**files, "index": idx}
+        index = (MEGATRON_HEADER + struct.pack("<Q", 1) + struct.pack("<B", self.CODES[self.dtype.name])
+                 + struct.pack("<Q", n) + struct.pack("<Q", n + 1)  # one sequence per document
+                 + lengths.tobytes() + pointers[:n].tobytes() + np.arange(n + 1, dtype="<i8").tobytes())
+        return {**files, "index": self._side_file("index", self.path.with_name(self.path.name + ".idx"), index)}
 
 
 class _DatatroveWriter(_Writer):
@@ -170,11 +173,11 @@ class _DatatroveWriter(_Writer):
 
     def close(self):
         files = super().close()
-        index = self._data_path().with_name(self._data_path().name + ".index")
-        np.cumsum(self.lengths, dtype=np.uint64).astype("<u8").tofile(index)
-        meta = self._data_path().with_name(self._data_path().name + ".metadata")
-        meta.write_text(f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self.tokens}\n")
-        return {**files, "index": index, "metadata": meta}
+        ds = self._data_path()
+        ends = np.cumsum(self.lengths, dtype=np.uint64).astype("<u8").tobytes()
+        meta = f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self.tokens}\n".encode()
+        return {**files, "index": self._side_file("index", ds.with_name(ds.name + ".index"), ends),
+                "metadata": self._side_file("metadata", ds.with_name(ds.name + ".metadata"), meta)}
 
 
 def _writer(fmt: str, path: Path, dtype, tokenizer_name: str) -> _Writer:
@@ -223,8 +226,10 @@ def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, 
 
     def close(split: str) -> None:
         w = writers.pop(split)
+        files = w.close()
         done.append({"split": split, "stem": str(w.path.relative_to(out)), "documents": len(w.lengths),
-                     "tokens": w.tokens, "files": {k: str(p.relative_to(out)) for k, p in w.close().items()}})
+                     "tokens": w.tokens, "files": {k: str(p.relative_to(out)) for k, p in files.items()},
+                     "sha256": w.sha256})
 
     cols = [cfg.text_column] + ([cfg.id_column] if val_frac and cfg.id_column in names else [])
     row = 0
@@ -339,8 +344,6 @@ def _export(cfg: ExportConfig, phases: dict, tok, separators, dtype, val_frac: f
             entries = _single_stream_files(cfg, d, entries, dtype, len(tok))
         if not any((d / "val").iterdir()):
             (d / "val").rmdir()
-        for e in entries:
-            e["sha256"] = {role: _sha256(d / rel) for role, rel in e["files"].items()}
         manifest["phases"][name] = {"path": "." if name == "main" else name, "files": entries,
                                     "rows": sum(r["rows"] for r in mine),
                                     "documents": sum(e["documents"] for e in entries),
@@ -376,33 +379,31 @@ def _single_stream_files(cfg: ExportConfig, d: Path, entries: list[dict], dtype,
         for k, group in enumerate(groups or [[]]):
             target = d / (f"{split}.bin" if cfg.format == "nanogpt" else f"attninf_{split}_{k:06d}.bin")
             tokens = sum(e["tokens"] for e in group)
+            h = hashlib.sha256()
             with open(target, "wb") as f:
                 if cfg.format == "llmc":
                     header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
                     header[0], header[1] = LLMC[dtype.name]
                     header[2] = tokens
                     f.write(header.tobytes())
+                    h.update(header.tobytes())
                 for e in group:
                     src = d / e["files"]["data"]
-                    f.write(src.read_bytes())
+                    with open(src, "rb") as part:
+                        for block in iter(lambda: part.read(1 << 22), b""):
+                            f.write(block)
+                            h.update(block)
                     src.unlink()
             out.append({"split": split, "stem": target.stem, "documents": sum(e["documents"] for e in group),
-                        "tokens": tokens, "files": {"data": target.name}})
+                        "tokens": tokens, "files": {"data": target.name}, "sha256": {"data": h.hexdigest()}})
     if cfg.format == "nanogpt":
-        with open(d / "meta.pkl", "wb") as f:
-            pickle.dump({"vocab_size": vocab_size}, f)
-        out.append({"split": "meta", "stem": "meta", "documents": 0, "tokens": 0, "files": {"meta": "meta.pkl"}})
+        meta = pickle.dumps({"vocab_size": vocab_size})
+        (d / "meta.pkl").write_bytes(meta)
+        out.append({"split": "meta", "stem": "meta", "documents": 0, "tokens": 0, "files": {"meta": "meta.pkl"},
+                    "sha256": {"meta": hashlib.sha256(meta).hexdigest()}})
     for split in ("train", "val"):
         if not any(e["split"] == split and e["tokens"] for e in out):
             raise AttninfError(f"no document fell in the {split} split: " + (
                 "raise --val-frac (a few documents need a larger fraction)" if split == "val" else
                 "lower --val-frac"))
     return out
-
-
-def _sha256(path: Path) -> str:
-    from .identity import file_sha256
-
-    return file_sha256(path)
-
-
