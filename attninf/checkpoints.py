@@ -59,8 +59,8 @@ def load_state(checkpoint: Path, out: Path, digest: str, inputs: str) -> dict:
     if st["digest"] != digest:
         raise AttninfError(f"{out} holds a run with other settings; choose another --out or remove it")
     if st.get("inputs", inputs) != inputs:  # checkpoints from before this key: not checked
-        raise AttninfError(f"{out} holds a run started on another mixture, model config or tokenizer (rewritten "
-                           "at the same path since); choose another --out or remove it")
+        raise AttninfError(f"{out} holds a run started on another mixture, model config, tokenizer or document "
+                           "separators (rewritten at the same path, or a new attninf); choose another --out or remove it")
     return st
 
 

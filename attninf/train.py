@@ -98,15 +98,19 @@ class TrainConfig(TrainSettings):
 
     def inputs_key(self) -> str:
         """What the run reads, by content (attninf.identity): the mixture's
-        manifest, the model config's bytes, the tokenizer's files. The
-        paths are in digest(); this catches new contents at the same paths."""
+        manifest, the model config's bytes, the tokenizer's files and the
+        document separators the stream packs with (attninf.docstart's rule:
+        a change of rule is a change of the tokens trained on). The paths
+        are in digest(); this catches new contents at the same paths."""
         from . import identity
         from .artifacts import MIX_MANIFEST
+        from .docstart import document_separators
 
         mc = Path(self.model_config) if self.model_config else None
         return identity.digest({"data": identity.output_key(Path(self.data) / MIX_MANIFEST),
                                 "model_config": identity.file_key(mc) if mc and mc.is_file() else None,
-                                "tokenizer": tokenizer_key(self.tokenizer)})
+                                "tokenizer": tokenizer_key(self.tokenizer),
+                                "separators": document_separators(load_tokenizer(self.tokenizer)).to_json()})
 
     def digest(self) -> str:
         # where it runs is not what it computes: a run may resume on another device

@@ -460,6 +460,33 @@ def test_train_refuses_to_resume_on_a_rewritten_mixture(tmp_path, tiny_model_dir
         train(cfg, progress=False, say=lambda m: None)
 
 
+def test_a_new_document_rule_is_a_new_run(tmp_path, tiny_model_dir, monkeypatch):
+    """The separators the stream packs with are part of what a run reads:
+    after they change (a new attninf, another rule), a checkpoint made with
+    the old ones is not resumed, and compare does not reuse its run."""
+    import attninf.docstart
+    from attninf.errors import AttninfError
+    from attninf.pipelines.compare import run_key
+    from attninf.train import TrainConfig, train
+
+    corpus, scores = make_scored_corpus(tmp_path, files=2, rows=20)
+    assert _invoke("select", scores, "--out", tmp_path / "sel", "--frac", "0.3").exit_code == 0
+    assert _invoke("mix", corpus, "--selected", tmp_path / "sel", "--out", tmp_path / "mixed").exit_code == 0
+    model = tmp_path / "m.yaml"
+    model.write_text("hidden_size: 32\nintermediate_size: 64\nnum_hidden_layers: 1\nnum_attention_heads: 2\n"
+                     "num_key_value_heads: 1\n")
+    cfg = TrainConfig(data=str(tmp_path / "mixed"), out=str(tmp_path / "run"), model_config=str(model),
+                      tokenizer=str(tiny_model_dir), seq_len=32, batch_size=2, total_steps=6, warmup_steps=1,
+                      save_every=2, max_steps_this_run=2, dtype="float32", device="cpu")
+    train(cfg, progress=False, say=lambda m: None)
+    key = run_key(cfg, 0)
+    rule = attninf.docstart.document_separators
+    monkeypatch.setattr(attninf.docstart, "document_separators", lambda tok, eos=None, bos=None: rule(tok, "none"))
+    assert run_key(cfg, 0) != key
+    with pytest.raises(AttninfError, match="document separators"):
+        train(cfg, progress=False, say=lambda m: None)
+
+
 def test_run_redoes_a_stage_whose_code_version_changed(tmp_path, tiny_model_dir, monkeypatch):
     import attninf.identity
 
