@@ -80,3 +80,22 @@ def test_running_mean_fp32_sums():
     v = torch.full((1, 1, 5000, 4), 0.1, dtype=torch.bfloat16)
     out = running_mean(v)
     torch.testing.assert_close(out.float(), v.float(), rtol=1e-2, atol=0)
+
+
+def test_fp32_attention_on_a_gpu_takes_the_torch_path(monkeypatch):
+    """At fp32 the Triton kernel's tiles spill (kernels/aot.py): the dispatcher
+    sends float32 CUDA inputs to the torch twin and bf16 ones to the kernel."""
+    import attninf.kernels as kernels
+
+    class OnGpu(torch.Tensor):  # what the dispatcher sees of a CUDA tensor
+        @property
+        def is_cuda(self):
+            return True
+
+    taken = []
+    monkeypatch.setattr(kernels, "masked_attention_torch", lambda *a, **k: taken.append("torch"))
+    monkeypatch.setattr(kernels, "_use_triton", lambda t, what: taken.append("triton") or False)
+    for dtype in (torch.float32, torch.bfloat16):
+        q = torch.zeros(1, 2, 4, 16, dtype=dtype).as_subclass(OnGpu)
+        kernels.masked_attention(q, q, q)
+    assert taken == ["torch", "triton", "torch"]  # bf16: asked for the kernel (refused here: no Triton GPU)
