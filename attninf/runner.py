@@ -282,8 +282,10 @@ class Runner:
             if summary is None:
                 raise AttninfError("compare stopped before the end: run the pipeline again to go on")
             return {"arms": summary["arms"], "page": str(compare / "index.html")}
-        # compare keys each of its runs on what makes it, and skips those already done
-        return Stage("compare", ccfg, {"corpus": self._corpus_key, "scores": self._output(scores / MANIFEST)},
+        # compare keys each of its runs on what makes it, and skips those already done; this stage's key
+        # holds what its settings do not: the runs' model config, tokenizer and separators by content
+        return Stage("compare", ccfg, {"corpus": self._corpus_key, "scores": self._output(scores / MANIFEST),
+                                       "training": lambda: identity.digest(ccfg.reads())},
                      compare / COMPARE_SUMMARY, do_compare, not_in_key=("device", "max_steps_this_run"))
 
     def _report_stage(self, scores: Path, selected: Path, report: Path, compare: Path | None = None) -> Stage:

@@ -75,6 +75,18 @@ class TrainSettings:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.grad_accum * self.seq_len
 
+    def reads(self) -> dict:
+        """What a run reads besides its data, by content: the model config's
+        bytes, the tokenizer's files, and the document separators the stream
+        packs with (attninf.docstart's rule: a new rule is new tokens)."""
+        from . import identity
+        from .docstart import document_separators
+
+        mc = Path(self.model_config) if self.model_config else None
+        return {"model_config": identity.file_key(mc) if mc and mc.is_file() else None,
+                "tokenizer": tokenizer_key(self.tokenizer),
+                "separators": document_separators(load_tokenizer(self.tokenizer)).to_json()}
+
     def lr_schedule(self) -> Schedule:
         """The schedule these settings describe (power: its batch counts sequences per optimizer step)."""
         return Schedule(name=self.schedule, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
@@ -98,19 +110,12 @@ class TrainConfig(TrainSettings):
 
     def inputs_key(self) -> str:
         """What the run reads, by content (attninf.identity): the mixture's
-        manifest, the model config's bytes, the tokenizer's files and the
-        document separators the stream packs with (attninf.docstart's rule:
-        a change of rule is a change of the tokens trained on). The paths
-        are in digest(); this catches new contents at the same paths."""
+        manifest and TrainSettings.reads(). The paths are in digest(); this
+        catches new contents at the same paths."""
         from . import identity
         from .artifacts import MIX_MANIFEST
-        from .docstart import document_separators
 
-        mc = Path(self.model_config) if self.model_config else None
-        return identity.digest({"data": identity.output_key(Path(self.data) / MIX_MANIFEST),
-                                "model_config": identity.file_key(mc) if mc and mc.is_file() else None,
-                                "tokenizer": tokenizer_key(self.tokenizer),
-                                "separators": document_separators(load_tokenizer(self.tokenizer)).to_json()})
+        return identity.digest({"data": identity.output_key(Path(self.data) / MIX_MANIFEST), **self.reads()})
 
     def digest(self) -> str:
         # where it runs is not what it computes: a run may resume on another device

@@ -101,7 +101,7 @@ def test_copied_workdir_mixes(tmp_path, tiny_model_dir):
     assert corpus.exists()
 
 
-def test_phased_mix_and_compare_sections(tmp_path, tiny_model_dir):
+def test_phased_mix_and_compare_sections(tmp_path, tiny_model_dir, monkeypatch):
     """A `compare:` section adds proxy trainings after the mix; the report
     shows their verdict and links to them. A phased mix runs in the chain."""
     corpus = make_corpus(tmp_path / "corpus", files=2, rows=10)
@@ -121,3 +121,13 @@ def test_phased_mix_and_compare_sections(tmp_path, tiny_model_dir):
     assert "Proxy trainings" in page and "../compare/index.html" in page
     out = _run(cfg, "compare.seeds=1")
     assert "[compare] up to date" in out and "[report] up to date" in out
+    # what the runs read beyond the settings changed (here the document rule): compare is redone, not skipped
+    import attninf.docstart
+    import attninf.streams
+
+    rule = attninf.docstart.document_separators
+    for module in (attninf.docstart, attninf.streams):  # where the rule is looked up, and where training packs
+        monkeypatch.setattr(module, "document_separators",
+                            lambda tok, eos=None, bos=None: rule(tok, None, "<|endoftext|>"))  # one before each too
+    out = _run(cfg)
+    assert "[compare] done" in out and "[report] done" in out
