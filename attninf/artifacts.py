@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import AttninfError
 from .identity import file_sha256, scores_digest
 from .storage import atomic_path, parquet_files, read_json, write_json
+from .stores import location, readable
 
 NO_DOMAIN = "(none)"  # the group of documents without a domain, in select, mix and report
 ALL = "(all)"  # the one group of a global ranking (select --by global), in select, compare and report
@@ -143,8 +144,8 @@ class _StageOutput:
     FIX = ""  # how to make one
 
     @classmethod
-    def read(cls, root: str | Path):
-        root = Path(root)
+    def read(cls, root):
+        root = location(root)
         out = cls(root, _read_manifest(root / cls.MANIFEST_NAME, cls.WHAT, cls.FIX))
         out.check()
         return out
@@ -153,8 +154,8 @@ class _StageOutput:
         """Refuse a manifest that is not of this kind of output (per type)."""
 
     @classmethod
-    def write_manifest(cls, root: str | Path, manifest: dict) -> None:
-        write_json(manifest, Path(root) / cls.MANIFEST_NAME)
+    def write_manifest(cls, root, manifest: dict) -> None:
+        write_json(manifest, location(root) / cls.MANIFEST_NAME)
 
 
 class Scores(_StageOutput):
@@ -180,8 +181,11 @@ class Scores(_StageOutput):
         return self.config.get(f"{name}_column", name)
 
     @property
-    def corpus(self) -> Path | None:
-        return Path(self.manifest["corpus"]) if self.manifest.get("corpus") else None
+    def corpus(self):
+        """The corpus where it was scored (attninf.corpus.Corpus: a folder, a URL or a glob), or None."""
+        from .corpus import Corpus
+
+        return Corpus(self.manifest["corpus"]) if self.manifest.get("corpus") else None
 
     @property
     def corpus_files(self) -> dict | None:
@@ -200,7 +204,7 @@ class Scores(_StageOutput):
         import pyarrow.parquet as pq
 
         for rel in self.files():
-            t = pq.read_table(self.root / rel)
+            t = pq.read_table(readable(self.root / rel))
             for row, x in enumerate(t["id"].to_pylist()):
                 if x is not None and str(x) == str(doc_id):
                     return rel, row, t.slice(row, 1).to_pylist()[0]
@@ -251,14 +255,14 @@ class Selection(_StageOutput):
         p = self.root / rel
         if not p.exists():
             return np.zeros(0, dtype=np.int64)
-        return pq.read_table(p, columns=["row"])["row"].to_numpy(zero_copy_only=False).astype(np.int64)
+        return pq.read_table(readable(p), columns=["row"])["row"].to_numpy(zero_copy_only=False).astype(np.int64)
 
     def scores(self) -> Scores:
         """The scores the selection was made from, checked to hold the same
         scores still: found beside the selection (a moved or copied workdir)
         or where they were; refused when rescored since."""
         rec = self.manifest["scores"]
-        candidates = ([self.root / rec["relpath"]] if rec.get("relpath") else []) + [Path(rec["path"])]
+        candidates = ([self.root / rec["relpath"]] if rec.get("relpath") else []) + [location(rec["path"])]
         root = next((c for c in candidates if (c / MANIFEST).is_file()), None)
         if root is None:
             raise AttninfError(f"the scores behind {self.root} are gone: {rec['path']}")
@@ -288,8 +292,8 @@ class Mixture(_StageOutput):
     WHAT, FIX = "a mixture", "rerun `attninf mix`"
 
     @classmethod
-    def read(cls, root: str | Path) -> "Mixture":
-        root = Path(root)
+    def read(cls, root) -> "Mixture":
+        root = location(root)
         if not (root / MIX_MANIFEST).is_file():
             if not root.is_dir():
                 raise AttninfError(f"--data {root}: no such directory (run `attninf mix` first)")

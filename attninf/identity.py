@@ -18,7 +18,8 @@ manifest's bytes hold its write time, which is what makes every rewrite of an
 output a new key.
 
 Every rule that says "same run or not" lives here, in this order: the
-generic keys; the corpus signature and the file-changed rule; the scores
+generic keys; the rule that says a corpus file changed (its signature is
+made by attninf.corpus, which reads the formats); the scores
 digests that tie a selection to its scores; the score run's fingerprint
 (model, heads, settings, SCORING_VERSION); the model fingerprint's parts
 (config and weight hashes, cached by path, size and mtime under the attninf
@@ -65,14 +66,6 @@ def file_key(path: str | Path) -> str | None:
     return file_sha256(path)[:16] if Path(path).is_file() else None
 
 
-def corpus_key(root: str | Path) -> str:
-    """The corpus by content: the signature of every Parquet file under root."""
-    pass
-    from .storage import parquet_files
-
-    return digest(corpus_signature(root, parquet_files(root)))
-
-
 def output_key(manifest: str | Path) -> str | None:
     """A stage output by its manifest's bytes (None while it has none)."""
     return file_key(manifest)
@@ -81,66 +74,11 @@ def output_key(manifest: str | Path) -> str | None:
 # ------------------------------------------------------------------ corpus
 
 
-def parquet_footer_sha(path: str | Path) -> str | None:
-    """sha256 (16 hex) of a Parquet file's footer: its schema, row groups,
-    column chunk sizes, offsets and statistics. A byte copy keeps it; an
-    edit of the data almost always changes it, even at the same size and
-    row count, for the cost of reading the file's last few KiB."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            if size < 12:
-                return None
-            f.seek(size - 8)
-            n, magic = struct.unpack("<I4s", f.read(8))
-            if magic != b"PAR1" or n > size - 12:
-                return None
-            f.seek(size - 8 - n)
-            return hashlib.sha256(f.read(n)).hexdigest()[:16]
-    except OSError:
-        return None
-
-
-def corpus_signature(root: str | Path, files: list[str]) -> dict[str, list]:
-    """{relative path: [size in bytes, rows, footer sha]} of corpus files;
-    rows -1 where the file cannot be read. Neither modification times nor
-    absolute paths enter it: a copied corpus has the same signature."""
-    import pyarrow.parquet as pq
-
-    out = {}
-    for rel in sorted(files):
-        p = Path(root) / rel
-        try:
-            rows = pq.ParquetFile(p).metadata.num_rows
-        except Exception:  # noqa: BLE001 - an unreadable file still has a size
-            rows = -1
-        out[rel] = [p.stat().st_size, rows, parquet_footer_sha(p)]
-    return out
-
-
 def same_file(recorded, now) -> bool:
     """Whether a file's signature now is the one recorded. Signatures recorded
     before the footer sha was added ([size, rows]) compare on what they hold."""
     recorded = list(recorded or [])
     return bool(recorded) and list(now)[:len(recorded)] == recorded
-
-
-def corpus_mismatch(root: str | Path, recorded: dict[str, list], files: list[str]) -> str | None:
-    """Why the corpus at root is not the one recorded (for these files), or None."""
-    for rel in files:
-        p = Path(root) / rel
-        if rel not in recorded:
-            return f"{rel} was not part of the scored corpus"
-        if not p.is_file():
-            return f"{rel} is missing"
-        now = corpus_signature(root, [rel])[rel]
-        if not same_file(recorded[rel], now):
-            return (f"{rel} changed since it was scored (size, rows, footer {now} vs "
-                    f"{list(recorded[rel])})")
-    return None
 
 
 # ------------------------------------------------------------------ scores
@@ -176,14 +114,16 @@ def combine_digests(per_file: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
-def scores_digest(root: str | Path, files: list[str]) -> str:
+def scores_digest(root, files: list[str]) -> str:
     """Which scores files, with every score: a rescore changes it, a copy does
     not. Reads the score column only (8 bytes a row); a stage that reads the
     scores anyway combines score_file_digest of what it read instead."""
     import pyarrow.parquet as pq
 
+    from .stores import location, readable
+
     return combine_digests({rel: score_file_digest(
-        pq.read_table(Path(root) / rel, columns=["score"])["score"].to_numpy(zero_copy_only=False))
+        pq.read_table(readable(location(root) / rel), columns=["score"])["score"].to_numpy(zero_copy_only=False))
         for rel in files})
 
 

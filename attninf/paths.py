@@ -40,6 +40,8 @@ def shown(path) -> str:
     page made on one machine does not carry that machine's absolute paths."""
     if path is None:
         return "(none)"
+    if "://" in str(path):  # a URL (attninf.stores) is shown as it is
+        return str(path)
     p = Path(path)
     try:
         return str(p.resolve().relative_to(Path.cwd().resolve())) or "."

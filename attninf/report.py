@@ -46,8 +46,8 @@ class ReportConfig:
 EXCERPT = 400
 
 
-def _excerpt(corpus: Path | None, text_col: str, rel: str, row: int) -> str:
-    if corpus is None or not (corpus / rel).exists():
+def _excerpt(corpus, text_col: str, rel: str, row: int) -> str:
+    if corpus is None or not corpus.has(rel):
         return "(corpus not available)"
     try:
         text = corpus_text(corpus, rel, row, text_col) or ""
@@ -66,8 +66,9 @@ def _token_maps(scores: Scores, docs: list[tuple[str, int]]) -> tuple[dict, str]
     heads, corpus = scores.config.get("heads"), scores.corpus
     if not docs:
         return {}, ""
-    if not heads or not Path(heads).is_file() or corpus is None or not corpus.is_dir():
-        return {}, f"Token maps: off (the heads file {shown(heads)} or the corpus {shown(corpus)} is not at hand)."
+    if not heads or not Path(heads).is_file() or corpus is None or not corpus.exists():
+        return {}, (f"Token maps: off (the heads file {shown(heads)} or the corpus "
+                    f"{shown(corpus.spec if corpus else None)} is not at hand).")
     from .scoring import load_scorer
 
     c = scores.config
@@ -116,7 +117,7 @@ def _selected_rows_table(best: Kept, selected: int, scores: Scores, limit: int) 
     texts: dict[tuple[str, int], str] = {}
     corpus = scores.corpus
     for rel in sorted(set(best.file.tolist())):
-        if corpus is not None and (corpus / rel).is_file():
+        if corpus is not None and corpus.has(rel):
             got = corpus_texts(corpus, rel, best.row[best.file == rel], scores.column("text"))
             texts.update({(rel, r): " ".join((t or "").split())[:160] for r, t in got.items()})
     body = "".join(
@@ -281,7 +282,7 @@ code {{ word-break: break-all; }}
 </style></head>
 <body>
 <h1>attninf report</h1>
-<p>Scores: <code>{e(shown(scores.root))}</code> · corpus <code>{e(shown(scores.corpus))}</code> ·
+<p>Scores: <code>{e(shown(scores.root))}</code> · corpus <code>{e(shown(scores.corpus.spec if scores.corpus else None))}</code> ·
 model fingerprint <code>{e(str(scores.fingerprint.get('model')))}</code>
 {'· selection <code>' + e(shown(sel.root)) + '</code>' if sel else ''}</p>
 {HOW_TO_READ}

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from . import identity
 from .artifacts import COMPARE_SUMMARY, MANIFEST, MIX_MANIFEST
+from .corpus import corpus_key
 from .storage import write_json
 from .config import from_mapping, read_yaml, stage_values, unknown_key
 from .errors import AttninfError
@@ -168,7 +169,7 @@ class Runner:
         """The corpus signature's key, read once between two stages that ran
         (up to five stages read the corpus; only the corpus stage writes it)."""
         if self._corpus is None:
-            self._corpus = identity.corpus_key(self.corpus)
+            self._corpus = corpus_key(self.corpus)
         return self._corpus
 
     @staticmethod

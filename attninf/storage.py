@@ -1,19 +1,22 @@
-"""How attninf reads and writes files: atomic writes (a file or a whole
-folder appears complete or not at all), JSON manifests, the Parquet files
-of a folder in a fixed order, and corpus rows read back by position. The
-stage outputs built on these are typed in attninf.artifacts."""
+"""How attninf reads and writes files, on the local disk or on an fsspec
+store (attninf.stores): atomic writes (a file or a whole folder appears
+complete or not at all), JSON manifests, the Parquet files of a folder in a
+fixed order. The stage outputs built on these are typed in
+attninf.artifacts; the corpus is read by attninf.corpus."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .errors import AttninfError
+from .stores import RemotePath, all_files, location
 
 
 def utc_now() -> str:
@@ -21,22 +24,29 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def parquet_files(root: str | Path, skip: tuple[str, ...] = (".",)) -> list[str]:
-    """Relative paths (posix, sorted) of the Parquet files under root, leaving
-    out any whose path has a part starting with one of `skip` (temporaries,
-    a killed job's pieces, `_stats`)."""
-    root = Path(root)
-    return sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*.parquet") if p.is_file())
-                  if not any(part.startswith(skip) for part in rel.split("/")))
+def parquet_files(root, skip: tuple[str, ...] = (".",)) -> list[str]:
+    """Relative paths (posix, sorted) of the Parquet files under root (a
+    path or a URL), leaving out any whose path has a part starting with one
+    of `skip` (temporaries, a killed job's pieces, `_stats`)."""
+    return [rel for rel in all_files(location(root)) if rel.endswith(".parquet")
+            and not any(part.startswith(skip) for part in rel.split("/"))]
 
 
 @contextmanager
-def atomic_path(dst: str | Path) -> Iterator[Path]:
+def atomic_path(dst) -> Iterator[Path]:
     """A temporary name beside dst (`.<name>.tmp-<hex>`) to write to, a file or
     a directory; renamed onto dst when the block ends without error, removed
     when it fails. So dst either does not exist or is complete: what resume
-    logic relies on. (A directory dst must not exist when the block ends.)"""
-    dst = Path(dst)
+    logic relies on. (A directory dst must not exist when the block ends.)
+    A remote dst (a file) is written under a local temporary name and
+    uploaded when the block ends: the object appears whole or not at all."""
+    dst = location(dst)
+    if isinstance(dst, RemotePath):
+        with tempfile.TemporaryDirectory(prefix=".attninf-upload-") as d:
+            tmp = Path(d) / dst.name
+            yield tmp
+            dst.upload(tmp)
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -50,12 +60,22 @@ def atomic_path(dst: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def replaced_dir(dst: str | Path) -> Iterator[Path]:
+def replaced_dir(dst, last: tuple[str, ...] = ()) -> Iterator[Path]:
     """A new empty directory beside dst to build a whole output in. When the
     block ends without error it takes dst's place whole: an earlier output,
     and anything else that was in dst, is gone, so dst never mixes two runs'
-    files. When it fails it is removed and dst is left as it was."""
-    dst = Path(dst)
+    files. When it fails it is removed and dst is left as it was.
+
+    A remote dst has no rename: the output is built in a local temporary
+    folder, then dst's old files go (its manifests, `last`, first), the new
+    ones are uploaded, and the files named in `last` (the manifests readers
+    check) are uploaded last: until they are, dst is an unfinished output."""
+    dst = location(dst)
+    if isinstance(dst, RemotePath):
+        with tempfile.TemporaryDirectory(prefix=".attninf-out-") as d:
+            yield Path(d)
+            _publish(Path(d), dst, last)
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = dst.with_name(f".{dst.name}.tmp-{tag}")
@@ -71,13 +91,27 @@ def replaced_dir(dst: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_replaceable(out: str | Path, command: str, owns, overlaps: dict[str, str | Path]) -> None:
+def _publish(src: Path, dst: RemotePath, last: tuple[str, ...]) -> None:
+    """A local folder's files onto a remote folder that had another output:
+    the old manifests removed first, then the old files, the new files, and
+    the new manifests last."""
+    def manifest_order(rel: str) -> tuple[bool, int]:  # manifests after data, a folder's after its subfolders'
+        return rel.rsplit("/", 1)[-1] in last, -rel.count("/")
+
+    for rel in sorted(all_files(dst), key=manifest_order, reverse=True):
+        (dst / rel).unlink(missing_ok=True)
+    new = sorted(all_files(src), key=manifest_order)
+    for rel in new:
+        (dst / rel).upload(src / rel)
+
+
+def check_replaceable(out, command: str, owns, overlaps: dict[str, str | Path]) -> None:
     """Refuse an output folder that `command` would replace whole (replaced_dir)
     when it overlaps one of its inputs, or holds a file `owns(name)` does not
     claim: something no earlier run of the command wrote."""
-    out_r = Path(out).resolve()
+    out_r = location(out).resolve()
     for name, p in overlaps.items():
-        p = Path(p).resolve()
+        p = location(p).resolve()
         if p == out_r or out_r in p.parents or p in out_r.parents:
             raise AttninfError(f"--out {out} and the {name} ({p}) overlap: `attninf {command}` replaces its "
                                "output folder whole; choose another --out")
@@ -99,10 +133,10 @@ def write_text(text: str, path: str | Path) -> None:
         tmp.write_text(text)
 
 
-def read_json(path: str | Path, missing: str, fix: str) -> dict:
+def read_json(path, missing: str, fix: str) -> dict:
     """A JSON mapping written by a stage; one-line errors: `missing` when the
     file is not there, "damaged ...: fix" when it does not parse."""
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise AttninfError(missing)
     try:
@@ -114,26 +148,13 @@ def read_json(path: str | Path, missing: str, fix: str) -> dict:
     return data
 
 
-def corpus_texts(corpus: str | Path, rel: str, rows, column: str = "text") -> dict[int, str | None]:
-    """{row: text} of some rows of one corpus file, reading each row group
-    that holds one of them once (never the whole text column)."""
-    import pyarrow.parquet as pq
+def corpus_texts(corpus, rel: str, rows, column: str = "text") -> dict[int, str | None]:
+    """{row: text} of some rows of one corpus file (attninf.corpus reads it)."""
+    from .corpus import corpus_of
 
-    pf = pq.ParquetFile(Path(corpus) / rel)
-    wanted, out, start = sorted(set(int(r) for r in rows)), {}, 0
-    for i in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        here = [r for r in wanted if start <= r < start + n]
-        if here:
-            col = pf.read_row_group(i, columns=[column])[column]
-            out.update({r: col[r - start].as_py() for r in here})
-        start += n
-    missing = [r for r in wanted if r not in out]
-    if missing:
-        raise AttninfError(f"{rel} has no row {missing[0]}")
-    return out
+    return corpus_of(corpus).file(rel).texts(rows, column)
 
 
-def corpus_text(corpus: str | Path, rel: str, row: int, column: str = "text") -> str | None:
-    """The text of one corpus row, reading only the row group that holds it."""
+def corpus_text(corpus, rel: str, row: int, column: str = "text") -> str | None:
+    """The text of one corpus row."""
     return corpus_texts(corpus, rel, [row], column)[row]

@@ -16,33 +16,35 @@ import numpy as np
 from attninf import identity
 from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
 from attninf.errors import AttninfError
-from attninf.identity import corpus_mismatch, corpus_signature
+from attninf.corpus import corpus_key, corpus_mismatch, corpus_name, corpus_of, corpus_signature
 from attninf.storage import atomic_path, write_json
+from attninf.stores import readable
 
 ARMS = ("full", "attninf", "random", "decay")
 
 
-def _check_pair(scores: Scores, corpus: Path) -> None:
+def _check_pair(scores: Scores, corpus) -> None:
     """The scores belong to this corpus by its files' sizes and rows (the ids
     are compared where the split reads both, `_same_ids`)."""
-    if not corpus.is_dir():
+    corpus = corpus_of(corpus)
+    if not corpus.exists():
         raise AttninfError(f"corpus directory not found: {corpus}")
     files = scores.files()
     if scores.corpus_files is not None:
         why = corpus_mismatch(corpus, scores.corpus_files, files)
         if why:
             raise AttninfError(f"{corpus} is not the corpus {scores.root} was scored from: {why}")
-    missing = [rel for rel in files if not (corpus / rel).is_file()]
+    missing = [corpus_name(rel) for rel in files if not (corpus.root / corpus_name(rel)).is_file()]
     if missing:
         raise AttninfError(f"{missing[0]} is scored but missing from {corpus}")
 
 
-def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus: Path) -> None:
+def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus) -> None:
     """A corpus file (t) and its scores (s) hold the same ids, row by row
     (`<file>:<row>` where the corpus has no id column)."""
     sc = s["id"].cast("string").to_pylist()
     ids = (t[id_col].cast("string").to_pylist() if id_col in t.column_names
-           else [f"{rel}:{i}" for i in range(len(t))])
+           else [f"{corpus_name(rel)}:{i}" for i in range(len(t))])
     if ids != sc:
         bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
         raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
@@ -59,7 +61,7 @@ def heldout_rows(scores: Scores, frac: float) -> dict[str, np.ndarray]:
 
     per_domain: dict[str, list[tuple[float, str, int]]] = {}
     for rel in scores.files():
-        t = pq.read_table(scores.root / rel, columns=["id", "domain"])
+        t = pq.read_table(readable(scores.root / rel), columns=["id", "domain"])
         for row, (i, d) in enumerate(zip(t["id"].cast("string").to_pylist(), t["domain"].to_pylist())):
             per_domain.setdefault(domain_name(d), []).append((id_hash(str(i), "heldout"), rel, row))
     out: dict[str, list[int]] = {rel: [] for rel in scores.files()}
@@ -73,9 +75,11 @@ def heldout_rows(scores: Scores, frac: float) -> dict[str, np.ndarray]:
     return {rel: np.array(sorted(rows), dtype=np.int64) for rel, rows in out.items()}
 
 
-def _split(scores: Scores, corpus: Path, held: dict[str, np.ndarray], data: Path) -> dict:
+def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> dict:
     """Write the training corpus and its scores (rows not held out) and the
-    held-out documents; returns {domain: held-out documents}."""
+    held-out documents; returns {domain: held-out documents}. The training
+    corpus is Parquet whatever the corpus's format: each file named as its
+    scores file, holding the text, id and domain columns."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -83,7 +87,12 @@ def _split(scores: Scores, corpus: Path, held: dict[str, np.ndarray], data: Path
     text_col, id_col = scores.column("text"), scores.column("id")
     heldout, counts = [], {}
     for rel, rows in held.items():
-        t, s = pq.read_table(corpus / rel), pq.read_table(scores.root / rel)
+        cf = corpus_of(corpus).file(rel)
+        names = cf.names()
+        cols = [text_col] + [c for c in (id_col, scores.column("domain")) if c in names and c != text_col]
+        t = pa.concat_tables(list(cf.read(cols, text=text_col))) if cf.rows else pa.table(
+            {c: pa.array([], pa.string()) for c in cols})
+        s = pq.read_table(readable(scores.root / rel))
         _same_ids(t, s, rel, id_col, scores, corpus)
         mask = np.ones(len(t), dtype=bool)
         mask[rows] = False
@@ -157,7 +166,7 @@ def prepare(scores_dir: str, corpus: str, data: Path, *, heldout_frac: float, fr
     scores = Scores.read(scores_dir)
     # by content (attninf.identity): a rescore rewrites the scores' manifest, a changed corpus file its signature
     key = {"heldout_frac": heldout_frac, "frac": frac, "repeat": repeat, "decay_weight": decay_weight,
-           "scores": identity.output_key(Path(scores_dir) / MANIFEST), "corpus": identity.corpus_key(corpus)}
+           "scores": identity.output_key(Path(scores_dir) / MANIFEST), "corpus": corpus_key(corpus)}
     done = data / "prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())

@@ -1,49 +1,47 @@
-"""What score needs to know about a corpus before any work: its Parquet
-files, their rows, the text column checked, and where domains come from."""
+"""What score needs to know about a corpus before any work: its files,
+their rows, the text column checked, and where domains come from."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from attninf.storage import parquet_files
+from attninf.corpus import Corpus, corpus_of
 from attninf.errors import AttninfError, one_line
 
 DOMAIN_MODES = ("auto", "column", "dir", "none")
 
 
-def list_files(corpus: str | Path) -> list[str]:
-    root = Path(corpus)
-    if not root.is_dir():
-        raise AttninfError(f"corpus directory not found: {root}")
-    files = parquet_files(root)
-    if not files:
-        raise AttninfError(f"no .parquet files under {root}")
-    return files
+def list_files(corpus) -> list[str]:
+    return corpus_of(corpus).files()
 
 
-def inspect(corpus: str | Path, files: list[str], text_column: str,
+def inspect(corpus, files: list[str], text_column: str,
             domain_column: str | None = None) -> tuple[dict[str, int], dict[str, str], set[str]]:
     """Rows per readable file, {file: error} for unreadable ones, and the
     files that have the domain column. A text column missing from a readable
-    file is an error before any work starts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    file, or holding something else than text, is an error before any work
+    starts; so is a file whose content is not the format its name says."""
+    corpus: Corpus = corpus_of(corpus)
     rows, bad, with_domain = {}, {}, set()
     for rel in files:
+        f = corpus.file(rel)
+        f.check_content()
         try:
-            pf = pq.ParquetFile(Path(corpus) / rel)
-            schema = pf.schema_arrow
-            rows[rel] = pf.metadata.num_rows
+            names = f.names()
+            rows[rel] = f.rows
+        except AttninfError as e:
+            bad[rel] = str(e)
+            continue
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
             bad[rel] = one_line(e)
             continue
-        if text_column not in schema.names:
-            raise AttninfError(f"{rel} has no column {text_column!r}; its columns are: "
-                               f"{', '.join(schema.names)} (choose one with --text-column)")
-        t = schema.field(text_column).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
-            raise AttninfError(f"{rel}: column {text_column!r} holds {t}, not text (choose one with --text-column)")
-        if domain_column and domain_column in schema.names:
+        what = "column" if f.kind == "parquet" else "key"
+        if f.kind != "parquet" and not rows[rel]:
+            continue  # an empty JSON Lines file has no keys to check
+        if text_column not in names:
+            raise AttninfError(f"{rel} has no {what} {text_column!r}; its {what}s are: "
+                               f"{', '.join(names) or '(none: no rows)'} (choose one with --text-column)")
+        kind = f.column_kind(text_column)
+        if kind:
+            raise AttninfError(f"{rel}: {what} {text_column!r} holds {kind}, not text (choose one with --text-column)")
+        if domain_column and domain_column in names:
             with_domain.add(rel)
     return rows, bad, with_domain
 

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from attninf.artifacts import MIX_MANIFEST, Mixture, Scores, Selection, shard_name
-from attninf.identity import corpus_mismatch
+from attninf.corpus import corpus_mismatch, corpus_name, corpus_of
 from attninf.storage import atomic_path, check_replaceable, replaced_dir, utc_now
+from attninf.stores import absolute, location, readable
 from attninf.errors import AttninfError
 
 READ_BATCH = 65_536
@@ -79,29 +80,23 @@ def _plan(cfg: MixConfig) -> tuple[Selection, Scores]:
     """The selection and the scores behind it, checked against the corpus as it is now."""
     sel = Selection.read(cfg.selected)
     scores = sel.scores()
-    corpus = Path(cfg.corpus)
-    if not corpus.is_dir():
+    corpus = corpus_of(cfg.corpus)
+    if not corpus.exists():
         raise AttninfError(f"corpus directory not found: {corpus}")
     if scores.corpus_files is not None:  # the corpus by its files' sizes and rows, wherever it lies now
         why = corpus_mismatch(corpus, scores.corpus_files, sel.files)
         if why:
             raise AttninfError(f"{corpus} is not the corpus {scores.root} was scored from: {why}")
-    elif sel.manifest["scores"].get("corpus") and Path(sel.manifest["scores"]["corpus"]).resolve() != corpus.resolve():
+    elif sel.manifest["scores"].get("corpus") and sel.manifest["scores"]["corpus"] != absolute(cfg.corpus):
         raise AttninfError(f"{sel.root} was selected from scores of {sel.manifest['scores']['corpus']}, not {corpus}")
     if cfg.repeat < 0:
         raise AttninfError("--repeat cannot be negative")
     if cfg.shard_rows < 1:
         raise AttninfError("--shard-rows must be at least 1")
-    missing = [f for f in sel.files if not (corpus / f).is_file()]
+    missing = [corpus_name(f) for f in sel.files if not (corpus.root / corpus_name(f)).is_file()]
     if missing:
         raise AttninfError(f"{len(missing)} scored file(s) are missing from {cfg.corpus}, e.g. {missing[0]}")
     return sel, scores
-
-
-def _rows_of(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def _write_pieces(t, keys: np.ndarray, n_shards: int, pieces: str, name: str) -> None:
@@ -124,18 +119,19 @@ def _split_file(cfg_d, rel, file_idx, scores, columns, n_shards, pieces):
 
     cfg = MixConfig(**cfg_d)
     text_col, id_col, domain_col = columns
-    pf = pq.ParquetFile(Path(cfg.corpus) / rel)
-    names = pf.schema_arrow.names
-    sc_names = pq.read_schema(Path(scores) / rel).names
-    sc = pq.read_table(Path(scores) / rel, columns=["id", "n_tokens"] + (["domain"] if "domain" in sc_names else []))
+    cf = corpus_of(cfg.corpus).file(rel)
+    names = cf.names()
+    sc_names = pq.read_schema(readable(location(scores) / rel)).names
+    sc = pq.read_table(readable(location(scores) / rel),
+                       columns=["id", "n_tokens"] + (["domain"] if "domain" in sc_names else []))
     chosen = Selection.read(cfg.selected).rows(rel)
-    if len(sc) != pf.metadata.num_rows:
-        raise AttninfError(f"{rel}: the corpus file has {pf.metadata.num_rows} rows but its scores {len(sc)}: "
+    if len(sc) != cf.rows:
+        raise AttninfError(f"{cf.rel}: the corpus file has {cf.rows} rows but its scores {len(sc)}: "
                            "the corpus changed since it was scored")
     stats: dict = {}
     start = 0
     cols = [text_col] + [c for c in (id_col, domain_col) if c in names]
-    for b, batch in enumerate(pf.iter_batches(batch_size=READ_BATCH, columns=cols)):
+    for b, batch in enumerate(cf.read(cols, step=READ_BATCH, text=text_col)):
         n = batch.num_rows
         rows = np.arange(start, start + n, dtype=np.int64)
         ids = sc["id"].slice(start, n).cast(pa.string())  # corpus ids, or <file>:<row> made by score
@@ -219,19 +215,19 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
         if cfg.decay_weight < 1:
             raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
     check_replaceable(cfg.out, "mix", _ours, {"corpus": cfg.corpus, "selection": cfg.selected})
-    with replaced_dir(cfg.out) as into:
+    with replaced_dir(cfg.out, last=(MIX_MANIFEST,)) as into:
         return _run_phased(cfg, scheduler, into) if cfg.phases else _run_one(cfg, scheduler, into)
 
 
 def _run_phased(cfg: MixConfig, scheduler: str, into: Path) -> dict:
-    out = Path(cfg.out)
+    out = location(cfg.out)
     repeat = {"stable": 0, "decay": cfg.decay_weight}
     parts = {p: _run_one(dataclasses.replace(cfg, out=str(out / p), repeat=repeat[p], phases=None), scheduler,
                          into / p)
              for p in PHASES}
     manifest = {
         "created": utc_now(),
-        "config": dataclasses.asdict(cfg), "corpus": str(Path(cfg.corpus).resolve()),
+        "config": dataclasses.asdict(cfg), "corpus": absolute(cfg.corpus),
         "phases": {p: {"path": p, "repeat": repeat[p], "rows": m["rows"], "shards": m["shards"],
                        "weights": {d: e["weight"] for d, e in m["domains"].items()}} for p, m in parts.items()},
         "rows": sum(m["rows"] for m in parts.values()),
@@ -247,7 +243,8 @@ def _run_one(cfg: MixConfig, scheduler: str, into: Path) -> dict:
     sel, scores = _plan(cfg)
     files = sel.files
     columns = (scores.column("text"), scores.column("id"), scores.column("domain"))
-    base_rows = sum(_rows_of(Path(cfg.corpus) / f) for f in files)
+    corpus = corpus_of(cfg.corpus)
+    base_rows = sum(corpus.file(f).rows for f in files)
     total = base_rows + cfg.repeat * sel.manifest["selected"]
     n_shards = max(1, math.ceil(total / cfg.shard_rows))
     out = Path(into)
@@ -261,8 +258,8 @@ def _run_one(cfg: MixConfig, scheduler: str, into: Path) -> dict:
     shutil.rmtree(pieces, ignore_errors=True)
     manifest = {
         "created": utc_now(),
-        "config": cfg_d, "corpus": str(Path(cfg.corpus).resolve()),
-        "selected": {"path": str(Path(cfg.selected).resolve()), "documents": sel.manifest["selected"]},
+        "config": cfg_d, "corpus": absolute(cfg.corpus),
+        "selected": {"path": absolute(cfg.selected), "documents": sel.manifest["selected"]},
         "rows": int(sum(counts)), "base_rows": base_rows, "shards": n_shards,
         "files": [shard_name(s, n_shards) for s in range(n_shards)], "domains": _domains(list(parts)),
     }

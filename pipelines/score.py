@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
-from pathlib import Path
 from typing import Callable
 
 from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores
 from attninf import identity
-from attninf.identity import corpus_signature, same_file
+from attninf.corpus import corpus_of, corpus_signature, scores_name
+from attninf.identity import same_file
 from attninf.storage import utc_now
+from attninf.stores import RemotePath, absolute, location, rmtree
 from attninf.errors import AttninfError
 from attninf.model import model_fingerprint
 from attninf.pipelines.corpus import inspect, list_files, resolve_domains
@@ -44,7 +44,7 @@ log = logging.getLogger("attninf")
 
 
 def _check_paths(cfg: ScoreConfig) -> None:
-    out, corpus = Path(cfg.out).resolve(), Path(cfg.corpus).resolve()
+    out, corpus = location(cfg.out).resolve(), corpus_of(cfg.corpus).root.resolve()
     if out == corpus or corpus in out.parents:
         raise AttninfError(f"--out {cfg.out} is inside the corpus directory; nothing is ever written there")
 
@@ -52,7 +52,7 @@ def _check_paths(cfg: ScoreConfig) -> None:
 def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
     """The corpus signature an earlier run of the same fingerprint recorded
     ({} when there is none, or when --overwrite cleared another run's scores)."""
-    out = Path(cfg.out).resolve()
+    out = location(cfg.out).resolve()
     man = out / MANIFEST
     if not man.exists():
         if out.exists() and any(out.rglob("*.parquet")):
@@ -69,25 +69,26 @@ def _check_out_dir(cfg: ScoreConfig, fp: dict) -> dict:
     log.warning("--overwrite: removing scores made with another fingerprint from %s", cfg.out)
     for p in out.rglob("*.parquet"):
         p.unlink()
-    shutil.rmtree(out / STATS_DIR, ignore_errors=True)
-    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    rmtree(out / STATS_DIR)
+    rmtree(out / PARTS_DIR)
     return {}
 
 
-def _clean_tmp(out: Path) -> None:
-    for p in out.rglob(".*.tmp-*"):
-        p.unlink(missing_ok=True)
+def _clean_tmp(out) -> None:
+    if not isinstance(out, RemotePath):  # a remote output has no temporaries: files are uploaded whole
+        for p in out.rglob(".*.tmp-*"):
+            p.unlink(missing_ok=True)
 
 
-def _drop_changed(out: Path, old_signature: dict, files: list[str], signature: dict) -> tuple[list[str], list[str]]:
+def _drop_changed(out, old_signature: dict, files: list[str], signature: dict) -> tuple[list[str], list[str]]:
     """Outputs of corpus files that changed since an earlier run are removed
     (redone), and those of files no longer in the corpus (gone): (changed, gone)."""
     changed = [f for f in files if f in old_signature and not same_file(old_signature[f], signature.get(f, []))]
     gone = sorted(set(old_signature) - set(files))
     for rel in changed + gone:
-        (out / rel).unlink(missing_ok=True)
-        (out / STATS_DIR / f"{rel}.json").unlink(missing_ok=True)
-        shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
+        (out / scores_name(rel)).unlink(missing_ok=True)
+        (out / STATS_DIR / f"{scores_name(rel)}.json").unlink(missing_ok=True)
+        rmtree(out / PARTS_DIR / rel)
     return changed, gone
 
 
@@ -106,7 +107,7 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     heads.check_model(spec, mfp["fingerprint"])
     fp = identity.score_fingerprint(cfg, heads, mfp)
     recorded = _check_out_dir(cfg, fp)
-    out = Path(cfg.out)
+    out = location(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
     signature = corpus_signature(cfg.corpus, [f for f in files if f in rows])
@@ -115,7 +116,7 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
         say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
     if gone:
         say(f"{len(gone)} scored file(s) are no longer in the corpus, their scores removed: {', '.join(gone[:3])}")
-    manifest = {"fingerprint": fp, "corpus": str(Path(cfg.corpus).resolve()), "files": len(files),
+    manifest = {"fingerprint": fp, "corpus": absolute(cfg.corpus), "files": len(files),
                 "corpus_files": signature, "domains": {"from": mode, "why": why},
                 "config": dataclasses.asdict(cfg), "started": utc_now()}
     Scores.write_manifest(out, manifest)
@@ -137,7 +138,7 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
     """Score the corpus; returns the summary (also written to the manifest).
     Holds out/.lock while it runs: one run per output directory."""
     _check_paths(cfg)
-    out = Path(cfg.out)
+    out = location(cfg.out)
     created = not out.exists()
     try:
         with RunLock(out) as lock:
@@ -145,20 +146,22 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
                 say(lock.note)
             return _run(cfg, progress, say)
     finally:
-        if created and out.is_dir() and not any(out.iterdir()):  # refused before writing anything
+        if created and not isinstance(out, RemotePath) and out.is_dir() and not any(out.iterdir()):
+            # refused before writing anything
             out.rmdir()
 
 
 def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
     t0 = time.perf_counter()
     cfg, files, rows, bad, manifest = _start(cfg, say)
-    out = Path(cfg.out)
+    out = location(cfg.out)
     plan = {rel: file_units(cfg.corpus, rel, cfg.chunk_docs) for rel in files if rel in rows}
-    done = [rel for rel in plan if (out / rel).exists()]
+    done = [rel for rel in plan if (out / scores_name(rel)).exists()]
     plan = {rel: units for rel, units in plan.items() if rel not in done}
     for rel in done:  # a crash between a file's assembly and the removal of its parts
-        shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
-    todo = [u for units in plan.values() for u in units if not part_path(out, u).exists()]
+        rmtree(out / PARTS_DIR / rel)
+    parts = {str(p) for p in (out / PARTS_DIR).rglob("*.parquet")}  # one listing, not one request per unit
+    todo = [u for units in plan.values() for u in units if str(part_path(out, u)) not in parts]
     if done or len(todo) < sum(len(v) for v in plan.values()):
         say(f"resuming: {len(done)} of {len(files)} files already scored; {len(todo)} unit(s) to go")
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
@@ -174,7 +177,8 @@ def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
 
     scores = Scores(out, manifest)
     totals = {k: 0 for k in ("documents", "ok", "empty", "too_short", "tokens", "duplicate_ids")}
-    for st in (scores.file_stats(rel) for rel in files if rel in rows and (out / rel).exists()):
+    for st in (scores.file_stats(scores_name(rel)) for rel in files
+               if rel in rows and (out / scores_name(rel)).exists()):
         for k in totals:
             totals[k] += (st or {}).get(k, 0)
     summary = {**totals, "files": len(files), "files_scored_now": len(tracker.assembled),
@@ -190,19 +194,17 @@ def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
 def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) -> dict:
     """Score the first `limit` documents in this process, write nothing, and
     project the time for the whole corpus."""
-    import pyarrow.parquet as pq
-
-    files = list_files(cfg.corpus)
-    rows, bad, _ = inspect(cfg.corpus, files, cfg.text_column)
+    corpus = corpus_of(cfg.corpus)
+    files = corpus.files()
+    rows, bad, _ = inspect(corpus, files, cfg.text_column)
     total_docs = sum(rows.values())
     texts: list = []
     for rel in files:
         if rel not in rows or len(texts) >= limit:
             continue
-        for batch in pq.ParquetFile(Path(cfg.corpus) / rel).iter_batches(batch_size=1024, columns=[cfg.text_column]):
-            texts.extend(batch.column(0).to_pylist())
-            if len(texts) >= limit:
-                break
+        end = min(rows[rel], limit - len(texts))
+        for t in corpus.file(rel).read([cfg.text_column], 0, end, 1024, text=cfg.text_column):
+            texts.extend(t.column(0).to_pylist())
     texts = texts[:limit]
     scorer = scorer_for(cfg, cfg.device)
     t0 = time.perf_counter()

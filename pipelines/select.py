@@ -28,13 +28,13 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from attninf.artifacts import ALL, NO_DOMAIN, Scores, Selection, domain_name, write_selection_rows
+from attninf.artifacts import ALL, MANIFEST, NO_DOMAIN, Scores, Selection, domain_name, write_selection_rows
 from attninf.identity import combine_digests, score_file_digest
 from attninf.storage import utc_now
+from attninf.stores import absolute, is_url, location, readable
 from attninf.errors import AttninfError
 
 BINS = 1024
@@ -72,10 +72,10 @@ def _load(root: str, rel: str, cfg: SelectConfig, by_domain: bool):
     """Columns of one scores file, with the candidate mask and group keys."""
     import pyarrow.parquet as pq
 
-    path = Path(root) / rel
-    cols = set(pq.read_schema(path).names)
+    path = location(root) / rel
+    cols = set(pq.read_schema(readable(path)).names)
     # every pass re-reads its file: only the columns the selection needs
-    t = pq.read_table(path, columns=[c for c in ("id", "score", "n_tokens", "status", "repetition", "domain")
+    t = pq.read_table(readable(path), columns=[c for c in ("id", "score", "n_tokens", "status", "repetition", "domain")
                                      if c in cols])
     score = t["score"].to_numpy(zero_copy_only=False).astype(np.float64)
     status_ok = np.array([s == "ok" for s in t["status"].to_pylist()], dtype=bool)
@@ -172,10 +172,10 @@ def _check_domain_columns(root: str, files: list[str], cfg: SelectConfig) -> Non
     """Either every scores file has a domain column or none does."""
     import pyarrow.parquet as pq
 
-    with_col = [f for f in files if "domain" in pq.read_schema(Path(root) / f).names]
+    with_col = [f for f in files if "domain" in pq.read_schema(readable(location(root) / f)).names]
     if with_col and len(with_col) < len(files):
         lacking = next(f for f in files if f not in with_col)
-        raise AttninfError(f"{Path(root) / lacking} has no domain column but {with_col[0]} has: "
+        raise AttninfError(f"{location(root) / lacking} has no domain column but {with_col[0]} has: "
                            "these scores come from different runs; score the corpus again into one --out")
     if cfg.by == "domain" and not with_col:
         raise AttninfError(f"--by domain: the scores in {root} have no domain column")
@@ -278,7 +278,7 @@ def _write_rows(root, rel, cfg, by_domain, cuts, out: str) -> dict[str, list[int
     """Pass 4, one file: write its selected rows; (documents, tokens) kept per group."""
     d, keep = _selected_rows(root, rel, cfg, by_domain, cuts)
     idx = np.nonzero(keep)[0]
-    write_selection_rows(Path(out) / rel, idx, d["id"][idx].tolist(),
+    write_selection_rows(location(out) / rel, idx, d["id"][idx].tolist(),
                          [None if d["domain"][i] is None else str(d["domain"][i]) for i in idx],
                          d["score"][idx], d["n_tokens"][idx])
     per: dict[str, list[int]] = {}
@@ -329,8 +329,9 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
     need, cuts, open_ = _targets(cfg, totals)
     _narrow(job, need, open_)
     _cut(job, need, open_, cuts)
-    out = Path(cfg.out)
+    out = location(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, out is an unfinished selection
     kept: dict[str, list[int]] = {}
     for part in _map(job, _write_rows, cuts, str(out)):  # pass 4: every file writes its selected rows
         for g, (n, tk) in part.items():
@@ -343,8 +344,10 @@ def run_select(cfg: SelectConfig, scheduler: str = "threads") -> dict:
         "config": dataclasses.asdict(cfg),
         "by": "domain" if by_domain else "global",
         "by_why": why,
-        "scores": {"path": str(Path(root).resolve()),
-                   "relpath": os.path.relpath(Path(root).resolve(), out.resolve()),  # survives moving the workdir
+        "scores": {"path": absolute(root),
+                   # survives moving the workdir (local folders only)
+                   "relpath": (os.path.relpath(location(root).resolve(), out.resolve())
+                               if not (is_url(root) or is_url(cfg.out)) else None),
                    "fingerprint": scores.manifest.get("fingerprint"), "corpus": scores.manifest.get("corpus"),
                    "digest": digest},
         "groups": groups,

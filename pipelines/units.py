@@ -1,33 +1,37 @@
 """The unit of scoring work: a range of rows of one corpus file.
 
-A file is cut into units from its Parquet footer alone: whole row groups are
-grouped up to `chunk_docs` rows, and a row group larger than that is cut into
-equal row ranges, so a file written as one giant row group still spreads over
-workers and is never read whole. The cut depends only on the footer and
-`chunk_docs`, never on the number of workers, and a unit's rows are scored in
-batches counted from its first row, so a unit gives the same bytes wherever
-it runs.
+A Parquet file is cut into units from its footer alone: whole row groups
+are grouped up to `chunk_docs` rows, and a row group larger than that is cut
+into equal row ranges, so a file written as one giant row group still
+spreads over workers and is never read whole. A JSON Lines file is one such
+group of its row count (attninf.corpus counts it in a first pass), cut into
+equal line ranges; a unit reads its lines streaming, from the nearest
+indexed offset of an uncompressed file or from the start of a compressed
+one (skipping lines costs decompression, not memory). The cut depends only
+on the file and `chunk_docs`, never on the number of workers, and a unit's
+rows are scored in batches counted from its first row, so a unit gives the
+same bytes wherever it runs.
 
 Each finished unit is one Parquet file, written atomically:
 scores/.parts/<file>/<first row>-<end row>.parquet. When every unit of a
-file exists, the driver appends them in row order into scores/<file>
-(atomically, with its counters in scores/_stats/<file>.json) and removes
-the parts. A kill loses only the units in flight; parts are never taken for
+file exists, the driver appends them in row order into the file's scores
+file scores/<scores_name(file)> (atomically, with its counters in
+scores/_stats/<scores_name(file)>.json) and removes the parts. A kill loses only the units in flight; parts are never taken for
 a finished file (they live under a dot-directory that readers skip).
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 from attninf.artifacts import STATS_DIR, Status, scores_schema
+from attninf.corpus import corpus_of, scores_name
+from attninf.stores import location, readable, rmtree
 from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
 
 PARTS_DIR = ".parts"
-READ_BUFFER = 1 << 20  # read column chunks page by page: memory does not grow with a row group's size
+SCORES_ROW_GROUP = 65_536  # rows per row group of an assembled scores file
 
 
 @dataclass(frozen=True, order=True)
@@ -44,8 +48,8 @@ class Unit:
         return f"{self.file}[{self.start}:{self.end}]"
 
 
-def part_path(out: str | Path, unit: Unit) -> Path:
-    return Path(out) / PARTS_DIR / unit.file / f"{unit.start:012d}-{unit.end:012d}.parquet"
+def part_path(out, unit: Unit):
+    return location(out) / PARTS_DIR / unit.file / f"{unit.start:012d}-{unit.end:012d}.parquet"
 
 
 def plan_units(row_groups: list[int], chunk_docs: int, file: str = "") -> list[Unit]:
@@ -74,11 +78,10 @@ def plan_units(row_groups: list[int], chunk_docs: int, file: str = "") -> list[U
     return units
 
 
-def file_units(corpus: str | Path, rel: str, chunk_docs: int) -> list[Unit]:
-    import pyarrow.parquet as pq
-
-    md = pq.ParquetFile(Path(corpus) / rel).metadata
-    return plan_units([md.row_group(i).num_rows for i in range(md.num_row_groups)], chunk_docs, rel)
+def file_units(corpus, rel: str, chunk_docs: int) -> list[Unit]:
+    """The units of one corpus file: from its Parquet footer, or from the
+    row count of a JSON Lines file's first pass (one group, cut into equal ranges)."""
+    return plan_units(corpus_of(corpus).file(rel).row_groups(), chunk_docs, rel)
 
 
 # ------------------------------------------------------------------ reading
@@ -90,63 +93,29 @@ class UnitReader:
     or <file>:<row>) and domains (the column, the folder, or null)."""
 
     def __init__(self, cfg, rel: str):
-        import pyarrow.parquet as pq
-
         self.cfg, self.rel = cfg, rel
-        self.pf = pq.ParquetFile(Path(cfg.corpus) / rel, buffer_size=READ_BUFFER, pre_buffer=False)
-        names = self.pf.schema_arrow.names
+        self.file = corpus_of(cfg.corpus).file(rel)
+        names = self.file.names()
         self.has_id = cfg.id_column in names
         self.from_column = cfg.domain_from == "column"
-        if self.from_column and cfg.domain_column not in names:
+        if self.from_column and cfg.domain_column not in names and self.file.kind == "parquet":
             raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
         self.folder = rel.split("/", 1)[0] if cfg.domain_from == "dir" else None
         self.columns = ([cfg.text_column] + ([cfg.id_column] if self.has_id else [])
                         + ([cfg.domain_column] if self.from_column else []))
-
-    def _rows(self, start: int, end: int, step: int) -> Iterator:
-        """Tables of exactly `step` rows (the last may be shorter) covering rows [start, end)."""
-        import pyarrow as pa
-
-        md = self.pf.metadata
-        groups, first, row = [], None, 0
-        for i in range(md.num_row_groups):  # the row groups that hold [start, end)
-            n = md.row_group(i).num_rows
-            if row + n > start and row < end:
-                groups.append(i)
-                first = row if first is None else first
-            row += n
-        if not groups:
-            return
-        buf, buffered, pos = [], 0, first  # pos: file row of the next batch's first row
-        for batch in self.pf.iter_batches(batch_size=min(step, 65_536), row_groups=groups, columns=self.columns):
-            lo, hi = max(start - pos, 0), min(end - pos, batch.num_rows)
-            pos += batch.num_rows
-            if hi > lo:
-                buf.append(batch.slice(lo, hi - lo))
-                buffered += hi - lo
-            while buffered >= step:
-                t = pa.Table.from_batches(buf)
-                yield t.slice(0, step)
-                rest = t.slice(step)
-                buf, buffered = rest.to_batches(), rest.num_rows
-            if pos >= end:
-                break
-        if buffered:
-            yield pa.Table.from_batches(buf)
 
     def batches(self, start: int, end: int) -> Iterator[tuple[list, Any, Any]]:
         """(texts, ids, domain) per batch of rows_per_chunk rows of [start, end)."""
         import pyarrow as pa
 
         row0 = start
-        for t in self._rows(start, end, self.cfg.rows_per_chunk):
+        for t in self.file.read(self.columns, start, end, self.cfg.rows_per_chunk, text=self.cfg.text_column):
             n = t.num_rows
             ids = (t.column(self.cfg.id_column).combine_chunks() if self.has_id
                    else pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string()))
             domain = t.column(self.cfg.domain_column).combine_chunks() if self.from_column else self.folder
             yield t.column(self.cfg.text_column).to_pylist(), ids, domain
             row0 += n
-
 
 
 # ---------------------------------------------------------------- assembly
@@ -160,25 +129,33 @@ def _id_hashes(ids) -> tuple[Any, int]:
     return np.array([hash(x) for x in values if x is not None], dtype=np.int64), sum(x is None for x in values)
 
 
-def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, int] | None = None,
+def assemble(out, rel: str, units: list[Unit], workers: dict[str, int] | None = None,
              token_stats: bool = False) -> dict:
-    """Append the parts of a file in row order into out/<rel> (atomically),
-    write its counters to _stats/<rel>.json, remove the parts. Memory: one
-    part at a time, plus 8 bytes per row for the duplicate-id check."""
+    """Append the parts of a corpus file in row order into its scores file
+    out/<scores_name(rel)> (atomically), write its counters to
+    _stats/<scores_name(rel)>.json, remove the parts. Row groups of
+    SCORES_ROW_GROUP rows: the file's bytes do not depend on how it was cut
+    into units (nor, so, on the corpus's format). Memory: a row group and a
+    part, plus 8 bytes per row for the duplicate-id check."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Path(out)
+    out, name = location(out), scores_name(rel)
     stats = {"file": rel, "documents": 0, **{st.value: 0 for st in Status}, "tokens": 0, "duplicate_ids": 0,
              "units": len(units), "workers": workers or {}}  # workers: units of this run per worker
-    hashes = []
-    with atomic_path(out / rel) as tmp:
+    hashes, buf = [], []
+    with atomic_path(out / name) as tmp:
         writer = None
         try:
             for unit in sorted(units):
-                t = pq.read_table(part_path(out, unit))
+                t = pq.read_table(readable(part_path(out, unit)))
                 writer = writer or pq.ParquetWriter(tmp, t.schema)
-                writer.write_table(t.cast(writer.schema))
+                buf.append(t.cast(writer.schema))
+                while sum(len(x) for x in buf) >= SCORES_ROW_GROUP:  # row groups whatever the units
+                    whole = pa.concat_tables(buf)
+                    writer.write_table(whole.slice(0, SCORES_ROW_GROUP).combine_chunks())
+                    buf = [whole.slice(SCORES_ROW_GROUP)]
                 status = t["status"].to_numpy(zero_copy_only=False)
                 stats["documents"] += len(t)
                 stats["tokens"] += int(t["n_tokens"].to_numpy(zero_copy_only=False).sum())
@@ -187,6 +164,8 @@ def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, in
                 h, nulls = _id_hashes(t["id"])
                 hashes.append(h)
                 stats["duplicate_ids"] += nulls
+            if buf and sum(len(x) for x in buf):
+                writer.write_table(pa.concat_tables(buf).combine_chunks())
             # a file with no rows: the schema every file of this scores directory has
             writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=token_stats))
         finally:
@@ -194,8 +173,8 @@ def assemble(out: str | Path, rel: str, units: list[Unit], workers: dict[str, in
                 writer.close()
         allh = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
         stats["duplicate_ids"] += int(len(allh) - len(np.unique(allh)))
-        write_json(stats, out / STATS_DIR / f"{rel}.json")  # before the rename: output => stats
-    shutil.rmtree(out / PARTS_DIR / rel, ignore_errors=True)
+        write_json(stats, out / STATS_DIR / f"{name}.json")  # before the rename: output => stats
+    rmtree(out / PARTS_DIR / rel)
     return stats
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attninf.identity import corpus_signature
+from attninf.corpus import corpus_signature
 from attninf.probes import sentences
 
 SCORE_HEADS = [[1, 2], [2, 0], [3, 3]]  # masked heads of the tiny model in the scoring tests (heads_file)

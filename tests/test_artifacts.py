@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attninf.identity import corpus_mismatch, corpus_signature, scores_digest
+from attninf.corpus import corpus_mismatch, corpus_signature
+from attninf.identity import scores_digest
 from attninf.storage import atomic_path, write_json
 
 

@@ -20,7 +20,7 @@ from ..errors import AttninfError, user_errors
 @click.option("--scores", type=click.Path(file_okay=False), default=None,
               help="A scores directory: explain the document --id of its corpus, with its settings.")
 @click.option("--id", "doc_id", default=None, help="The document's id in --scores.")
-@click.option("--corpus", type=click.Path(file_okay=False), default=None,
+@click.option("--corpus", default=None,
               help="Where the scored corpus is now  [default: where it was scored]")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the coloured document as an HTML page.")
@@ -81,8 +81,10 @@ def _document(text, text_file, scores, doc_id, corpus) -> tuple[str, dict, float
         raise AttninfError("--scores needs --id ID: the document to explain")
     sc = Scores.read(scores)
     rel, row, rec = sc.find(doc_id)
-    root = corpus or sc.corpus
-    if root is None or not (Path(root) / rel).is_file():
-        raise AttninfError(f"the corpus file {rel} is not at {root}: pass --corpus where the corpus is now")
+    from ..corpus import corpus_of
+
+    root = corpus_of(corpus) if corpus else sc.corpus
+    if root is None or not root.has(rel):
+        raise AttninfError(f"the corpus file of {rel} is not in {root}: pass --corpus where the corpus is now")
     return corpus_text(root, rel, row, sc.column("text")) or "", sc.config, rec.get("score")
 

@@ -45,7 +45,7 @@ def _show(cfg: SelectConfig, n: int, by_domain: bool) -> None:
     scores = Scores.read(cfg.scores)
 
     def excerpt(rel: str, row: int) -> str:
-        if scores.corpus is None or not (scores.corpus / rel).is_file():
+        if scores.corpus is None or not scores.corpus.has(rel):
             return "(corpus not available)"
         text = " ".join((corpus_text(scores.corpus, rel, row, scores.column("text")) or "").split())
         return text[:100] + ("…" if len(text) > 100 else "")

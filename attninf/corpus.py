@@ -1,0 +1,498 @@
+"""The corpus: which files it holds, in which format, how many rows each
+has, and its rows read back by position. Every stage that reads the corpus
+(score, mix, compare, report's excerpts, explain) reads it here.
+
+A corpus is a folder, a URL prefix of an fsspec store, or either followed by
+a glob over the files' relative paths (`corpus/**/*.jsonl.zst`). Its files
+are Parquet (`.parquet`) or JSON Lines (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`,
+and Dolma's `.json.gz`, `.json.zst`): the format is told by the name and
+checked by the first bytes. Path parts starting with "." or "_" are not
+corpus files (temporaries, `_SUCCESS` markers); any other file is an error.
+
+A Parquet column and a JSON Lines key are the same thing here (text, id,
+domain). A JSON Lines row is a non-blank line holding one JSON object; a
+missing key is null, a blank line is no row. Its rows are counted by one
+pass over the file (cached by the file's identity under the attninf home).
+
+The scores of a corpus file are one Parquet file named by `scores_name`:
+the same relative path for a Parquet file, `.parquet` appended for JSON Lines
+(`a/x.jsonl.zst` -> `a/x.jsonl.zst.parquet`); `corpus_name` is its inverse.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+from .errors import AttninfError, one_line
+from .stores import RemotePath, all_files, location, readable
+
+PARQUET, JSONL = "parquet", "jsonl"
+FORMATS = {".parquet": (PARQUET, None), ".jsonl": (JSONL, None), ".jsonl.gz": (JSONL, "gzip"),
+           ".jsonl.zst": (JSONL, "zstd"), ".json.gz": (JSONL, "gzip"), ".json.zst": (JSONL, "zstd")}
+ACCEPTED = ", ".join(FORMATS)
+_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+READ_BUFFER = 1 << 20  # Parquet column chunks read page by page: memory does not grow with a row group's size
+INDEX_STRIDE = 4096  # rows between the byte offsets an uncompressed JSON Lines file's index records
+INDEX_VERSION = 1
+
+
+def format_of(rel: str) -> tuple[str, str | None] | None:
+    """(parquet | jsonl, compression) told by the file's name; None for another file."""
+    for suffix, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
+        if rel.endswith(suffix):
+            return fmt
+    return None
+
+
+def scores_name(rel: str) -> str:
+    """The scores file of a corpus file (relative path)."""
+    return rel if rel.endswith(".parquet") else rel + ".parquet"
+
+
+def corpus_name(scores_rel: str) -> str:
+    """The corpus file a scores file belongs to (the inverse of scores_name;
+    a corpus file's own name is returned as it is)."""
+    stem = scores_rel[: -len(".parquet")] if scores_rel.endswith(".parquet") else ""
+    return stem if (format_of(stem) or (None,))[0] == JSONL else scores_rel
+
+
+def _skipped(rel: str) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+def _split_glob(spec: str) -> tuple[str, str | None]:
+    """(root, pattern): a spec with glob characters is cut at the last '/'
+    before the first of them."""
+    first = min((i for i, c in enumerate(spec) if c in "*?["), default=None)
+    if first is None:
+        return spec, None
+    cut = spec.rfind("/", 0, first)
+    if cut < 0:
+        return ".", spec
+    return spec[:cut] or "/", spec[cut + 1:]
+
+
+class Corpus:
+    """A corpus given as a folder, a URL prefix or a glob."""
+
+    def __init__(self, spec: str | Path):
+        self.spec = str(spec)
+        root, self.pattern = _split_glob(self.spec)
+        self.root = location(root)
+
+    def __str__(self) -> str:
+        return self.spec
+
+    def exists(self) -> bool:
+        return self.root.is_dir() if not isinstance(self.root, RemotePath) else self.root.exists()
+
+    def files(self) -> list[str]:
+        """Relative paths (posix, sorted) of the corpus files; one-line
+        errors for a missing folder, an empty one, a file of no known format,
+        and two files that would share a scores file."""
+        if not self.exists():
+            raise AttninfError(f"corpus directory not found: {self.root}")
+        rels = [r for r in all_files(self.root) if not _skipped(r)]
+        if self.pattern:
+            rels = [r for r in rels if fnmatch.fnmatch(r, self.pattern)]
+        unknown = [r for r in rels if format_of(r) is None]
+        if unknown:
+            raise AttninfError(f"{self.root}/{unknown[0]} is not a corpus file ({len(unknown)} such file(s)): a "
+                               f"corpus holds {ACCEPTED} files; move it out or give a glob, e.g. "
+                               f"{self.root}/**/*.parquet")
+        if not rels:
+            raise AttninfError(f"no corpus files ({ACCEPTED}) under {self.spec}")
+        ambiguous = [r for r in rels if r.endswith(".parquet") and corpus_name(r) != r]
+        if ambiguous:
+            raise AttninfError(f"{ambiguous[0]}: a Parquet file named like the scores of a JSON Lines file; "
+                               "rename it (drop the inner suffix)")
+        seen: dict[str, str] = {}
+        for r in rels:
+            other = seen.setdefault(scores_name(r), r)
+            if other != r:
+                raise AttninfError(f"{other} and {r} would share the scores file {scores_name(r)}: rename one")
+        return rels
+
+    def has(self, rel: str) -> bool:
+        """Whether the corpus file (named, or named by its scores file) is there."""
+        return (self.root / corpus_name(rel)).is_file()
+
+    def file(self, rel: str) -> "CorpusFile":
+        """A corpus file by its name, or by the name of its scores file."""
+        return CorpusFile(self.root, corpus_name(rel))
+
+
+def corpus_of(spec) -> Corpus:
+    return spec if isinstance(spec, Corpus) else Corpus(spec)
+
+
+# ------------------------------------------------------------------ one file
+
+
+class CorpusFile:
+    """One corpus file: its format, columns, rows, signature, and its rows
+    read back by position, in tables of the columns asked for."""
+
+    def __init__(self, root, rel: str):
+        self.rel = rel
+        self.path = location(root) / rel
+        fmt = format_of(rel)
+        if fmt is None:
+            raise AttninfError(f"{rel}: not a corpus file (a corpus holds {ACCEPTED} files)")
+        self.kind, self.compression = fmt
+        self._pf = None
+        self._index = None
+
+    # ---- opening
+    def _raw(self):
+        try:
+            return self.path.open("rb")
+        except FileNotFoundError:
+            raise AttninfError(f"{self.rel} is missing from the corpus") from None
+
+    def check_content(self) -> None:
+        """The first bytes are what the name says, or a one-line error."""
+        with self._raw() as f:
+            head = f.read(4)
+        if self.kind == PARQUET:
+            ok, what = head == b"PAR1", "Parquet"
+        elif self.compression:
+            ok, what = head.startswith(_MAGIC[self.compression]), f"{self.compression}-compressed"
+        else:
+            ok, what = not head or head.lstrip()[:1] in (b"{", b""), "JSON Lines (a line starting with '{')"
+        if not ok:
+            raise AttninfError(f"{self.rel}: not {what} although its name says so (first bytes {head!r})")
+
+    def _lines(self) -> Iterator[bytes]:
+        """The decompressed lines, as bytes; a corrupt stream is a one-line error."""
+        import gzip
+        import zlib
+
+        raw = self._raw()
+        try:
+            if self.compression == "gzip":
+                stream = gzip.GzipFile(fileobj=raw)
+            elif self.compression == "zstd":
+                import zstandard
+
+                stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
+                                           buffer_size=READ_BUFFER)
+            else:
+                stream = raw
+            yield from stream
+        except (OSError, EOFError, zlib.error) as e:
+            raise AttninfError(f"{self.rel}: corrupt {self.compression or 'file'} ({one_line(e)})") from e
+        except Exception as e:  # noqa: BLE001 - zstandard.ZstdError and the store's errors
+            if type(e).__name__ == "ZstdError":
+                raise AttninfError(f"{self.rel}: corrupt zstd stream ({one_line(e)})") from e
+            raise
+        finally:
+            raw.close()
+
+    def parquet(self):
+        import pyarrow.parquet as pq
+
+        if self._pf is None:
+            try:
+                self._pf = pq.ParquetFile(readable(self.path), buffer_size=READ_BUFFER, pre_buffer=False)
+            except FileNotFoundError:
+                raise AttninfError(f"{self.rel} is missing from the corpus") from None
+        return self._pf
+
+    # ---- what it holds
+    def first_record(self) -> dict:
+        for n, line in enumerate(self._lines(), 1):
+            if line.strip():
+                return _record(line, self.rel, n)
+        return {}
+
+    def names(self) -> list[str]:
+        """Its columns: the Parquet schema's, or the keys of the first JSON Lines record."""
+        if self.kind == PARQUET:
+            return self.parquet().schema_arrow.names
+        return list(self.first_record())
+
+    def column_kind(self, name: str) -> str | None:
+        """Why a column cannot hold text (its Arrow type), or None when it can."""
+        import pyarrow as pa
+
+        if self.kind == PARQUET:
+            t = self.parquet().schema_arrow.field(name).type
+            is_text = pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(
+                pa.types, "is_string_view", lambda _: False)(t)
+            return None if is_text else str(t)
+        v = self.first_record().get(name)
+        return None if v is None or isinstance(v, str) else type(v).__name__
+
+    @property
+    def rows(self) -> int:
+        if self.kind == PARQUET:
+            return self.parquet().metadata.num_rows
+        return self.index()["rows"]
+
+    def row_groups(self) -> list[int]:
+        """Rows per row group (a JSON Lines file is one group, cut into equal ranges by units)."""
+        if self.kind == PARQUET:
+            md = self.parquet().metadata
+            return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        return [self.rows]
+
+    def signature(self) -> list:
+        """[size in bytes, rows (-1 when unreadable), content sha]: Parquet by
+        its footer, JSON Lines by its first and last 64 KiB. Neither the
+        modification time nor the path enters it: a copied corpus keeps it."""
+        size = self.path.stat().st_size
+        try:
+            rows = self.rows
+        except Exception:  # noqa: BLE001 - an unreadable file still has a size
+            rows = -1
+        return [size, rows, self._content_sha(size)]
+
+    def _content_sha(self, size: int) -> str | None:
+        import struct
+
+        try:
+            with self._raw() as f:
+                if self.kind == PARQUET:
+                    if size < 12:
+                        return None
+                    f.seek(size - 8)
+                    n, magic = struct.unpack("<I4s", f.read(8))
+                    if magic != b"PAR1" or n > size - 12:
+                        return None
+                    f.seek(size - 8 - n)
+                    return hashlib.sha256(f.read(n)).hexdigest()[:16]
+                h = hashlib.sha256(f.read(1 << 16))
+                if size > 1 << 17:
+                    f.seek(size - (1 << 16))
+                    h.update(f.read())
+                return h.hexdigest()[:16]
+        except (OSError, AttninfError):
+            return None
+
+    # ---- the row index of a JSON Lines file
+    def _identity(self) -> str:
+        st = self.path.stat()
+        when = getattr(st, "version", "") or getattr(st, "st_mtime_ns", None) or st.st_mtime
+        where = str(self.path.resolve()) if isinstance(self.path, Path) else str(self.path)
+        return hashlib.sha256(f"{INDEX_VERSION}|{where}|{st.st_size}|{when}".encode()).hexdigest()[:24]
+
+    def index(self) -> dict:
+        """{"rows": non-blank lines, "offsets": byte offset of every
+        INDEX_STRIDE-th row (uncompressed files only)}: one pass over the
+        file, cached by its path, size and modification time (or version)."""
+        if self._index is not None:
+            return self._index
+        from . import paths
+
+        cache = paths.home() / "jsonl-index" / f"{self._identity()}.json"
+        try:
+            self._index = json.loads(cache.read_text())
+            return self._index
+        except (OSError, ValueError):
+            pass
+        rows, offsets, pos = 0, [], 0
+        for line in self._lines():
+            if line.strip():
+                if rows % INDEX_STRIDE == 0:
+                    offsets.append(pos)
+                rows += 1
+            pos += len(line)
+        self._index = {"rows": rows, "offsets": offsets if not self.compression else []}
+        try:
+            from .storage import write_text
+
+            write_text(json.dumps(self._index), cache)
+        except OSError:
+            pass  # a read-only home only costs a pass next time
+        return self._index
+
+    # ---- reading rows
+    def read(self, columns: list[str], start: int = 0, end: int | None = None, step: int = 65_536,
+             text: str | None = None) -> Iterator:
+        """Tables of exactly `step` rows (the last may be shorter) of these
+        columns, covering rows [start, end). A JSON Lines key missing from a
+        row is null; the `text` key must hold strings (or null)."""
+        end = self.rows if end is None else end
+        if end <= start:
+            return iter(())
+        if self.kind == PARQUET:
+            return self._read_parquet(columns, start, end, step)
+        return self._read_jsonl(columns, start, end, step, text)
+
+    def _read_parquet(self, columns, start, end, step):
+        import pyarrow as pa
+
+        pf = self.parquet()
+        groups, first, row = [], None, 0
+        for i, n in enumerate(self.row_groups()):  # the row groups that hold [start, end)
+            if row + n > start and row < end:
+                groups.append(i)
+                first = row if first is None else first
+            row += n
+        if not groups:
+            return
+        buf, buffered, pos = [], 0, first  # pos: file row of the next batch's first row
+        for batch in pf.iter_batches(batch_size=min(step, 65_536), row_groups=groups, columns=columns):
+            lo, hi = max(start - pos, 0), min(end - pos, batch.num_rows)
+            pos += batch.num_rows
+            if hi > lo:
+                buf.append(batch.slice(lo, hi - lo))
+                buffered += hi - lo
+            while buffered >= step:
+                t = pa.Table.from_batches(buf)
+                yield t.slice(0, step)
+                rest = t.slice(step)
+                buf, buffered = rest.to_batches(), rest.num_rows
+            if pos >= end:
+                break
+        if buffered:
+            yield pa.Table.from_batches(buf)
+
+    def _jsonl_from(self, start: int) -> Iterator[tuple[int, int, bytes]]:
+        """(row, line number, line) from row `start` on: an uncompressed file
+        seeks to the nearest indexed row, a compressed one is read from its start."""
+        row, lineno, skip_to = 0, 0, start
+        offsets = self.index()["offsets"] if not self.compression and start >= INDEX_STRIDE else []
+        if offsets:
+            k = min(start // INDEX_STRIDE, len(offsets) - 1)
+            yield from self._jsonl_seek(offsets[k], k * INDEX_STRIDE, start)
+            return
+        for line in self._lines():
+            lineno += 1
+            if not line.strip():
+                continue
+            if row >= skip_to:
+                yield row, lineno, line
+            row += 1
+
+    def _jsonl_seek(self, offset: int, row: int, start: int):
+        raw = self._raw()
+        try:
+            raw.seek(offset)
+            for line in raw:
+                if not line.strip():
+                    continue
+                if row >= start:
+                    yield row, None, line
+                row += 1
+        finally:
+            raw.close()
+
+    def _read_jsonl(self, columns, start, end, step, text):
+        import pyarrow as pa
+
+        types: dict[str, object] = {text: pa.string()} if text else {}
+        values: dict[str, list] = {c: [] for c in columns}
+        first_line = None
+        for row, lineno, line in self._jsonl_from(start):
+            if row >= end:
+                break
+            rec = _record(line, self.rel, lineno, row)
+            first_line = first_line or (lineno, row)
+            for c in columns:
+                values[c].append(rec.get(c))
+            if len(values[columns[0]]) == step:
+                yield _table(values, columns, types, self.rel, first_line)
+                values, first_line = {c: [] for c in columns}, None
+        if values[columns[0]]:
+            yield _table(values, columns, types, self.rel, first_line)
+
+    def texts(self, rows, column: str = "text") -> dict[int, str | None]:
+        """{row: text} of some rows, reading (for Parquet) only the row groups that hold them."""
+        wanted, out = sorted(set(int(r) for r in rows)), {}
+        if not wanted:
+            return out
+        if self.kind == PARQUET:
+            pf, start = self.parquet(), 0
+            for i, n in enumerate(self.row_groups()):
+                here = [r for r in wanted if start <= r < start + n]
+                if here:
+                    col = pf.read_row_group(i, columns=[column])[column]
+                    out.update({r: col[r - start].as_py() for r in here})
+                start += n
+        else:
+            want = set(wanted)
+            for row, lineno, line in self._jsonl_from(wanted[0]):
+                if row in want:
+                    out[row] = _record(line, self.rel, lineno, row).get(column)
+                if row >= wanted[-1]:
+                    break
+        missing = [r for r in wanted if r not in out]
+        if missing:
+            raise AttninfError(f"{self.rel} has no row {missing[0]}")
+        return out
+
+
+def _record(line: bytes, rel: str, lineno: int | None, row: int | None = None) -> dict:
+    where = f"line {lineno}" if lineno is not None else f"row {row}"
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise AttninfError(f"{rel} {where}: not JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(rec, dict):
+        raise AttninfError(f"{rel} {where}: a JSON {type(rec).__name__}, not an object")
+    return rec
+
+
+def _table(values: dict, columns: list[str], types: dict, rel: str, first: tuple):
+    """Arrow columns of JSON values; a column's type is fixed by its first
+    batch with a value (an integer id stays an integer, text is a string)."""
+    import pyarrow as pa
+
+    arrays = []
+    for c in columns:
+        try:
+            a = pa.array(values[c], type=types.get(c))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            lineno, row = first
+            where = f"line {lineno}" if lineno else f"row {row}"
+            if types.get(c) == pa.string() and not any(isinstance(v, str) for v in values[c]):
+                raise AttninfError(f"{rel}: key {c!r} is not text in the rows from {where} on "
+                                   f"(e.g. {next(v for v in values[c] if v is not None)!r})") from None
+            raise AttninfError(f"{rel}: key {c!r} holds values of more than one type in the rows from "
+                               f"{where} on ({one_line(e)})") from None
+        if c not in types and not pa.types.is_null(a.type):
+            types[c] = a.type
+        arrays.append(a)
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+# ------------------------------------------------------------ the signature
+
+
+def corpus_key(spec) -> str:
+    """The corpus by content: the signature of every file it holds."""
+    from .identity import digest
+
+    c = corpus_of(spec)
+    return digest(corpus_signature(c, c.files()))
+
+
+def corpus_signature(corpus, files: list[str]) -> dict[str, list]:
+    """{relative path: [size in bytes, rows, content sha]} of corpus files
+    (CorpusFile.signature); rows -1 where a file cannot be read."""
+    c = corpus_of(corpus)
+    return {rel: c.file(rel).signature() for rel in sorted(files)}
+
+
+def corpus_mismatch(corpus, recorded: dict[str, list], files: list[str]) -> str | None:
+    """Why the corpus is not the one recorded, for these files (corpus
+    names, or the names of their scores files), or None."""
+    from .identity import same_file
+
+    c = corpus_of(corpus)
+    for f in files:
+        rel = corpus_name(f)
+        if rel not in recorded:
+            return f"{rel} was not part of the scored corpus"
+        if not (c.root / rel).is_file():
+            return f"{rel} is missing"
+        now = c.file(rel).signature()
+        if not same_file(recorded[rel], now):
+            return f"{rel} changed since it was scored (size, rows, content {now} vs {list(recorded[rel])})"
+    return None
