@@ -43,6 +43,7 @@ import numpy as np
 from .artifacts import TOKENS_FORMAT, TOKENS_MANIFEST, Mixture
 from .errors import AttninfError
 from .storage import check_replaceable, replaced_dir, write_json
+from .stores import absolute, readable
 
 FORMATS = ("megatron", "datatrove", "llmc", "nanogpt", "flat")
 READ_ROWS = 2048
@@ -205,7 +206,7 @@ def export_shard(src: Path, out: Path, stem: str, cfg: ExportConfig, tokenizer, 
 
     from .measures import id_hash
 
-    pf = pq.ParquetFile(src)
+    pf = pq.ParquetFile(readable(src))
     names = pf.schema_arrow.names
     if cfg.text_column not in names:
         raise AttninfError(f"{src}: no column {cfg.text_column!r} (columns: {', '.join(names)})")
@@ -294,7 +295,7 @@ def run_export(cfg: ExportConfig) -> dict:
     check_replaceable(cfg.out, "export", lambda n: n in owned or n.endswith((".bin", ".idx", ".ds", ".index",
                                                                               ".metadata")),
                       {"mixture": cfg.data})
-    with replaced_dir(cfg.out) as into:
+    with replaced_dir(cfg.out, last=(TOKENS_MANIFEST,)) as into:
         return _export(cfg, phases, tok, separators, dtype, val_frac, into)
 
 
@@ -335,7 +336,7 @@ def _export(cfg: ExportConfig, phases: dict, tok, separators, dtype, val_frac: f
     results = [fut.result() for fut in futures]  # the first failure, after all have stopped
     manifest = {"format": TOKENS_FORMAT, "layout": cfg.format, "tokenizer": cfg.tokenizer, "vocab_size": len(tok),
                 "dtype": dtype.name, "byteorder": "little", "separators": separators.to_json(),
-                "val_frac": val_frac, "source": str(Path(cfg.data).resolve()), "phases": {}}
+                "val_frac": val_frac, "source": absolute(cfg.data), "phases": {}}
     for name in phases:
         d = out if name == "main" else out / name
         mine = [r for (n, _, _), r in zip(jobs, results) if n == name]

@@ -25,6 +25,7 @@ import numpy as np
 from .artifacts import HELDOUT, NO_DOMAIN, CompareSummary, Scores, Selection
 from .paths import shown
 from .storage import corpus_text, corpus_texts, write_text
+from .stores import RemotePath, is_url, location
 from .errors import AttninfError
 from .report_figures import Figures
 from .scorestats import ONE_BLOCK, DomainStats, Kept, collect
@@ -310,19 +311,34 @@ def _compare_section(compare: str | Path | None, out: Path) -> str:
                    f"{_num(s['stats'][a][key]['sd'], '.4f')}</td></tr>" for a in s["arms"] if key in s["stats"][a])
     verdicts = "".join(f"<li>{e(arm)} − {e(ref)}: {ms[key]['mean']:+.4f} ({e(ms[key]['verdict'])})</li>"
                        for ref, per in s["paired"].items() for arm, ms in per.items() if key in ms)
-    link = os.path.relpath(summary.page.resolve(), out.resolve())
+    page = summary.page
+    link = str(page) if is_url(page) or is_url(out) else os.path.relpath(page.resolve(), out.resolve())
     return (f"<h2>Proxy trainings</h2><p>Held-out loss after equal tokens, {len(s['seeds'])} seed(s) per arm "
             f"(<a href='{e(link)}'>the comparison</a>):</p><table><tr><th>arm</th><th>{e(key)}</th></tr>{rows}"
             f"</table><ul>{verdicts}</ul>")
 
 
-def run_report(cfg: ReportConfig) -> Path:
+def run_report(cfg: ReportConfig):
     """Write cfg.out/index.html and its PNGs; returns the page's path. Reads
-    the scores in batches (attninf.scorestats): memory does not grow with rows."""
+    the scores in batches (attninf.scorestats): memory does not grow with rows.
+    A report on a store is made in a local folder, then uploaded, the page last."""
+    import tempfile
+
+    target = location(cfg.out)
+    if not isinstance(target, RemotePath):
+        return _write_report(cfg, target)
+    with tempfile.TemporaryDirectory(prefix=".attninf-report-") as d:
+        _write_report(cfg, Path(d))
+        for f in sorted(Path(d).iterdir(), key=lambda p: p.name == "index.html"):
+            (target / f.name).upload(f)
+    return target / "index.html"
+
+
+def _write_report(cfg: ReportConfig, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    sc, out = Scores.read(cfg.scores), Path(cfg.out)
+    sc = Scores.read(cfg.scores)
     sel = Selection.read(cfg.selected) if cfg.selected is not None else None
     top, table_rows = cfg.top, cfg.table_rows
     if top < 0:
@@ -336,6 +352,6 @@ def run_report(cfg: ReportConfig) -> Path:
     maps, note = _token_maps(sc, docs)
     page = _page(sc, sel, figures.draw_all(), _excerpt_sections(domains, sc, maps),
                  _selected_rows_table(stats.best_selected, stats.selected, sc, table_rows), note,
-                 _diagnostics(domains, sel is not None) + _compare_section(cfg.compare, out))
+                 _diagnostics(domains, sel is not None) + _compare_section(cfg.compare, location(cfg.out)))
     write_text(page, out / "index.html")
     return out / "index.html"

@@ -24,6 +24,7 @@ import numpy as np
 
 from .artifacts import NO_DOMAIN, TOKEN_STATS, Scores, Selection, Status, domain_name
 from .identity import ScoreDigest, combine_digests
+from .stores import readable
 
 BATCH_ROWS = 65_536
 SAMPLE = 200_000  # points drawn in the scatter plots, over all domains
@@ -39,7 +40,7 @@ def _batches(scores: Scores, columns) -> Iterator[tuple[str, int, int, dict]]:
     import pyarrow.parquet as pq
 
     for rel in scores.files():
-        pf = pq.ParquetFile(scores.root / rel)
+        pf = pq.ParquetFile(readable(scores.root / rel))
         have = [c for c in columns if c in pf.schema_arrow.names]
         start, total = 0, pf.metadata.num_rows
         for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=have):

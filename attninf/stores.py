@@ -36,6 +36,9 @@ def location(x: str | os.PathLike) -> "Path | RemotePath":
     return RemotePath(s) if is_url(s) else Path(s)
 
 
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "r2"}
+
+
 class Stat(NamedTuple):
     st_size: int
     st_mtime: float
@@ -61,7 +64,7 @@ def store_error(url, e: Exception) -> AttninfError:
                             "AWS_SECRET_ACCESS_KEY, a profile in ~/.aws, or an instance role)")
     if isinstance(e, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
         return AttninfError(f"{url}: access denied ({text})")
-    return AttninfError(f"{url}: cannot reach the store ({name}: {text})")
+    return AttninfError(f"{url}: cannot reach the store ({text})")
 
 
 class RemotePath:
@@ -84,6 +87,10 @@ class RemotePath:
     @property
     def name(self) -> str:
         return PurePosixPath(self.path).name
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.path).stem
 
     @property
     def suffix(self) -> str:
@@ -175,7 +182,11 @@ class RemotePath:
                 raise
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
-        self._call(self.fs.makedirs, self.path, exist_ok=True)
+        """Nothing on an object store (folders are key prefixes; s3fs would
+        create a missing bucket), the store's makedirs elsewhere."""
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        if not protocols & OBJECT_STORES:
+            self._call(self.fs.makedirs, self.path, exist_ok=True)
 
     def files(self) -> list["RemotePath"]:
         """Every file under this folder, at any depth."""

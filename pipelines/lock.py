@@ -1,5 +1,10 @@
 """One run at a time per output folder: out/.lock, with a heartbeat, taken
-over when its process is gone or its heartbeat stopped."""
+over when its process is gone or its heartbeat stopped.
+
+On the local disk the lock is created exclusively (O_EXCL). An object store
+has no exclusive create: there the lock is looked up, then written, and the
+heartbeat rewrites it, so two runs started within the same second could
+both take it (docs/design.md); a run started later sees the first one's."""
 from __future__ import annotations
 
 import json
@@ -11,6 +16,7 @@ from pathlib import Path
 
 from attninf.errors import AttninfError
 from attninf.storage import utc_now
+from attninf.stores import RemotePath, location
 
 LOCK = ".lock"
 
@@ -35,7 +41,8 @@ class RunLock:
     STALE_S = 60.0
 
     def __init__(self, out: str | Path):
-        self.path = Path(out) / LOCK
+        self.path = location(out) / LOCK
+        self.remote = isinstance(self.path, RemotePath)
         self.me = {"host": socket.gethostname(), "pid": os.getpid(),
                    "started": utc_now()}
         self._stop = threading.Event()
@@ -55,7 +62,7 @@ class RunLock:
         note = None
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = self._create()
             except FileExistsError:
                 try:
                     other = json.loads(self.path.read_text() or "{}")
@@ -69,26 +76,42 @@ class RunLock:
                         f"pid {other.get('pid')}, started {other.get('started')})")
                 self.path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.me, f)
+            if fd is not None:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self.me, f)
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
             return note
         raise AttninfError(f"could not take the lock {self.path}")
 
+    def _create(self) -> int | None:
+        """The lock made ours: a local file created exclusively (its descriptor
+        returned to write into), or a remote one looked up, then written."""
+        if not self.remote:
+            return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        if self.path.exists():
+            raise FileExistsError(str(self.path))
+        self.path.write_text(json.dumps(self.me))
+        return None
+
     def _beat(self) -> None:
         while not self._stop.wait(self.HEARTBEAT_S):
             try:
-                os.utime(self.path)
-            except OSError:
+                if self.remote:
+                    self.path.write_text(json.dumps(self.me))  # a new modification time
+                else:
+                    os.utime(self.path)
+            except Exception:  # noqa: BLE001 - a lost heartbeat only lets a later run take over
                 return
 
     def release(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.HEARTBEAT_S)
         try:
             if json.loads(self.path.read_text()).get("pid") == self.me["pid"]:
                 self.path.unlink()
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - gone already, or the store is unreachable: nothing to undo
             pass
 
     def __enter__(self) -> "RunLock":
