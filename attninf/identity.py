@@ -61,9 +61,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def file_key(path: str | Path) -> str | None:
-    """sha256 (16 hex) of a file's bytes; None when there is no such file."""
-    return file_sha256(path)[:16] if Path(path).is_file() else None
+def file_key(path) -> str | None:
+    """sha256 (16 hex) of a file's bytes (a path or a URL); None when there is no such file."""
+    from .stores import RemotePath, location
+
+    p = location(path)
+    if isinstance(p, RemotePath):
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
+    return file_sha256(p)[:16] if p.is_file() else None
 
 
 def output_key(manifest: str | Path) -> str | None:

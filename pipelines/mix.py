@@ -43,7 +43,7 @@ READ_BATCH = 65_536
 
 @dataclass
 class MixConfig:
-    corpus: str = field(default="", metadata={"help": "The corpus directory that was scored."})
+    corpus: str = field(default="", metadata={"help": "The corpus that was scored (folder, URL or glob)."})
     selected: str = field(default="selected", metadata={"help": "Output of `attninf select`."})
     out: str = field(default="mixed", metadata={"help": "Output directory."})
     repeat: int = field(default=1, metadata={"help": "Extra copies of each selected document (the paper: 1)."})

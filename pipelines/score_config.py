@@ -10,13 +10,13 @@ from attninf.pipelines.corpus import DOMAIN_MODES
 
 @dataclass
 class ScoreConfig:
-    corpus: str = field(default="", metadata={"help": "Directory of Parquet files (nested folders allowed)."})
+    corpus: str = field(default="", metadata={"help": "Folder, URL prefix or glob of .parquet / .jsonl(.gz/.zst) files."})
     out: str = field(default="scores", metadata={
-        "help": "Output directory: one scores Parquet per input file + manifest.json."})
+        "help": "Output folder or URL: one scores Parquet per input file + manifest.json."})
     heads: str = field(default="heads.json", metadata={"help": "heads.json from detect-heads."})
     model: str | None = field(default=None, metadata={
         "help": "Model name, directory, .gguf file or hub id.", "default_help": "the one heads.json names"})
-    text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
+    text_column: str = field(default="text", metadata={"help": "Column (JSON Lines: key) holding the document text."})
     id_column: str = field(default="id", metadata={"help": "Id column; absent from a file: ids are "
                                                            "<relative path>:<row>."})
     domain_column: str = field(default="domain", metadata={"help": "Column holding the domain."})

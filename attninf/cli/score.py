@@ -17,13 +17,15 @@ from ._common import say, stage_config, stage_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def score(**kw) -> None:
-    """Give every document of a Parquet corpus its AttentionInfluence score.
+    """Give every document of a corpus its AttentionInfluence score.
 
+    CORPUS: a folder, a URL (s3://bucket/corpus) or a glob over either, of
+    .parquet, .jsonl, .jsonl.gz, .jsonl.zst (.json.gz, .json.zst) files.
     score = (L_masked - L_base) / L_base: how much the document's mean token
     loss rises when the retrieval heads of heads.json attend uniformly.
-    Writes OUT/<same relative path>.parquet per input file (rows in input
-    order: id, score, loss_base, loss_masked, n_tokens, status, repetition,
-    domain) and OUT/manifest.json. Interrupted? Run the same command again:
+    Writes OUT/<same relative path> per input file (.parquet appended to a
+    JSON Lines name; rows in input order: id, score, loss_base, loss_masked,
+    n_tokens, status, repetition, domain) and OUT/manifest.json; OUT may be a URL. Interrupted? Run the same command again:
     finished files are kept, the rest is scored. Exits 1 if any file failed.
     """
     from ..pipelines.score import dry_run, run_score
