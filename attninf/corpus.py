@@ -37,7 +37,7 @@ ACCEPTED = ", ".join(FORMATS)
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 READ_BUFFER = 1 << 20  # Parquet column chunks read page by page: memory does not grow with a row group's size
 INDEX_STRIDE = 4096  # rows between the byte offsets an uncompressed JSON Lines file's index records
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the index holds the sha256 of the file's decompressed bytes
 
 
 def format_of(rel: str) -> tuple[str, str | None] | None:
@@ -243,8 +243,9 @@ class CorpusFile:
 
     def signature(self) -> list:
         """[size in bytes, rows (-1 when unreadable), content sha]: Parquet by
-        its footer, JSON Lines by its first and last 64 KiB. Neither the
-        modification time nor the path enters it: a copied corpus keeps it."""
+        its footer, JSON Lines by every decompressed byte (hashed in the pass
+        that counts its rows, cached with it). Neither the modification time
+        nor the path enters it: a copied corpus keeps it."""
         size = self.path.stat().st_size
         try:
             rows = self.rows
@@ -256,21 +257,17 @@ class CorpusFile:
         import struct
 
         try:
+            if self.kind != PARQUET:
+                return self.index()["sha256"][:16]
+            if size < 12:
+                return None
             with self._raw() as f:
-                if self.kind == PARQUET:
-                    if size < 12:
-                        return None
-                    f.seek(size - 8)
-                    n, magic = struct.unpack("<I4s", f.read(8))
-                    if magic != b"PAR1" or n > size - 12:
-                        return None
-                    f.seek(size - 8 - n)
-                    return hashlib.sha256(f.read(n)).hexdigest()[:16]
-                h = hashlib.sha256(f.read(1 << 16))
-                if size > 1 << 17:
-                    f.seek(size - (1 << 16))
-                    h.update(f.read())
-                return h.hexdigest()[:16]
+                f.seek(size - 8)
+                n, magic = struct.unpack("<I4s", f.read(8))
+                if magic != b"PAR1" or n > size - 12:
+                    return None
+                f.seek(size - 8 - n)
+                return hashlib.sha256(f.read(n)).hexdigest()[:16]
         except (OSError, AttninfError):
             return None
 
@@ -283,8 +280,9 @@ class CorpusFile:
 
     def index(self) -> dict:
         """{"rows": non-blank lines, "offsets": byte offset of every
-        INDEX_STRIDE-th row (uncompressed files only)}: one pass over the
-        file, cached by its path, size and modification time (or version)."""
+        INDEX_STRIDE-th row (uncompressed files only), "sha256": of the
+        decompressed bytes}: one pass over the file, cached by its path, size
+        and modification time (or the store's version, e.g. its ETag)."""
         if self._index is not None:
             return self._index
         from . import paths
@@ -295,14 +293,15 @@ class CorpusFile:
             return self._index
         except (OSError, ValueError):
             pass
-        rows, offsets, pos = 0, [], 0
+        rows, offsets, pos, h = 0, [], 0, hashlib.sha256()
         for line in self._lines():
+            h.update(line)
             if line.strip():
                 if rows % INDEX_STRIDE == 0:
                     offsets.append(pos)
                 rows += 1
             pos += len(line)
-        self._index = {"rows": rows, "offsets": offsets if not self.compression else []}
+        self._index = {"rows": rows, "offsets": offsets if not self.compression else [], "sha256": h.hexdigest()}
         try:
             from .storage import write_text
 

@@ -185,3 +185,23 @@ def test_listing_skips_markers_and_refuses_clashes(tmp_path):
     write_as(root / "a" / "x.jsonl", _rows(0, 3), "parquet")  # a/x.jsonl.parquet: the scores name of a/x.jsonl
     with pytest.raises(AttninfError, match="named like the scores of a JSON Lines file"):
         Corpus(root).files()
+
+
+def test_an_edit_inside_a_jsonl_file_is_seen(tmp_path, heads_file, monkeypatch):
+    """Same size, same rows, one word changed in the middle of the file: it is
+    rescored, not taken for the one scored."""
+    monkeypatch.setenv("ATTNINF_HOME", str(tmp_path / "home"))
+    corpus = tmp_path / "c"
+    rows = [{"text": f"document number {i} about the moon", "id": str(i)} for i in range(30)]
+    write_as(corpus / "x", rows, "jsonl")
+    size = (corpus / "x.jsonl").stat().st_size
+    common = ["--out", tmp_path / "o", "--heads", heads_file, "--max-tokens", "48", "--workers", "0", "--quiet"]
+    _ok("score", corpus, *common)
+    before = pq.read_table(tmp_path / "o" / "x.jsonl.parquet")["score"].to_pylist()
+    rows[15]["text"] = rows[15]["text"].replace("moon", "mars")
+    write_as(corpus / "x", rows, "jsonl")
+    assert (corpus / "x.jsonl").stat().st_size == size
+    res = _ok("score", corpus, *common)
+    assert "1 corpus file(s) changed since they were scored, redone: x.jsonl" in res.output
+    after = pq.read_table(tmp_path / "o" / "x.jsonl.parquet")["score"].to_pylist()
+    assert after[15] != before[15] and after[:15] == before[:15]
