@@ -97,8 +97,8 @@ class Heads:
     data: dict
 
     @classmethod
-    def read(cls, path: str | Path) -> "Heads":
-        p = Path(path)
+    def read(cls, path) -> "Heads":
+        p = location(path)
         rerun = f"run `attninf detect-heads --out {p}` again"
         data = read_json(p, f"heads file not found: {p} (run `attninf detect-heads --out {p}` first)", rerun)
         for key in ("model", "heads", "num_layers", "num_heads"):

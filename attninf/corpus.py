@@ -20,7 +20,6 @@ the same relative path for a Parquet file, `.parquet` appended for JSON Lines
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import json
@@ -61,7 +60,40 @@ def corpus_name(scores_rel: str) -> str:
 
 
 def _skipped(rel: str) -> bool:
-    return any(part.startswith((".", "_")) for part in rel.split("/"))
+    """Not a corpus file: under a dot-folder or a dot-file (temporaries), or
+    a marker like `_SUCCESS` (a name starting with "_" of no corpus format)."""
+    name = rel.rsplit("/", 1)[-1]
+    return any(part.startswith(".") for part in rel.split("/")) or (name.startswith("_") and not format_of(name))
+
+
+def _glob_regex(pattern: str):
+    """A glob over relative paths as a regex: `*` and `?` stay inside one
+    folder, `**/` is any number of folders (none included), `[...]` a class."""
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1:j]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
 
 
 def _split_glob(spec: str) -> tuple[str, str | None]:
@@ -98,7 +130,8 @@ class Corpus:
             raise AttninfError(f"corpus directory not found: {self.root}")
         rels = [r for r in all_files(self.root) if not _skipped(r)]
         if self.pattern:
-            rels = [r for r in rels if fnmatch.fnmatch(r, self.pattern)]
+            rx = _glob_regex(self.pattern)
+            rels = [r for r in rels if rx.match(r)]
         unknown = [r for r in rels if format_of(r) is None]
         if unknown:
             raise AttninfError(f"{self.root}/{unknown[0]} is not a corpus file ({len(unknown)} such file(s)): a "
@@ -272,11 +305,27 @@ class CorpusFile:
             return None
 
     # ---- the row index of a JSON Lines file
-    def _identity(self) -> str:
+    def _identity(self) -> str | None:
+        """The cache key of the index: path, size and modification time (or
+        the store's version); None when the store gives neither (no cache)."""
         st = self.path.stat()
         when = getattr(st, "version", "") or getattr(st, "st_mtime_ns", None) or st.st_mtime
+        if not when:
+            return None
         where = str(self.path.resolve()) if isinstance(self.path, Path) else str(self.path)
         return hashlib.sha256(f"{INDEX_VERSION}|{where}|{st.st_size}|{when}".encode()).hexdigest()[:24]
+
+    def _edges(self) -> str:
+        """sha256 of the raw file's first and last 64 KiB: a cached index is
+        used only while they are unchanged (a file replaced by another of the
+        same size with its modification time kept, `cp -p`, is seen)."""
+        with self._raw() as f:
+            h = hashlib.sha256(f.read(1 << 16))
+            size = self.path.stat().st_size
+            if size > 1 << 17:
+                f.seek(size - (1 << 16))
+                h.update(f.read())
+        return h.hexdigest()
 
     def index(self) -> dict:
         """{"rows": non-blank lines, "offsets": byte offset of every
@@ -287,10 +336,14 @@ class CorpusFile:
             return self._index
         from . import paths
 
-        cache = paths.home() / "jsonl-index" / f"{self._identity()}.json"
+        key = self._identity()
+        cache = paths.home() / "jsonl-index" / f"{key}.json" if key else None
+        edges = self._edges()
         try:
-            self._index = json.loads(cache.read_text())
-            return self._index
+            cached = json.loads(cache.read_text()) if cache else None
+            if cached and cached.get("edges") == edges:
+                self._index = cached
+                return cached
         except (OSError, ValueError):
             pass
         rows, offsets, pos, h = 0, [], 0, hashlib.sha256()
@@ -301,27 +354,30 @@ class CorpusFile:
                     offsets.append(pos)
                 rows += 1
             pos += len(line)
-        self._index = {"rows": rows, "offsets": offsets if not self.compression else [], "sha256": h.hexdigest()}
+        self._index = {"rows": rows, "offsets": offsets if not self.compression else [], "sha256": h.hexdigest(),
+                       "edges": edges}
         try:
-            from .storage import write_text
+            if cache:
+                from .storage import write_text
 
-            write_text(json.dumps(self._index), cache)
+                write_text(json.dumps(self._index), cache)
         except OSError:
             pass  # a read-only home only costs a pass next time
         return self._index
 
     # ---- reading rows
     def read(self, columns: list[str], start: int = 0, end: int | None = None, step: int = 65_536,
-             text: str | None = None) -> Iterator:
+             text: str | None = None, as_text: tuple[str, ...] = ()) -> Iterator:
         """Tables of exactly `step` rows (the last may be shorter) of these
         columns, covering rows [start, end). A JSON Lines key missing from a
-        row is null; the `text` key must hold strings (or null)."""
+        row is null; the `text` key must hold strings (or null); the keys in
+        `as_text` (ids, domains) are read as text whatever JSON type they hold."""
         end = self.rows if end is None else end
         if end <= start:
             return iter(())
         if self.kind == PARQUET:
             return self._read_parquet(columns, start, end, step)
-        return self._read_jsonl(columns, start, end, step, text)
+        return self._read_jsonl(columns, start, end, step, text, as_text)
 
     def _read_parquet(self, columns, start, end, step):
         import pyarrow as pa
@@ -382,10 +438,10 @@ class CorpusFile:
         finally:
             raw.close()
 
-    def _read_jsonl(self, columns, start, end, step, text):
+    def _read_jsonl(self, columns, start, end, step, text, as_text=()):
         import pyarrow as pa
 
-        types: dict[str, object] = {text: pa.string()} if text else {}
+        types: dict[str, object] = {c: pa.string() for c in (*as_text, text) if c}
         values: dict[str, list] = {c: [] for c in columns}
         first_line = None
         for row, lineno, line in self._jsonl_from(start):
@@ -394,7 +450,8 @@ class CorpusFile:
             rec = _record(line, self.rel, lineno, row)
             first_line = first_line or (lineno, row)
             for c in columns:
-                values[c].append(rec.get(c))
+                v = rec.get(c)
+                values[c].append(_as_text(v, self.rel, lineno, row, c) if c in as_text and v is not None else v)
             if len(values[columns[0]]) == step:
                 yield _table(values, columns, types, self.rel, first_line)
                 values, first_line = {c: [] for c in columns}, None
@@ -438,6 +495,17 @@ def _record(line: bytes, rel: str, lineno: int | None, row: int | None = None) -
     return rec
 
 
+def _as_text(v, rel: str, lineno: int | None, row: int, key: str) -> str:
+    """An id or domain value as text: a string as it is, a number or a
+    boolean as JSON writes it; a list or an object is an error."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (dict, list)):
+        where = f"line {lineno}" if lineno is not None else f"row {row}"
+        raise AttninfError(f"{rel} {where}: key {key!r} holds a JSON {type(v).__name__}, not a value")
+    return json.dumps(v)
+
+
 def _table(values: dict, columns: list[str], types: dict, rel: str, first: tuple):
     """Arrow columns of JSON values; a column's type is fixed by its first
     batch with a value (an integer id stays an integer, text is a string)."""
@@ -447,7 +515,7 @@ def _table(values: dict, columns: list[str], types: dict, rel: str, first: tuple
     for c in columns:
         try:
             a = pa.array(values[c], type=types.get(c))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
             lineno, row = first
             where = f"line {lineno}" if lineno else f"row {row}"
             if types.get(c) == pa.string() and not any(isinstance(v, str) for v in values[c]):

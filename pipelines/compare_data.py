@@ -16,9 +16,9 @@ import numpy as np
 from attninf import identity
 from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
 from attninf.errors import AttninfError
-from attninf.corpus import corpus_key, corpus_mismatch, corpus_name, corpus_of, corpus_signature
+from attninf.corpus import FORMATS, corpus_key, corpus_mismatch, corpus_name, corpus_of, corpus_signature
 from attninf.storage import atomic_path, write_json
-from attninf.stores import readable
+from attninf.stores import location, readable
 
 ARMS = ("full", "attninf", "random", "decay")
 
@@ -43,8 +43,9 @@ def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus) -> None:
     """A corpus file (t) and its scores (s) hold the same ids, row by row
     (`<file>:<row>` where the corpus has no id column)."""
     sc = s["id"].cast("string").to_pylist()
-    ids = (t[id_col].cast("string").to_pylist() if id_col in t.column_names
-           else [f"{corpus_name(rel)}:{i}" for i in range(len(t))])
+    made = [f"{corpus_name(rel)}:{i}" for i in range(len(t))]  # score's ids where the corpus has none
+    ids = ([m if x is None else x for x, m in zip(t[id_col].cast("string").to_pylist(), made)]
+           if id_col in t.column_names else made)
     if ids != sc:
         bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
         raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
@@ -75,6 +76,16 @@ def heldout_rows(scores: Scores, frac: float) -> dict[str, np.ndarray]:
     return {rel: np.array(sorted(rows), dtype=np.int64) for rel, rows in out.items()}
 
 
+def parquet_copy_name(rel: str) -> str:
+    """The name of a corpus file's Parquet copy in compare's training corpus
+    (and of its scores there): a JSON Lines file's suffix made part of the
+    stem (`a/x.jsonl.zst` -> `a/x.jsonl_zst.parquet`), so the copy is read as
+    the Parquet file it is."""
+    name = corpus_name(rel)
+    suffix = next((x for x in sorted(FORMATS, key=len, reverse=True) if name.endswith(x)), ".parquet")
+    return name if suffix == ".parquet" else name[: -len(suffix)] + suffix.replace(".", "_") + ".parquet"
+
+
 def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> dict:
     """Write the training corpus and its scores (rows not held out) and the
     held-out documents; returns {domain: held-out documents}. The training
@@ -89,8 +100,10 @@ def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> d
     for rel, rows in held.items():
         cf = corpus_of(corpus).file(rel)
         names = cf.names()
-        cols = [text_col] + [c for c in (id_col, scores.column("domain")) if c in names and c != text_col]
-        t = pa.concat_tables(list(cf.read(cols, text=text_col))) if cf.rows else pa.table(
+        jsonl = cf.kind != "parquet"  # a JSON key may be missing from the first row and there in others
+        keys = (id_col, scores.column("domain"))
+        cols = [text_col] + [c for c in keys if (c in names or jsonl) and c != text_col]
+        t = pa.concat_tables(list(cf.read(cols, text=text_col, as_text=keys if jsonl else ()))) if cf.rows else pa.table(
             {c: pa.array([], pa.string()) for c in cols})
         s = pq.read_table(readable(scores.root / rel))
         _same_ids(t, s, rel, id_col, scores, corpus)
@@ -98,7 +111,7 @@ def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> d
         mask[rows] = False
         keep = pa.array(mask)
         for table, root in ((t, data / "corpus"), (s, data / "scores")):
-            with atomic_path(root / rel) as tmp:
+            with atomic_path(root / parquet_copy_name(rel)) as tmp:
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(table.filter(keep), tmp)
         out = s.filter(pc.invert(keep))
@@ -109,7 +122,7 @@ def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> d
     with atomic_path(data / "heldout" / "heldout.parquet") as tmp:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(heldout), tmp)
-    files = sorted(held)
+    files = sorted(parquet_copy_name(rel) for rel in held)
     manifest = {**scores.manifest, "corpus": str((data / "corpus").resolve()),
                 "corpus_files": corpus_signature(data / "corpus", files),
                 "compare": {"from_scores": str(scores.root.resolve()), "heldout": counts}}
@@ -130,7 +143,7 @@ def random_selection(attninf: Selection, scores: Scores, out: Path, seed: int = 
     target = {g: v["tokens_selected"] for g, v in attninf.groups.items()}
     docs: dict[str, list] = {}
     for rel in attninf.files:
-        t = pq.read_table(scores.root / rel, columns=["id", "domain", "status", "score", "n_tokens"])
+        t = pq.read_table(readable(scores.root / rel), columns=["id", "domain", "status", "score", "n_tokens"])
         for row, (i, d, st, sc, n) in enumerate(zip(*(t[c].to_pylist() for c in t.column_names))):
             if st == "ok":
                 g = domain_name(d) if by_domain else ALL
@@ -166,15 +179,15 @@ def prepare(scores_dir: str, corpus: str, data: Path, *, heldout_frac: float, fr
     scores = Scores.read(scores_dir)
     # by content (attninf.identity): a rescore rewrites the scores' manifest, a changed corpus file its signature
     key = {"heldout_frac": heldout_frac, "frac": frac, "repeat": repeat, "decay_weight": decay_weight,
-           "scores": identity.output_key(Path(scores_dir) / MANIFEST), "corpus": corpus_key(corpus)}
+           "scores": identity.output_key(location(scores_dir) / MANIFEST), "corpus": corpus_key(corpus)}
     done = data / "prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())
-    _check_pair(scores, Path(corpus))
+    _check_pair(scores, corpus)
     if data.exists():
         shutil.rmtree(data)
     say("held-out split")
-    held = _split(scores, Path(corpus), heldout_rows(scores, heldout_frac), data)
+    held = _split(scores, corpus, heldout_rows(scores, heldout_frac), data)
     say(f"held out {sum(held.values()):,} documents ({', '.join(f'{d} {n}' for d, n in sorted(held.items()))})")
     sel = run_select(SelectConfig(scores=str(data / "scores"), out=str(data / "selected"), frac=frac))
     rnd = random_selection(Selection.read(data / "selected"), Scores.read(data / "scores"), data / "random")

@@ -130,14 +130,16 @@ def _split_file(cfg_d, rel, file_idx, scores, columns, n_shards, pieces):
                            "the corpus changed since it was scored")
     stats: dict = {}
     start = 0
-    cols = [text_col] + [c for c in (id_col, domain_col) if c in names]
-    for b, batch in enumerate(cf.read(cols, step=READ_BATCH, text=text_col)):
+    jsonl = cf.kind != "parquet"  # a JSON key may be missing from the first row and there in others
+    cols = [text_col] + [c for c in (id_col, domain_col) if c in names or jsonl]
+    for b, batch in enumerate(cf.read(cols, step=READ_BATCH, text=text_col,
+                                      as_text=(id_col, domain_col) if jsonl else ())):
         n = batch.num_rows
         rows = np.arange(start, start + n, dtype=np.int64)
         ids = sc["id"].slice(start, n).cast(pa.string())  # corpus ids, or <file>:<row> made by score
         if "domain" in sc.column_names:  # the domain the selection ranked by (column or folder)
             dom = sc["domain"].slice(start, n).cast(pa.string())
-        elif domain_col in names:
+        elif domain_col in batch.column_names:
             dom = batch.column(domain_col).cast(pa.string())
         else:
             dom = pa.nulls(n, pa.string())

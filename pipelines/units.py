@@ -96,7 +96,9 @@ class UnitReader:
         self.cfg, self.rel = cfg, rel
         self.file = corpus_of(cfg.corpus).file(rel)
         names = self.file.names()
-        self.has_id = cfg.id_column in names
+        self.jsonl = self.file.kind != "parquet"
+        # a JSON Lines row without the id key gets <file>:<row>, as a Parquet file without the column
+        self.has_id = cfg.id_column in names or self.jsonl
         self.from_column = cfg.domain_from == "column"
         if self.from_column and cfg.domain_column not in names and self.file.kind == "parquet":
             raise AttninfError(f"{rel} has no {cfg.domain_column!r} column")
@@ -107,12 +109,18 @@ class UnitReader:
     def batches(self, start: int, end: int) -> Iterator[tuple[list, Any, Any]]:
         """(texts, ids, domain) per batch of rows_per_chunk rows of [start, end)."""
         import pyarrow as pa
+        import pyarrow.compute  # noqa: F401 - pa.compute
 
         row0 = start
-        for t in self.file.read(self.columns, start, end, self.cfg.rows_per_chunk, text=self.cfg.text_column):
+        keys = (self.cfg.id_column, self.cfg.domain_column)
+        for t in self.file.read(self.columns, start, end, self.cfg.rows_per_chunk, text=self.cfg.text_column,
+                                as_text=keys if self.jsonl else ()):
             n = t.num_rows
-            ids = (t.column(self.cfg.id_column).combine_chunks() if self.has_id
-                   else pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string()))
+            made = (pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string())
+                    if not self.has_id or self.jsonl else None)
+            ids = t.column(self.cfg.id_column).combine_chunks() if self.has_id else made
+            if self.jsonl:
+                ids = pa.compute.if_else(ids.is_null(), made, ids)
             domain = t.column(self.cfg.domain_column).combine_chunks() if self.from_column else self.folder
             yield t.column(self.cfg.text_column).to_pylist(), ids, domain
             row0 += n

@@ -205,3 +205,74 @@ def test_an_edit_inside_a_jsonl_file_is_seen(tmp_path, heads_file, monkeypatch):
     assert "1 corpus file(s) changed since they were scored, redone: x.jsonl" in res.output
     after = pq.read_table(tmp_path / "o" / "x.jsonl.parquet")["score"].to_pylist()
     assert after[15] != before[15] and after[:15] == before[:15]
+
+
+def test_jsonl_ids_of_any_json_type_and_missing_ones(tmp_path, heads_file, monkeypatch):
+    """Ids are read as text whatever JSON type they hold (ints, then strings,
+    nulls first, a uint64), whatever the unit cut; a row without one gets
+    <file>:<row>, as a Parquet file without the column."""
+    monkeypatch.setenv("ATTNINF_HOME", str(tmp_path / "home"))
+    ids = [None] * 12 + list(range(10)) + [f"s{i}" for i in range(10)] + [17270936128763342011, True]
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(
+        json.dumps({"text": f"document number {n} about cats", **({} if i is None and n % 2 else {"id": i})}) + "\n"
+        for n, i in enumerate(ids)))
+    want = [f"a.jsonl:{n}" if i is None else json.dumps(i) if not isinstance(i, str) else i for n, i in enumerate(ids)]
+    for chunk in (1000, 7):
+        out = tmp_path / f"o{chunk}"
+        _ok("score", corpus, "--out", out, "--heads", heads_file, "--max-tokens", "48", "--chunk-docs", chunk,
+            "--rows-per-chunk", "5", "--workers", "0", "--quiet")
+        assert pq.read_table(out / "a.jsonl.parquet")["id"].to_pylist() == want
+    assert (tmp_path / "o1000" / "a.jsonl.parquet").read_bytes() == (tmp_path / "o7" / "a.jsonl.parquet").read_bytes()
+
+
+def test_compare_data_from_a_jsonl_corpus(tmp_path, heads_file, monkeypatch):
+    """compare's training copy of a JSON Lines corpus is Parquet under names
+    read as Parquet, with the ids and held-out rows of the scores."""
+    from attninf.artifacts import Scores
+    from attninf.corpus import Corpus
+    from attninf.pipelines.compare_data import prepare
+
+    monkeypatch.setenv("ATTNINF_HOME", str(tmp_path / "home"))
+    corpus = make_corpus_as(tmp_path / "corpus", "jsonl.zst")
+    _ok("score", corpus, "--out", tmp_path / "scores", "--heads", heads_file, "--max-tokens", "48",
+        "--workers", "0", "--quiet")
+    prepare(str(tmp_path / "scores"), str(corpus), tmp_path / "data", heldout_frac=0.2, frac=0.3, repeat=1,
+            decay_weight=2)
+    files = Corpus(tmp_path / "data" / "corpus").files()
+    assert files == ["code/part-1_jsonl_zst.parquet", "prose/part-0_jsonl_zst.parquet", "prose/part-2_jsonl_zst.parquet"]
+    assert Scores.read(tmp_path / "data" / "scores").files() == files
+    held = pq.read_table(tmp_path / "data" / "heldout" / "heldout.parquet").num_rows
+    kept = sum(pq.read_table(tmp_path / "data" / "corpus" / f).num_rows for f in files)
+    assert held + kept == 3 * 23 and held >= 3
+
+
+def test_a_glob_matches_paths_as_a_shell_does(tmp_path):
+    root = tmp_path / "c"
+    for rel in ("top.jsonl", "old/backup.jsonl", "old/deep/x.jsonl", "_misc/y.parquet"):
+        write_as(root / rel.rsplit(".", 1)[0], _rows(0, 5), rel.rsplit(".", 1)[1])
+    assert Corpus(f"{root}/*.jsonl").files() == ["top.jsonl"]
+    assert Corpus(f"{root}/**/*.jsonl").files() == ["old/backup.jsonl", "old/deep/x.jsonl", "top.jsonl"]
+    assert Corpus(f"{root}/old/*.jsonl").files() == ["backup.jsonl"]  # relative to the folder before the glob
+    assert Corpus(root).files() == ["_misc/y.parquet", "old/backup.jsonl", "old/deep/x.jsonl", "top.jsonl"]
+
+
+def test_a_copy_with_its_modification_time_kept_is_not_taken_from_the_cache(tmp_path, monkeypatch):
+    """The row index is cached by path, size and modification time; a file
+    replaced by another of the same size with the old time kept (cp -p) is
+    recounted and signed anew."""
+    import os
+
+    from attninf.corpus import corpus_signature
+
+    monkeypatch.setenv("ATTNINF_HOME", str(tmp_path / "home"))
+    root = tmp_path / "c"
+    write_as(root / "x", [{"text": "aaaa"}, {"text": "bbbb"}], "jsonl")
+    p = root / "x.jsonl"
+    st = p.stat()
+    before = corpus_signature(root, ["x.jsonl"])
+    p.write_text(json.dumps({"text": "aaaa"}) + "\n" + json.dumps({"text": "cccc"}) + "\n")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+    assert corpus_signature(root, ["x.jsonl"]) != before
