@@ -11,7 +11,8 @@ corpus files (temporaries, `_SUCCESS` markers); any other file is an error.
 
 A Parquet column and a JSON Lines key are the same thing here (text, id,
 domain). A JSON Lines row is a non-blank line holding one JSON object; a
-missing key is null, a blank line is no row. Its rows are counted by one
+missing key is null, a blank line is no row; ids and domains are read as
+text whatever JSON type they hold (CorpusFile.read's `as_text`). Its rows are counted by one
 pass over the file (cached by the file's identity under the attninf home).
 
 The scores of a corpus file are one Parquet file named by `scores_name`:
