@@ -6,14 +6,13 @@ A corpus is a folder, a URL prefix of an fsspec store, or either followed by
 a glob over the files' relative paths (`corpus/**/*.jsonl.zst`). Its files
 are Parquet (`.parquet`) or JSON Lines (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`,
 and Dolma's `.json.gz`, `.json.zst`): the format is told by the name and
-checked by the first bytes. Path parts starting with "." or "_" are not
-corpus files (temporaries, `_SUCCESS` markers); any other file is an error.
+checked by the first bytes. Path parts starting with "." (temporaries) and
+files named "_..." of no corpus format (`_SUCCESS` markers) are not corpus
+files; any other file is an error.
 
 A Parquet column and a JSON Lines key are the same thing here (text, id,
-domain). A JSON Lines row is a non-blank line holding one JSON object; a
-missing key is null, a blank line is no row; ids and domains are read as
-text whatever JSON type they hold (CorpusFile.read's `as_text`). Its rows are counted by one
-pass over the file (cached by the file's identity under the attninf home).
+domain); attninf.jsonl reads JSON Lines files (rows, their index, ids and
+domains as text).
 
 The scores of a corpus file are one Parquet file named by `scores_name`:
 the same relative path for a Parquet file, `.parquet` appended for JSON Lines
@@ -22,12 +21,11 @@ the same relative path for a Parquet file, `.parquet` appended for JSON Lines
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from pathlib import Path
 from typing import Iterator
 
-from .errors import AttninfError, one_line
+from .errors import AttninfError
+from .jsonl import JsonLines, open_raw
 from .stores import RemotePath, all_files, location, readable
 
 PARQUET, JSONL = "parquet", "jsonl"
@@ -36,8 +34,6 @@ FORMATS = {".parquet": (PARQUET, None), ".jsonl": (JSONL, None), ".jsonl.gz": (J
 ACCEPTED = ", ".join(FORMATS)
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 READ_BUFFER = 1 << 20  # Parquet column chunks read page by page: memory does not grow with a row group's size
-INDEX_STRIDE = 4096  # rows between the byte offsets an uncompressed JSON Lines file's index records
-INDEX_VERSION = 2  # 2: the index holds the sha256 of the file's decompressed bytes
 
 
 def format_of(rel: str) -> tuple[str, str | None] | None:
@@ -179,14 +175,11 @@ class CorpusFile:
             raise AttninfError(f"{rel}: not a corpus file (a corpus holds {ACCEPTED} files)")
         self.kind, self.compression = fmt
         self._pf = None
-        self._index = None
+        self.jsonl = JsonLines(self.path, rel, self.compression) if self.kind == JSONL else None
 
     # ---- opening
     def _raw(self):
-        try:
-            return self.path.open("rb")
-        except FileNotFoundError:
-            raise AttninfError(f"{self.rel} is missing from the corpus") from None
+        return open_raw(self.path, self.rel)
 
     def check_content(self) -> None:
         """The first bytes are what the name says, or a one-line error."""
@@ -201,32 +194,6 @@ class CorpusFile:
         if not ok:
             raise AttninfError(f"{self.rel}: not {what} although its name says so (first bytes {head!r})")
 
-    def _lines(self) -> Iterator[bytes]:
-        """The decompressed lines, as bytes; a corrupt stream is a one-line error."""
-        import gzip
-        import zlib
-
-        raw = self._raw()
-        try:
-            if self.compression == "gzip":
-                stream = gzip.GzipFile(fileobj=raw)
-            elif self.compression == "zstd":
-                import zstandard
-
-                stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
-                                           buffer_size=READ_BUFFER)
-            else:
-                stream = raw
-            yield from stream
-        except (OSError, EOFError, zlib.error) as e:
-            raise AttninfError(f"{self.rel}: corrupt {self.compression or 'file'} ({one_line(e)})") from e
-        except Exception as e:  # noqa: BLE001 - zstandard.ZstdError and the store's errors
-            if type(e).__name__ == "ZstdError":
-                raise AttninfError(f"{self.rel}: corrupt zstd stream ({one_line(e)})") from e
-            raise
-        finally:
-            raw.close()
-
     def parquet(self):
         import pyarrow.parquet as pq
 
@@ -238,17 +205,11 @@ class CorpusFile:
         return self._pf
 
     # ---- what it holds
-    def first_record(self) -> dict:
-        for n, line in enumerate(self._lines(), 1):
-            if line.strip():
-                return _record(line, self.rel, n)
-        return {}
-
     def names(self) -> list[str]:
         """Its columns: the Parquet schema's, or the keys of the first JSON Lines record."""
         if self.kind == PARQUET:
             return self.parquet().schema_arrow.names
-        return list(self.first_record())
+        return list(self.jsonl.first_record())
 
     def column_kind(self, name: str) -> str | None:
         """Why a column cannot hold text (its Arrow type), or None when it can."""
@@ -259,14 +220,14 @@ class CorpusFile:
             is_text = pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(
                 pa.types, "is_string_view", lambda _: False)(t)
             return None if is_text else str(t)
-        v = self.first_record().get(name)
+        v = self.jsonl.first_record().get(name)
         return None if v is None or isinstance(v, str) else type(v).__name__
 
     @property
     def rows(self) -> int:
         if self.kind == PARQUET:
             return self.parquet().metadata.num_rows
-        return self.index()["rows"]
+        return self.jsonl.index()["rows"]
 
     def row_groups(self) -> list[int]:
         """Rows per row group (a JSON Lines file is one group, cut into equal ranges by units)."""
@@ -292,7 +253,7 @@ class CorpusFile:
 
         try:
             if self.kind != PARQUET:
-                return self.index()["sha256"][:16]
+                return self.jsonl.index()["sha256"][:16]
             if size < 12:
                 return None
             with self._raw() as f:
@@ -304,67 +265,6 @@ class CorpusFile:
                 return hashlib.sha256(f.read(n)).hexdigest()[:16]
         except (OSError, AttninfError):
             return None
-
-    # ---- the row index of a JSON Lines file
-    def _identity(self) -> str | None:
-        """The cache key of the index: path, size and modification time (or
-        the store's version); None when the store gives neither (no cache)."""
-        st = self.path.stat()
-        when = getattr(st, "version", "") or getattr(st, "st_mtime_ns", None) or st.st_mtime
-        if not when:
-            return None
-        where = str(self.path.resolve()) if isinstance(self.path, Path) else str(self.path)
-        return hashlib.sha256(f"{INDEX_VERSION}|{where}|{st.st_size}|{when}".encode()).hexdigest()[:24]
-
-    def _edges(self) -> str:
-        """sha256 of the raw file's first and last 64 KiB: a cached index is
-        used only while they are unchanged (a file replaced by another of the
-        same size with its modification time kept, `cp -p`, is seen)."""
-        with self._raw() as f:
-            h = hashlib.sha256(f.read(1 << 16))
-            size = self.path.stat().st_size
-            if size > 1 << 17:
-                f.seek(size - (1 << 16))
-                h.update(f.read())
-        return h.hexdigest()
-
-    def index(self) -> dict:
-        """{"rows": non-blank lines, "offsets": byte offset of every
-        INDEX_STRIDE-th row (uncompressed files only), "sha256": of the
-        decompressed bytes}: one pass over the file, cached by its path, size
-        and modification time (or the store's version, e.g. its ETag)."""
-        if self._index is not None:
-            return self._index
-        from . import paths
-
-        key = self._identity()
-        cache = paths.home() / "jsonl-index" / f"{key}.json" if key else None
-        edges = self._edges()
-        try:
-            cached = json.loads(cache.read_text()) if cache else None
-            if cached and cached.get("edges") == edges:
-                self._index = cached
-                return cached
-        except (OSError, ValueError):
-            pass
-        rows, offsets, pos, h = 0, [], 0, hashlib.sha256()
-        for line in self._lines():
-            h.update(line)
-            if line.strip():
-                if rows % INDEX_STRIDE == 0:
-                    offsets.append(pos)
-                rows += 1
-            pos += len(line)
-        self._index = {"rows": rows, "offsets": offsets if not self.compression else [], "sha256": h.hexdigest(),
-                       "edges": edges}
-        try:
-            if cache:
-                from .storage import write_text
-
-                write_text(json.dumps(self._index), cache)
-        except OSError:
-            pass  # a read-only home only costs a pass next time
-        return self._index
 
     # ---- reading rows
     def read(self, columns: list[str], start: int = 0, end: int | None = None, step: int = 65_536,
@@ -378,7 +278,7 @@ class CorpusFile:
             return iter(())
         if self.kind == PARQUET:
             return self._read_parquet(columns, start, end, step)
-        return self._read_jsonl(columns, start, end, step, text, as_text)
+        return self.jsonl.read(columns, start, end, step, text, as_text)
 
     def _read_parquet(self, columns, start, end, step):
         import pyarrow as pa
@@ -409,56 +309,6 @@ class CorpusFile:
         if buffered:
             yield pa.Table.from_batches(buf)
 
-    def _jsonl_from(self, start: int) -> Iterator[tuple[int, int, bytes]]:
-        """(row, line number, line) from row `start` on: an uncompressed file
-        seeks to the nearest indexed row, a compressed one is read from its start."""
-        row, lineno, skip_to = 0, 0, start
-        offsets = self.index()["offsets"] if not self.compression and start >= INDEX_STRIDE else []
-        if offsets:
-            k = min(start // INDEX_STRIDE, len(offsets) - 1)
-            yield from self._jsonl_seek(offsets[k], k * INDEX_STRIDE, start)
-            return
-        for line in self._lines():
-            lineno += 1
-            if not line.strip():
-                continue
-            if row >= skip_to:
-                yield row, lineno, line
-            row += 1
-
-    def _jsonl_seek(self, offset: int, row: int, start: int):
-        raw = self._raw()
-        try:
-            raw.seek(offset)
-            for line in raw:
-                if not line.strip():
-                    continue
-                if row >= start:
-                    yield row, None, line
-                row += 1
-        finally:
-            raw.close()
-
-    def _read_jsonl(self, columns, start, end, step, text, as_text=()):
-        import pyarrow as pa
-
-        types: dict[str, object] = {c: pa.string() for c in (*as_text, text) if c}
-        values: dict[str, list] = {c: [] for c in columns}
-        first_line = None
-        for row, lineno, line in self._jsonl_from(start):
-            if row >= end:
-                break
-            rec = _record(line, self.rel, lineno, row)
-            first_line = first_line or (lineno, row)
-            for c in columns:
-                v = rec.get(c)
-                values[c].append(_as_text(v, self.rel, lineno, row, c) if c in as_text and v is not None else v)
-            if len(values[columns[0]]) == step:
-                yield _table(values, columns, types, self.rel, first_line)
-                values, first_line = {c: [] for c in columns}, None
-        if values[columns[0]]:
-            yield _table(values, columns, types, self.rel, first_line)
-
     def texts(self, rows, column: str = "text") -> dict[int, str | None]:
         """{row: text} of some rows, reading (for Parquet) only the row groups that hold them."""
         wanted, out = sorted(set(int(r) for r in rows)), {}
@@ -473,61 +323,11 @@ class CorpusFile:
                     out.update({r: col[r - start].as_py() for r in here})
                 start += n
         else:
-            want = set(wanted)
-            for row, lineno, line in self._jsonl_from(wanted[0]):
-                if row in want:
-                    out[row] = _record(line, self.rel, lineno, row).get(column)
-                if row >= wanted[-1]:
-                    break
+            out = self.jsonl.texts(wanted, column)
         missing = [r for r in wanted if r not in out]
         if missing:
             raise AttninfError(f"{self.rel} has no row {missing[0]}")
         return out
-
-
-def _record(line: bytes, rel: str, lineno: int | None, row: int | None = None) -> dict:
-    where = f"line {lineno}" if lineno is not None else f"row {row}"
-    try:
-        rec = json.loads(line)
-    except ValueError as e:
-        raise AttninfError(f"{rel} {where}: not JSON ({getattr(e, 'msg', e)})") from None
-    if not isinstance(rec, dict):
-        raise AttninfError(f"{rel} {where}: a JSON {type(rec).__name__}, not an object")
-    return rec
-
-
-def _as_text(v, rel: str, lineno: int | None, row: int, key: str) -> str:
-    """An id or domain value as text: a string as it is, a number or a
-    boolean as JSON writes it; a list or an object is an error."""
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (dict, list)):
-        where = f"line {lineno}" if lineno is not None else f"row {row}"
-        raise AttninfError(f"{rel} {where}: key {key!r} holds a JSON {type(v).__name__}, not a value")
-    return json.dumps(v)
-
-
-def _table(values: dict, columns: list[str], types: dict, rel: str, first: tuple):
-    """Arrow columns of JSON values; a column's type is fixed by its first
-    batch with a value (an integer id stays an integer, text is a string)."""
-    import pyarrow as pa
-
-    arrays = []
-    for c in columns:
-        try:
-            a = pa.array(values[c], type=types.get(c))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            lineno, row = first
-            where = f"line {lineno}" if lineno else f"row {row}"
-            if types.get(c) == pa.string() and not any(isinstance(v, str) for v in values[c]):
-                raise AttninfError(f"{rel}: key {c!r} is not text in the rows from {where} on "
-                                   f"(e.g. {next(v for v in values[c] if v is not None)!r})") from None
-            raise AttninfError(f"{rel}: key {c!r} holds values of more than one type in the rows from "
-                               f"{where} on ({one_line(e)})") from None
-        if c not in types and not pa.types.is_null(a.type):
-            types[c] = a.type
-        arrays.append(a)
-    return pa.Table.from_arrays(arrays, names=columns)
 
 
 # ------------------------------------------------------------ the signature

@@ -13,7 +13,8 @@ import zstandard
 from click.testing import CliRunner
 
 from attninf.cli import main
-from attninf.corpus import INDEX_STRIDE, Corpus, CorpusFile, corpus_name, scores_name
+from attninf.corpus import Corpus, CorpusFile, corpus_name, scores_name
+from attninf.jsonl import INDEX_STRIDE
 from attninf.errors import AttninfError
 
 from helpers import docs
@@ -128,7 +129,7 @@ def test_jsonl_rows_read_back_by_position(tmp_path, monkeypatch):
             assert got["id"].to_pylist() == list(range(start, end)), (fmt, start)
             assert got.schema.field("id").type == pa.int64()
         assert f.texts([3, n - 1, INDEX_STRIDE], "text") == {3: "t3", n - 1: f"t{n - 1}", INDEX_STRIDE: f"t{INDEX_STRIDE}"}
-        assert CorpusFile(path.parent, path.name).index() == f.index()  # cached, same answer
+        assert CorpusFile(path.parent, path.name).jsonl.index() == f.jsonl.index()  # cached, same answer
 
 
 @pytest.mark.parametrize("case, body, message", [
