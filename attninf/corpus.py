@@ -36,12 +36,15 @@ _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 READ_BUFFER = 1 << 20  # Parquet column chunks read page by page: memory does not grow with a row group's size
 
 
+def format_suffix(rel: str) -> str | None:
+    """The corpus-format suffix a file's name ends with (the longest), or None."""
+    return next((x for x in sorted(FORMATS, key=len, reverse=True) if rel.endswith(x)), None)
+
+
 def format_of(rel: str) -> tuple[str, str | None] | None:
     """(parquet | jsonl, compression) told by the file's name; None for another file."""
-    for suffix, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
-        if rel.endswith(suffix):
-            return fmt
-    return None
+    suffix = format_suffix(rel)
+    return FORMATS[suffix] if suffix else None
 
 
 def scores_name(rel: str) -> str:
@@ -112,6 +115,7 @@ class Corpus:
         self.spec = str(spec)
         root, self.pattern = _split_glob(self.spec)
         self.root = location(root)
+        self._files: dict[str, CorpusFile] = {}  # opened once: a JSON Lines index is read once per run
 
     def __str__(self) -> str:
         return self.spec
@@ -153,11 +157,24 @@ class Corpus:
 
     def file(self, rel: str) -> "CorpusFile":
         """A corpus file by its name, or by the name of its scores file."""
-        return CorpusFile(self.root, corpus_name(rel))
+        rel = corpus_name(rel)
+        if rel not in self._files:
+            self._files[rel] = CorpusFile(self.root, rel)
+        return self._files[rel]
 
 
 def corpus_of(spec) -> Corpus:
     return spec if isinstance(spec, Corpus) else Corpus(spec)
+
+
+def corpus_texts(corpus, rel: str, rows, column: str = "text") -> dict[int, str | None]:
+    """{row: text} of some rows of one corpus file (named, or named by its scores file)."""
+    return corpus_of(corpus).file(rel).texts(rows, column)
+
+
+def corpus_text(corpus, rel: str, row: int, column: str = "text") -> str | None:
+    """The text of one corpus row."""
+    return corpus_texts(corpus, rel, [row], column)[row]
 
 
 # ------------------------------------------------------------------ one file

@@ -24,7 +24,8 @@ import numpy as np
 
 from .artifacts import HELDOUT, NO_DOMAIN, CompareSummary, Scores, Selection
 from .paths import shown
-from .storage import corpus_text, corpus_texts, write_text
+from .corpus import corpus_text, corpus_texts
+from .storage import write_text
 from .stores import RemotePath, is_url, location
 from .errors import AttninfError
 from .report_figures import Figures

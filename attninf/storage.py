@@ -146,15 +146,3 @@ def read_json(path, missing: str, fix: str) -> dict:
     if not isinstance(data, dict):
         raise AttninfError(f"{path} is damaged (not a mapping): {fix}")
     return data
-
-
-def corpus_texts(corpus, rel: str, rows, column: str = "text") -> dict[int, str | None]:
-    """{row: text} of some rows of one corpus file (attninf.corpus reads it)."""
-    from .corpus import corpus_of
-
-    return corpus_of(corpus).file(rel).texts(rows, column)
-
-
-def corpus_text(corpus, rel: str, row: int, column: str = "text") -> str | None:
-    """The text of one corpus row."""
-    return corpus_texts(corpus, rel, [row], column)[row]

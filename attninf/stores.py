@@ -30,7 +30,7 @@ def is_url(x) -> bool:
 def location(x: str | os.PathLike) -> "Path | RemotePath":
     if isinstance(x, RemotePath):
         return x
-    s = str(x) if isinstance(x, RemotePath | Path) else os.fspath(x)
+    s = os.fspath(x)
     if s.startswith("file://"):
         return Path(s[len("file://"):])
     return RemotePath(s) if is_url(s) else Path(s)

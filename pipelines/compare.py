@@ -234,7 +234,7 @@ def diagnostics(cfg: CompareConfig, data: dict) -> dict:
     tokens most over-represented in the selected documents."""
     import pyarrow.parquet as pq
 
-    from attninf.storage import corpus_texts
+    from attninf.corpus import corpus_texts
     from attninf.measures import over_represented
     from attninf.model import load_tokenizer
 

@@ -16,7 +16,7 @@ import numpy as np
 from attninf import identity
 from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
 from attninf.errors import AttninfError
-from attninf.corpus import FORMATS, corpus_key, corpus_mismatch, corpus_name, corpus_of, corpus_signature
+from attninf.corpus import corpus_key, format_suffix, corpus_mismatch, corpus_name, corpus_of, corpus_signature
 from attninf.storage import atomic_path, write_json
 from attninf.stores import location, readable
 
@@ -82,7 +82,7 @@ def parquet_copy_name(rel: str) -> str:
     stem (`a/x.jsonl.zst` -> `a/x.jsonl_zst.parquet`), so the copy is read as
     the Parquet file it is."""
     name = corpus_name(rel)
-    suffix = next((x for x in sorted(FORMATS, key=len, reverse=True) if name.endswith(x)), ".parquet")
+    suffix = format_suffix(name) or ".parquet"
     return name if suffix == ".parquet" else name[: -len(suffix)] + suffix.replace(".", "_") + ".parquet"
 
 

@@ -8,10 +8,6 @@ from attninf.errors import AttninfError, one_line
 DOMAIN_MODES = ("auto", "column", "dir", "none")
 
 
-def list_files(corpus) -> list[str]:
-    return corpus_of(corpus).files()
-
-
 def inspect(corpus, files: list[str], text_column: str,
             domain_column: str | None = None) -> tuple[dict[str, int], dict[str, str], set[str]]:
     """Rows per readable file, {file: error} for unreadable ones, and the

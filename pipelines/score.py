@@ -30,7 +30,7 @@ from attninf.storage import utc_now
 from attninf.stores import RemotePath, absolute, location, rmtree
 from attninf.errors import AttninfError
 from attninf.model import model_fingerprint
-from attninf.pipelines.corpus import inspect, list_files, resolve_domains
+from attninf.pipelines.corpus import inspect, resolve_domains
 from attninf.pipelines.executors import Tracker, check_workers, default_workers, score_here, score_on_dask
 from attninf.pipelines.units import PARTS_DIR, file_units, part_path
 from attninf.pipelines.lock import RunLock
@@ -92,12 +92,12 @@ def _drop_changed(out, old_signature: dict, files: list[str], signature: dict) -
     return changed, gone
 
 
-def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int], dict[str, str], dict]:
+def _start(cfg: ScoreConfig, corpus, say) -> tuple[ScoreConfig, list[str], dict[str, int], dict[str, str], dict]:
     """Check the corpus and the output directory, resolve the domains and the
     unit size, write the manifest that says the run started; (cfg, files,
     rows per readable file, unreadable files, manifest)."""
-    files = list_files(cfg.corpus)
-    rows, bad, with_domain = inspect(cfg.corpus, files, cfg.text_column, cfg.domain_column)
+    files = corpus.files()
+    rows, bad, with_domain = inspect(corpus, files, cfg.text_column, cfg.domain_column)
     mode, why = resolve_domains(cfg.domain_from, [f for f in files if f in rows], with_domain, cfg.domain_column)
     say(f"domains: {why}")
     cfg = dataclasses.replace(cfg, domain_from=mode, chunk_docs=chunk_docs(cfg))
@@ -110,7 +110,7 @@ def _start(cfg: ScoreConfig, say) -> tuple[ScoreConfig, list[str], dict[str, int
     out = location(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
-    signature = corpus_signature(cfg.corpus, [f for f in files if f in rows])
+    signature = corpus_signature(corpus, [f for f in files if f in rows])
     changed, gone = _drop_changed(out, recorded, files, signature)
     if changed:
         say(f"{len(changed)} corpus file(s) changed since they were scored, redone: {', '.join(changed[:3])}")
@@ -153,9 +153,10 @@ def run_score(cfg: ScoreConfig, progress: bool = True, say: Callable[[str], None
 
 def _run(cfg: ScoreConfig, progress: bool, say) -> dict:
     t0 = time.perf_counter()
-    cfg, files, rows, bad, manifest = _start(cfg, say)
+    corpus = corpus_of(cfg.corpus)  # one Corpus: each file is opened (and a JSONL file indexed) once
+    cfg, files, rows, bad, manifest = _start(cfg, corpus, say)
     out = location(cfg.out)
-    plan = {rel: file_units(cfg.corpus, rel, cfg.chunk_docs) for rel in files if rel in rows}
+    plan = {rel: file_units(corpus, rel, cfg.chunk_docs) for rel in files if rel in rows}
     done = [rel for rel in plan if (out / scores_name(rel)).exists()]
     plan = {rel: units for rel, units in plan.items() if rel not in done}
     for rel in done:  # a crash between a file's assembly and the removal of its parts
@@ -213,7 +214,7 @@ def dry_run(cfg: ScoreConfig, limit: int, say: Callable[[str], None] = print) ->
     tokens = int(res["n_tokens"].sum())
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.device)
     projected = el / max(len(texts), 1) * total_docs / max(workers, 1)
-    units = sum(len(file_units(cfg.corpus, rel, chunk_docs(cfg))) for rel in rows)
+    units = sum(len(file_units(corpus, rel, chunk_docs(cfg))) for rel in rows)
     return {"documents": len(texts), "tokens": tokens, "seconds": round(el, 2), "units": units,
             "workers": max(workers, 1),
             "tokens_per_s": round(tokens / max(el, 1e-9), 1), "corpus_documents": total_docs,

@@ -109,18 +109,17 @@ class UnitReader:
     def batches(self, start: int, end: int) -> Iterator[tuple[list, Any, Any]]:
         """(texts, ids, domain) per batch of rows_per_chunk rows of [start, end)."""
         import pyarrow as pa
-        import pyarrow.compute  # noqa: F401 - pa.compute
+        import pyarrow.compute as pc
 
         row0 = start
         keys = (self.cfg.id_column, self.cfg.domain_column)
         for t in self.file.read(self.columns, start, end, self.cfg.rows_per_chunk, text=self.cfg.text_column,
                                 as_text=keys if self.jsonl else ()):
             n = t.num_rows
-            made = (pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string())
-                    if not self.has_id or self.jsonl else None)
-            ids = t.column(self.cfg.id_column).combine_chunks() if self.has_id else made
-            if self.jsonl:
-                ids = pa.compute.if_else(ids.is_null(), made, ids)
+            ids = t.column(self.cfg.id_column).combine_chunks() if self.has_id else None
+            if ids is None or (self.jsonl and ids.null_count):  # <file>:<row> where the corpus gives no id
+                made = pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string())
+                ids = made if ids is None else pc.if_else(ids.is_null(), made, ids)
             domain = t.column(self.cfg.domain_column).combine_chunks() if self.from_column else self.folder
             yield t.column(self.cfg.text_column).to_pylist(), ids, domain
             row0 += n

@@ -75,7 +75,7 @@ def _document(text, text_file, scores, doc_id, corpus) -> tuple[str, dict, float
     if scores is None:
         return text, {}, None
     from ..artifacts import Scores
-    from ..storage import corpus_text
+    from ..corpus import corpus_text
 
     if doc_id is None:
         raise AttninfError("--scores needs --id ID: the document to explain")

@@ -39,7 +39,7 @@ def select(**kw) -> None:
 def _show(cfg: SelectConfig, n: int, by_domain: bool) -> None:
     """The best and worst documents of each group, to read before opening a browser."""
     from ..artifacts import Scores
-    from ..storage import corpus_text
+    from ..corpus import corpus_text
     from ..pipelines.select import extremes
 
     scores = Scores.read(cfg.scores)
