@@ -47,19 +47,22 @@ class Case:
     kernel: str
     dtype: str
     dim: int
+    sliding: bool = False  # attention with a sliding window and soft-capped logits (Gemma 2/3)
 
     @property
     def label(self) -> str:
         what = "D" if self.kernel == "attention" else "H"
-        return f"{self.kernel} {what}={self.dim} {self.dtype}"
+        return f"{self.kernel} {what}={self.dim} {self.dtype}" + (" window+softcap" if self.sliding else "")
 
 
 def production_cases(full: bool = False) -> list[Case]:
     """What the scorer launches on a GPU: bf16 attention at head dims 64
     (SmolLM2, Llama 3.2 1B) and 128 (most 1-8B models), the fused loss at
-    SmolLM2's and a 2048-wide model's hidden size. --full adds fp16, head dim
-    256 (Gemma), and the loss in fp32 (a float32 model's last layer)."""
+    SmolLM2's and a 2048-wide model's hidden size, and Gemma's head dim 256
+    with a sliding window and soft-capping. --full adds fp16, head dim 256
+    without them, and the loss in fp32 (a float32 model's last layer)."""
     cases = [Case("attention", "bfloat16", 64), Case("attention", "bfloat16", 128),
+             Case("attention", "bfloat16", 256, sliding=True),
              Case("nll", "bfloat16", 576), Case("nll", "bfloat16", 2048)]
     if full:
         cases += [Case("attention", "float16", 64), Case("attention", "float16", 128),
@@ -82,7 +85,8 @@ def _launches(case: Case):
         mask = torch.zeros(hq, dtype=torch.bool)
         mask[[1, 5]] = True
         cu = torch.tensor([0, SEQ // 3, SEQ], dtype=torch.int32)
-        return _masked_attention_kernel, launches(q, k, k.clone(), mask, cu_seqlens=cu, gpu=True)[1]
+        extra = dict(window=SEQ // 4, softcap=50.0) if case.sliding else {}
+        return _masked_attention_kernel, launches(q, k, k.clone(), mask, cu_seqlens=cu, gpu=True, **extra)[1]
     from .nll_triton import _token_nll_kernel, launches
 
     hidden = torch.zeros(TOKENS, case.dim, dtype=dtype)

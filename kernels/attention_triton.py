@@ -5,7 +5,9 @@ diagonal skipped, grouped-query attention by indexing (k/v never repeated).
 A masked head (AttentionInfluence, arXiv 2505.07293) attends uniformly to its
 causal prefix: its output is the running mean of V, accumulated here as a
 0/1-weighted sum with no QK^T work. Packed documents (cu_seqlens) restart
-both the attention and the running mean at every boundary.
+both the attention and the running mean at every boundary. A sliding window
+(query t sees t-W+1..t) bounds both, and skips the key blocks before it;
+soft-capping (c * tanh(logits / c)) applies to the softmax heads' logits.
 
 The torch twin with the same signature is attention_torch.masked_attention_torch.
 """
@@ -19,13 +21,22 @@ from ._triton_common import dot, dot_flags, interpreter_block
 
 
 @triton.jit
-def _visible(cols, rows, start, end, S, CAUSAL: tl.constexpr):
+def _visible(cols, rows, start, end, S, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
     """(BLOCK_M, BLOCK_N) bool: key column j is visible from query row i:
-    same document (start[i] <= j < end[i]), inside the sequence, and j <= i if causal."""
+    same document (start[i] <= j < end[i]), inside the sequence, j <= i if
+    causal, and j > i - window with a sliding window."""
     ok = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None]) & (cols[None, :] < S)
     if CAUSAL:
         ok = ok & (cols[None, :] <= rows[:, None])
+    if HAS_WINDOW:
+        ok = ok & (cols[None, :] > rows[:, None] - window)
     return ok
+
+
+@triton.jit
+def _tanh(x):
+    """tanh through exp, saturating to +-1 without overflow trouble (exp -> inf gives 1)."""
+    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
 
 
 @triton.jit
@@ -36,10 +47,10 @@ def _masked_attention_kernel(
     svb, svh, svs, svd,
     sob, soh, sos, sod,
     smb, smh,
-    S, Hq, G, qk_scale,
+    S, Hq, G, qk_scale, window, softcap,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_MASK: tl.constexpr, MASKED: tl.constexpr,
-    IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One (query block, batch row, head) program. With a head mask the
     launcher runs this kernel twice, MASKED=False (the softmax heads; a
@@ -79,6 +90,8 @@ def _masked_attention_kernel(
             hi = tl.minimum((pid_m + 1) * BLOCK_M, S)  # blocks past the diagonal are never read
         else:
             hi = hi_rows
+        if HAS_WINDOW:  # key blocks wholly before the first row's window are never read
+            lo = tl.maximum(lo, pid_m * BLOCK_M - window + 1)
         lo = (lo // BLOCK_N) * BLOCK_N
 
         k_base = K + b * skb + kvh * skh
@@ -92,23 +105,30 @@ def _masked_attention_kernel(
             # which is known without summing: start..min(row, end - 1)
             for n0 in range(lo, hi, BLOCK_N):
                 cols = n0 + offs_n
-                ok = _visible(cols, offs_m, start, end, S, CAUSAL)
+                ok = _visible(cols, offs_m, start, end, S, window, CAUSAL, HAS_WINDOW)
                 v = tl.load(v_base + cols.to(tl.int64)[:, None] * svs + offs_d[None, :] * svd,
                             mask=cols[:, None] < S, other=0.0)
                 acc += dot(tl.where(ok, 1.0, 0.0).to(v.dtype), v, IEEE, UPCAST)  # (bool -> bf16 is wrong in the interpreter)
             last = tl.minimum(offs_m, end - 1) if CAUSAL else end - 1
-            l_i = tl.maximum(last - start + 1, 0).to(tl.float32)
+            first = start
+            if HAS_WINDOW:
+                first = tl.maximum(start, offs_m - window + 1)
+            l_i = tl.maximum(last - first + 1, 0).to(tl.float32)
         else:
             q = tl.load(Q + b * sqb + h * sqh + offs_m.to(tl.int64)[:, None] * sqs + offs_d[None, :] * sqd,
                         mask=row_ok[:, None], other=0.0)
             m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
             for n0 in range(lo, hi, BLOCK_N):
                 cols = n0 + offs_n
-                ok = _visible(cols, offs_m, start, end, S, CAUSAL)
+                ok = _visible(cols, offs_m, start, end, S, window, CAUSAL, HAS_WINDOW)
                 k = tl.load(k_base + cols.to(tl.int64)[:, None] * sks + offs_d[None, :] * skd,
                             mask=cols[:, None] < S, other=0.0)
                 s = dot(q, tl.trans(k), IEEE, UPCAST)
-                s = tl.where(ok, s * qk_scale, float("-inf"))  # log2 domain: scale includes log2(e)
+                if HAS_SOFTCAP:  # capped in the natural domain, then to log2: qk_scale includes log2(e)
+                    s = softcap * _tanh(s * (qk_scale * 0.6931471805599453 / softcap)) * 1.4426950408889634
+                else:
+                    s = s * qk_scale
+                s = tl.where(ok, s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
                 alpha = tl.exp2(m_i - m_safe)
@@ -152,15 +172,16 @@ def _blocks(D: int, S: int, gpu: bool, masked: bool = False) -> tuple[int, int, 
 
 
 def launches(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None, block_m: int | None = None,
-             block_n: int | None = None, out=None, gpu: bool | None = None) -> tuple:
+             block_n: int | None = None, out=None, gpu: bool | None = None, window=None, softcap=None) -> tuple:
     """(out, [(grid, args, kwargs)]): the kernel launches
     masked_attention_triton makes, without launching: what kernels/aot.py
     compiles for a GPU this machine may not have (gpu=True picks the GPU's
     blocks whatever the tensors' device)."""
     from .attention_torch import _check
 
-    _check(q, k, v, head_mask, cu_seqlens)
+    _check(q, k, v, head_mask, cu_seqlens, window, softcap)
     B, Hq, S, D = q.shape
+    window = int(window) if window and window < S else 0  # a window as long as the row is no window
     if D not in (16, 32, 64, 128, 256):
         raise ValueError(f"head dim {D} is not supported by the Triton kernel (16, 32, 64, 128 or 256)")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
@@ -184,26 +205,30 @@ def launches(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None, 
     else:
         doc_start = doc_end = q  # never read
     args = (q, k, v, out, hm, doc_start, doc_end, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            smb, smh, S, Hq, Hq // k.shape[1], scale * 1.4426950408889634)
+            smb, smh, S, Hq, Hq // k.shape[1], scale * 1.4426950408889634, window, float(softcap or 0.0))
     runs = []
     for masked in ((False, True) if has_mask else (False,)):
         bm, bn, warps, stages = _blocks(D, S, gpu, masked)
         bm, bn = block_m or bm, block_n or bn
         runs.append(((triton.cdiv(S, bm), B * Hq), args,
                      dict(HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=bool(causal), HAS_DOCS=cu_seqlens is not None,
-                          HAS_MASK=has_mask, MASKED=masked, **dot_flags(q.dtype), num_warps=warps,
+                          HAS_MASK=has_mask, MASKED=masked, HAS_WINDOW=window > 0, HAS_SOFTCAP=bool(softcap),
+                          **dot_flags(q.dtype), num_warps=warps,
                           num_stages=stages)))
     return out, runs
 
 
 def masked_attention_triton(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None,
-                            block_m: int | None = None, block_n: int | None = None, out=None):
+                            block_m: int | None = None, block_n: int | None = None, out=None, window=None,
+                            softcap=None):
     """Triton masked attention; same contract as masked_attention_torch.
 
     q: (B, Hq, S, D); k, v: (B, Hkv, S, D); head_mask: bool (Hq,) or (B, Hq);
-    cu_seqlens: int (N+1,) document boundaries shared by every row.
+    cu_seqlens: int (N+1,) document boundaries shared by every row; window,
+    softcap: as masked_attention_torch.
     """
-    out, runs = launches(q, k, v, head_mask, causal, cu_seqlens, scale, block_m, block_n, out)
+    out, runs = launches(q, k, v, head_mask, causal, cu_seqlens, scale, block_m, block_n, out,
+                         window=window, softcap=softcap)
     for grid, args, kwargs in runs:
         _masked_attention_kernel[grid](*args, **kwargs)
     return out

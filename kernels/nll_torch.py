@@ -18,11 +18,12 @@ def _check(hidden, weight, targets, bias):
         raise ValueError(f"bias must be ({weight.shape[0]},); got {tuple(bias.shape)}")
 
 
-def token_nll_torch(hidden, weight, targets, bias=None, ignore_index=-100, chunk_tokens=None):
+def token_nll_torch(hidden, weight, targets, bias=None, ignore_index=-100, chunk_tokens=None, softcap=None):
     """-log softmax(hidden @ weight.T + bias)[targets], per token.
 
     hidden (N, H), weight (V, H), targets (N,) int; returns (N,) float32,
-    0 where targets == ignore_index.
+    0 where targets == ignore_index. softcap: the logits are first capped to
+    softcap * tanh(logits / softcap), as Gemma 2's output layer does.
     """
     _check(hidden, weight, targets, bias)
     N, V = hidden.shape[0], weight.shape[0]
@@ -36,6 +37,8 @@ def token_nll_torch(hidden, weight, targets, bias=None, ignore_index=-100, chunk
         logits = hidden[s:s + chunk].float() @ w32.T  # (chunk, V) fp32
         if b32 is not None:
             logits += b32
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
         out[s:s + chunk] = F.cross_entropy(logits, targets[s:s + chunk], reduction="none",
                                            ignore_index=ignore_index)
     return out

@@ -19,9 +19,9 @@ def _token_nll_kernel(
     Hid, W, Bias, T, Out,
     N, V, HID,
     shn, shk, swv, swk,
-    ignore_index,
+    ignore_index, softcap,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Token rows and vocabulary columns are int64: row * stride overflows int32
@@ -48,6 +48,8 @@ def _token_nll_kernel(
             logits += dot(h, tl.trans(w), IEEE, UPCAST)
         if HAS_BIAS:
             logits += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_SOFTCAP:  # softcap * tanh(logits / softcap), tanh through exp
+            logits = softcap * (1.0 - 2.0 / (tl.exp(2.0 * logits / softcap) + 1.0))
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
         l = l * tl.exp(m - m_new) + tl.sum(tl.exp(logits - m_new[:, None]), axis=1)
@@ -71,7 +73,7 @@ def _blocks(gpu: bool, N: int, V: int, H: int, dtype=None):
 
 
 def launches(hidden, weight, targets, bias=None, ignore_index=-100, block_n=None, block_v=None, block_k=None,
-             out=None, gpu: bool | None = None) -> tuple:
+             out=None, gpu: bool | None = None, softcap=None) -> tuple:
     """(out, [(grid, args, kwargs)]): the kernel launch token_nll_triton
     makes, without launching (kernels/aot.py compiles it for a GPU target)."""
     from .nll_torch import _check
@@ -85,17 +87,19 @@ def launches(hidden, weight, targets, bias=None, ignore_index=-100, block_n=None
     bn, bv, bk, warps, stages = _blocks(hidden.is_cuda if gpu is None else gpu, N, V, H, hidden.dtype)
     bn, bv, bk = block_n or bn, block_v or bv, block_k or bk
     args = (hidden, weight, bias if bias is not None else hidden, targets, out,
-            N, V, H, *hidden.stride(), *weight.stride(), ignore_index)
-    kwargs = dict(BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, HAS_BIAS=bias is not None, **dot_flags(hidden.dtype),
+            N, V, H, *hidden.stride(), *weight.stride(), ignore_index, float(softcap or 0.0))
+    kwargs = dict(BLOCK_N=bn, BLOCK_V=bv, BLOCK_K=bk, HAS_BIAS=bias is not None, HAS_SOFTCAP=bool(softcap),
+                  **dot_flags(hidden.dtype),
                   num_warps=warps, num_stages=stages)
     return out, [((triton.cdiv(N, bn),), args, kwargs)]
 
 
 def token_nll_triton(hidden, weight, targets, bias=None, ignore_index=-100, chunk_tokens=None,
-                     block_n=None, block_v=None, block_k=None, out=None):
+                     block_n=None, block_v=None, block_k=None, out=None, softcap=None):
     """Triton per-token NLL; same contract as token_nll_torch (chunk_tokens is
     accepted for symmetry and ignored: the kernel never holds more than a tile)."""
-    out, runs = launches(hidden, weight, targets.contiguous(), bias, ignore_index, block_n, block_v, block_k, out)
+    out, runs = launches(hidden, weight, targets.contiguous(), bias, ignore_index, block_n, block_v, block_k, out,
+                         softcap=softcap)
     for grid, args, kwargs in runs:
         _token_nll_kernel[grid](*args, **kwargs)
     return out

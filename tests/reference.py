@@ -2,9 +2,10 @@
 import torch
 
 
-def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None):
+def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None, window=None, softcap=None):
     """Explicit softmax attention in float64; a masked head has all-zero logits
-    (softmax of zeros = uniform over the visible positions)."""
+    (softmax of zeros = uniform over the visible positions). window: key j is
+    visible from query i when i - window < j; softcap: c * tanh(logits / c)."""
     q, k, v = q.double(), k.double(), v.double()
     B, Hq, S, D = q.shape
     g = Hq // k.shape[1]
@@ -12,6 +13,8 @@ def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=N
     v = v.repeat_interleave(g, dim=1)
     scale = D ** -0.5 if scale is None else scale
     logits = q @ k.transpose(-1, -2) * scale  # (B, Hq, S, S)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
     if head_mask is not None:
         hm = head_mask.view(-1, Hq, 1, 1).to(torch.bool)
         logits = torch.where(hm, torch.zeros_like(logits), logits)
@@ -20,6 +23,8 @@ def attention_f64(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=N
     allowed = torch.ones(S, S, dtype=torch.bool, device=q.device)
     if causal:
         allowed &= j <= i
+    if window:
+        allowed &= j > i - window
     if cu_seqlens is not None:
         doc = torch.bucketize(torch.arange(S, device=q.device), cu_seqlens[1:].to(q.device), right=True)
         allowed &= doc.view(S, 1) == doc.view(1, S)
@@ -42,11 +47,13 @@ def zero_query_model(model, heads):
     return ref
 
 
-def nll_f64(hidden, weight, targets, bias=None, ignore_index=-100):
+def nll_f64(hidden, weight, targets, bias=None, ignore_index=-100, softcap=None):
     """Per-token -log p(target) from full float64 logits; 0 at ignore_index."""
     logits = hidden.double() @ weight.double().T
     if bias is not None:
         logits = logits + bias.double()
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
     lp = torch.log_softmax(logits, -1)
     safe = targets.clamp(min=0)
     out = -lp.gather(1, safe.view(-1, 1)).squeeze(1)

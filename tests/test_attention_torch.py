@@ -99,3 +99,33 @@ def test_fp32_attention_on_a_gpu_takes_the_torch_path(monkeypatch):
         q = torch.zeros(1, 2, 4, 16, dtype=dtype).as_subclass(OnGpu)
         kernels.masked_attention(q, q, q)
     assert taken == ["torch", "triton", "torch"]  # bf16: asked for the kernel (refused here: no Triton GPU)
+
+
+@pytest.mark.parametrize("window", [1, 4, 16, 40])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_window_and_softcap_match_float64(window, softcap):
+    """A sliding window and soft-capped logits, packed and not, against the
+    float64 softmax; a masked head averages V over the window only."""
+    gen = torch.Generator().manual_seed(window * 10 + bool(softcap))
+    q, k, v = _inputs(2, 6, 2, 33, 16, torch.float32, gen)
+    q = q * 3  # logits large enough for the cap to matter
+    hm = torch.rand(2, 6, generator=gen) < 0.5
+    for cu in (None, torch.tensor([0, 9, 10, 33])):
+        out = masked_attention_torch(q, k, v, hm, cu_seqlens=cu, window=window, softcap=softcap)
+        ref = attention_f64(q, k, v, hm, True, cu, window=window, softcap=softcap)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    # the masked head's output at t is the plain mean of V over (t - window, t]
+    b, h = torch.nonzero(hm)[0].tolist()
+    out = masked_attention_torch(q, k, v, hm, window=window)
+    for t in (0, window - 1, 20, 32):
+        if t < 33:
+            torch.testing.assert_close(out[b, h, t], v[b, h // 3, max(0, t - window + 1):t + 1].mean(0))
+
+
+def test_bad_window_and_softcap_refused():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = _inputs(1, 2, 2, 5, 8, torch.float32, gen)
+    with pytest.raises(ValueError, match="window"):
+        masked_attention_torch(q, k, v, window=0)
+    with pytest.raises(ValueError, match="softcap"):
+        masked_attention_torch(q, k, v, softcap=-1.0)

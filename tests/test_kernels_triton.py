@@ -94,6 +94,25 @@ def test_attention_small_blocks_many_tiles():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window,softcap", [(1, None), (7, None), (20, None), (None, 1.5), (16, 2.0)])
+def test_attention_window_and_softcap(dtype, window, softcap):
+    """A sliding window (shorter and longer than a tile) and soft-capped logits,
+    packed and not, many tiles: against float64 and the torch twin."""
+    q, k, v = _qkv(1, 6, 2, 71, 64, dtype, 31 + (window or 0))
+    q = q * 2  # large logits, where the cap changes the softmax
+    hm = torch.tensor([True, False, False, False, True, False], device=DEVICE)
+    for cu in (None, torch.tensor([0, 5, 6, 40, 71], dtype=torch.int32, device=DEVICE)):
+        out = masked_attention_triton(q, k, v, hm, cu_seqlens=cu, window=window, softcap=softcap,
+                                      out=_poisoned_like(q), block_m=16, block_n=16)
+        assert not out.isnan().any()
+        ref = attention_f64(q.cpu(), k.cpu(), v.cpu(), hm.cpu(), True, None if cu is None else cu.cpu(),
+                            window=window, softcap=softcap)
+        torch.testing.assert_close(out.cpu().double(), ref, rtol=TOL[dtype][0], atol=TOL[dtype][1])
+        twin = masked_attention_torch(q, k, v, hm, cu_seqlens=cu, window=window, softcap=softcap)
+        torch.testing.assert_close(out.float(), twin.float(), rtol=TOL[dtype][0], atol=TOL[dtype][1])
+
+
 def test_attention_rejects_bad_input():
     q, k, v = _qkv(1, 4, 2, 8, 64, torch.float32, 0)
     with pytest.raises(ValueError, match="multiple"):
@@ -120,6 +139,21 @@ def test_token_nll_matches_reference(dtype, N, V, H, bias):
     torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=1e-4)
     twin = token_nll_torch(hidden, weight, targets, b)
     torch.testing.assert_close(out, twin, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_nll_softcap(dtype):
+    """Gemma 2's capped output logits: c * tanh(logits / c) before the softmax."""
+    gen = torch.Generator().manual_seed(3)
+    hidden = (torch.randn(29, 64, generator=gen) * 4).to(dtype).to(DEVICE)
+    weight = torch.randn(700, 64, generator=gen).to(dtype).to(DEVICE)
+    targets = torch.randint(0, 700, (29,), generator=gen).to(DEVICE)
+    ref = nll_f64(hidden.cpu(), weight.cpu(), targets.cpu(), softcap=5.0)
+    assert not torch.allclose(ref, nll_f64(hidden.cpu(), weight.cpu(), targets.cpu()), atol=1e-2)  # the cap matters
+    out = token_nll_triton(hidden, weight, targets, softcap=5.0)
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(token_nll_torch(hidden, weight, targets, softcap=5.0).cpu().double(), ref,
+                               rtol=1e-5, atol=1e-4)
 
 
 def test_token_nll_torch_chunks_and_float64():
