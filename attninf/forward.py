@@ -1,25 +1,30 @@
 """The scorer's two forward strategies. Both add the same per-document NLL
 sums (plain and masked); only their cost differs:
 
-* SharedPrefix, for families whose forward is embed -> decoder layers ->
-  final norm (LAYERED_FAMILIES): windows packed into rows without padding,
-  layers below the first masked one run once, then the hidden states fork
-  into a plain and a masked row that run as a batch of two;
+* SharedPrefix: windows packed into rows without padding, run through the
+  model's own forward; at the first layer with a masked head the hidden
+  states fork (a hook on that layer) into a plain and a masked row that run
+  on as a batch of two, so the layers below run once. Every architecture
+  whose forward passes its keyword arguments down to the attention takes
+  it: the row's document boundaries reach the kernels that way, and the
+  kernels apply the sliding windows themselves (SharedPrefix.check proves
+  it for the loaded model at load);
 * TwoPass, for any other model: the model's own forward twice over padded
   batches, heads masked in the second.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
+from .errors import AttninfError
 from .windows import Window, pack
-from .plugin import first_masked_layer, head_mask_tensors, head_nll, set_layer_masks, token_losses
+from .plugin import (first_masked_layer, head_mask_tensors, head_nll, packed_rows, set_layer_masks,
+                     token_losses)
 
-
-# families whose forward is embed -> decoder layers -> final norm, with rotary
-# position embeddings computed once: the layered (shared-prefix) path runs them
-LAYERED_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2"}
+log = logging.getLogger("attninf")
 
 
 class DocSums:
@@ -59,6 +64,16 @@ class TokenNLL(DocSums):
             self.per_token[doc][:, p[m]] = vals[:, m]
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's list of decoder layers: the ModuleList of its base model
+    that holds one module per layer."""
+    n = model.config.num_hidden_layers
+    for _, m in model.base_model.named_children():
+        if isinstance(m, torch.nn.ModuleList) and len(m) == n:
+            return m
+    raise AttninfError(f"{type(model).__name__}: no list of {n} decoder layers in its base model")
+
+
 class SharedPrefix:
     """Windows packed first-fit into rows of batch_tokens, no padding; layers
     below the first masked one run once, then the hidden states fork into a
@@ -69,6 +84,7 @@ class SharedPrefix:
         cfg = model.config
         self.L = cfg.num_hidden_layers
         self.first_masked = first_masked_layer(heads)
+        self.fork_layer = decoder_layers(model)[self.first_masked]
         self.batch_tokens = batch_tokens
         self.device = next(model.parameters()).device
         masks = head_mask_tensors(self.L, cfg.num_attention_heads, heads)
@@ -77,18 +93,27 @@ class SharedPrefix:
                            for m in masks]
 
     @staticmethod
-    def supports(model, max_tokens: int) -> bool:
-        """embed -> decoder layers -> final norm with rotary embeddings computed
-        once, and no sliding window shorter than a scoring window."""
-        cfg = model.config
-        if cfg.model_type not in LAYERED_FAMILIES:
-            return False
-        base = model.base_model
-        if not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
-            return False
-        window = getattr(cfg, "sliding_window", None)
-        uses_window = cfg.model_type == "mistral" or getattr(cfg, "use_sliding_window", False)
-        return not (uses_window and window and window < max_tokens)
+    @torch.inference_mode()
+    def check(model, heads: list, pad_id: int | None = None) -> str | None:
+        """None when the packed path gives this model the same sums as two
+        padded passes of its own forward, on two short documents packed in
+        one row; else why not (the scorer then takes TwoPass)."""
+        g = torch.Generator().manual_seed(1)
+        V = int(model.config.vocab_size)
+        windows = [Window(d, torch.randint(0, V, (n,), generator=g).tolist(), 1, 0) for d, n in enumerate((13, 9))]
+        sums = []
+        try:
+            for strategy in (SharedPrefix, TwoPass):
+                sink = DocSums(len(windows))
+                strategy(model, heads, batch_tokens=64, pad_id=pad_id).run(windows, sink)
+                sums.append(sink.sums)
+        except AttninfError as e:
+            return str(e)
+        low = next(model.parameters()).dtype != torch.float32
+        rel = float(np.abs(sums[0] - sums[1]).max() / max(np.abs(sums[1]).max(), 1e-6))
+        if rel > (2e-2 if low else 1e-5):
+            return f"packed rows differ from padded passes by {rel:.2%} of the loss"
+        return None
 
     def run(self, windows: list[Window], sink: DocSums) -> None:
         for bin_ in pack([len(w.ids) for w in windows], self.batch_tokens):
@@ -118,23 +143,25 @@ class SharedPrefix:
         sink.add(nll, doc_of_pos, targets != -100, pos)
 
     def _hidden(self, ids: torch.Tensor, pos: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
-        """(1, T) packed ids -> (2, T, H) final hidden states: row 0 plain, row 1 masked."""
-        base = self.model.base_model
-        hidden = base.embed_tokens(ids)
-        pe = base.rotary_emb(hidden, position_ids=pos)
-        kw = dict(attention_mask=None, position_ids=pos, position_embeddings=pe, attninf_cu_seqlens=cu)
-        set_layer_masks(self.model, [None] * self.L)
-        layers = base.layers
-        for i in range(self.first_masked):
-            hidden = _out(layers[i](hidden, **kw))
-        hidden = torch.cat([hidden, hidden], dim=0)  # fork
+        """(1, T) packed ids -> (2, T, H) final hidden states: row 0 plain, row 1 masked.
+
+        The model's own forward: whatever it does between embedding and
+        output (scaled embeddings, multipliers, per-layer rotary bases) it
+        does here too. Layers below the first masked one see one row and no
+        head mask; the hook on that layer doubles the row."""
+        handle = self.fork_layer.register_forward_pre_hook(_fork, with_kwargs=True)
         set_layer_masks(self.model, self.fork_masks)
         try:
-            for i in range(self.first_masked, self.L):
-                hidden = _out(layers[i](hidden, **kw))
+            with packed_rows():
+                out = self.model.base_model(input_ids=ids, position_ids=pos, attninf_cu_seqlens=cu, use_cache=False)
         finally:
+            handle.remove()
             set_layer_masks(self.model, [None] * self.L)
-        return base.norm(hidden)
+        hidden = out.last_hidden_state
+        if hidden.shape[0] != 2:
+            raise AttninfError(f"{type(self.model).__name__}: the fork at layer {self.first_masked} did not reach "
+                               "the output (its layers do not take the hidden states as their first argument)")
+        return hidden
 
     def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         B, T, Hd = hidden.shape
@@ -184,6 +211,9 @@ class TwoPass:
         sink.add(nll, doc, scored.reshape(-1), pos)
 
 
-def _out(x):
-    """Decoder layers return a tensor in transformers 5, a tuple before."""
-    return x[0] if isinstance(x, tuple) else x
+def _fork(module, args, kwargs):
+    """Forward pre-hook: the layer's input hidden states (1, T, H) become two
+    equal rows, (2, T, H): plain and masked from here on."""
+    if args:
+        return (torch.cat([args[0], args[0]]), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": torch.cat([kwargs["hidden_states"]] * 2)}

@@ -81,14 +81,17 @@ def _answer_rows(probe: Probe) -> torch.Tensor:
 
 
 def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
-              needle: tuple[int, int], scale: float | None = None) -> torch.Tensor:
+              needle: tuple[int, int], scale: float | None = None, window: int | None = None) -> torch.Tensor:
     """Per query head, the fraction of answer rows whose attention argmax copies.
 
     query (1, Hq, S, D), key (1, Hkv, S, D), ids (S,) token ids, rows (A,)
     query positions, needle [start, end) positions of the queried value in
-    the context. Row r predicts token ids[r + 1]; it copies when
-    j = argmax_j attn[r, j] has start <= j < end and ids[j] == ids[r + 1].
-    Returns (Hq,).
+    the context, window the layer's sliding window (row r sees r-window+1..r)
+    or None. Row r predicts token ids[r + 1]; it copies when
+    j = argmax_j attn[r, j] over the positions r sees has start <= j < end and
+    ids[j] == ids[r + 1]. A head of a sliding layer cannot copy a needle
+    outside its window, and gets no credit for one. Soft-capping (tanh) keeps
+    the order of the logits, so the argmax needs no cap. Returns (Hq,).
     """
     import torch
 
@@ -102,8 +105,11 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     logits = torch.einsum("hgad,hsd->hgas", qr, key[0].float()).reshape(Hq, A, S)
     if scale is not None:
         logits = logits * scale
-    future = torch.arange(S, device=query.device).view(1, S) > rows.view(A, 1)  # (A, S)
-    logits = logits.masked_fill(future, float("-inf"))
+    j = torch.arange(S, device=query.device).view(1, S)
+    hidden = j > rows.view(A, 1)  # (A, S): the future
+    if window:
+        hidden = hidden | (j <= rows.view(A, 1) - window)  # before the window
+    logits = logits.masked_fill(hidden, float("-inf"))
     top = logits.argmax(-1)  # (Hq, A)
     ids = ids.to(query.device)
     target = ids[rows + 1]  # (A,)
@@ -130,8 +136,8 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
             ids = torch.tensor(probe.input_ids, device=device)
             rows = _answer_rows(probe)
 
-            def rec(layer, query, key, scale):
-                total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale).double()
+            def rec(layer, query, key, scale, window):
+                total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale, window).double()
 
             with recording(model, rec):
                 correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
@@ -191,6 +197,10 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     """Run probes, score every head, pick the top ones, run the ablation; the heads.json dict."""
     cfg.check()
     model = lm.model
+    from .plugin import check_model, install
+
+    install(model)
+    check_model(model)  # refuses an attention attninf does not reproduce before any probe runs
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     Hkv = getattr(model.config, "num_key_value_heads", None) or H
 

@@ -9,9 +9,19 @@ head detection.
 
 State lives on the model's attention modules, not in globals, so two models
 in one process do not see each other's masks.
+
+The function honours what an architecture's attention passes it: the
+softmax scale (Granite's attention multiplier arrives as `scaling`), a
+sliding window (`sliding_window`, taken by the kernels themselves, so that
+no packed row depends on transformers building a mask) and logit
+soft-capping (`softcap`, Gemma 2). What it cannot reproduce, attention sinks
+(`s_aux`), it refuses by name; check_model compares a forward with the
+model's own eager attention at load, so an architecture that does something
+else is refused before it scores anything.
 """
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
@@ -22,6 +32,12 @@ from .errors import AttninfError
 
 ATTN_NAME = "attninf"
 _registered = False
+# set while the shared-prefix path runs a packed row: masks are not built,
+# and every attention call must receive the row's document boundaries
+_packed = contextvars.ContextVar("attninf_packed", default=False)
+# arguments of an attention function that change its result and that attninf
+# does not reproduce
+UNSUPPORTED = {"s_aux": "attention sinks", "sinks": "attention sinks", "position_bias": "a position bias"}
 
 
 def _register() -> None:
@@ -29,13 +45,32 @@ def _register() -> None:
     if _registered:
         return
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(ATTN_NAME, attninf_attention)
     # the mask builder must be registered under the same name: without it
     # transformers builds no padding mask for an unknown implementation
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    AttentionMaskInterface.register(ATTN_NAME, _mask)
     _registered = True
+
+
+def _mask(*args, **kwargs):
+    """transformers' SDPA mask, except in a packed row: there the kernels take
+    the document boundaries and windows themselves, and no (T x T) mask is built."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if _packed.get() else sdpa_mask(*args, **kwargs)
+
+
+@contextmanager
+def packed_rows():
+    """Forward passes inside run on packed rows: attention gets its document
+    boundaries from the `attninf_cu_seqlens` argument, never from a mask."""
+    token = _packed.set(True)
+    try:
+        yield
+    finally:
+        _packed.reset(token)
 
 
 def install(model) -> None:
@@ -102,10 +137,11 @@ def masked_heads(model, heads: Iterable):
 
 @contextmanager
 def recording(model, fn: Callable):
-    """Call fn(layer_idx, query, key, scaling) in every attention layer.
+    """Call fn(layer_idx, query, key, scaling, window) in every attention layer.
 
     query: (B, Hq, S, D) and key: (B, Hkv, S, D) after rotary embeddings, the
-    tensors the attention itself sees."""
+    tensors the attention itself sees; window: the layer's sliding window
+    (query t sees keys t-window+1..t), None for full attention."""
     mods = attention_modules(model)
     for m in mods:
         m._attninf_recorder = fn
@@ -121,9 +157,15 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     """AttentionInterface entry: (B,Hq,S,D) q, (B,Hkv,S,D) k/v -> ((B,S,Hq,D), None)."""
     from attninf.kernels import masked_attention
 
+    for name, what in UNSUPPORTED.items():
+        if kwargs.get(name) is not None:
+            raise AttninfError(f"{type(module).__name__} uses {what} ({name}), which attninf's attention does not "
+                               "reproduce; this architecture is not supported")
+    window = kwargs.get("sliding_window") or None
+    softcap = kwargs.get("softcap") or None
     recorder = getattr(module, "_attninf_recorder", None)
     if recorder is not None:
-        recorder(module.layer_idx, query, key, scaling)
+        recorder(module.layer_idx, query, key, scaling, window)
     head_mask = getattr(module, "_attninf_head_mask", None)
     if head_mask is not None:
         head_mask = head_mask.to(query.device)
@@ -131,26 +173,55 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
 
     cu_seqlens = kwargs.get("attninf_cu_seqlens")  # packed documents, from the scoring engine
+    if _packed.get() and cu_seqlens is None:
+        raise AttninfError(f"{type(module).__name__} (layer {module.layer_idx}) received no document boundaries "
+                           "in a packed row: this architecture does not pass them to its attention")
     if attention_mask is None and q_len == kv_len:
         out = masked_attention(query, key, value, head_mask=head_mask, causal=causal, cu_seqlens=cu_seqlens,
-                               scale=scaling)
+                               scale=scaling, window=window, softcap=softcap)
     else:
-        # padding, sliding windows or a KV cache: the general masked path.
-        # A zero query gives equal logits, so softmax under the mask is uniform
-        # over exactly the positions the head may see (docs/method.md, step 2).
+        # padding or a KV cache: the general masked path, under the mask
+        # transformers built (window included). A zero query gives equal
+        # logits, so softmax under the mask is uniform over exactly the
+        # positions the head may see (docs/method.md, step 2).
         if cu_seqlens is not None:
             raise AttninfError("packed documents (cu_seqlens) cannot be combined with an attention mask")
         if head_mask is not None:  # (Hq,) or (B, Hq)
             query = query * (~head_mask).view(-1, query.shape[1], 1, 1).to(query.dtype)
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask[:, :, :, :kv_len]
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, scale=scaling,
-            is_causal=attention_mask is None and causal and q_len == kv_len and q_len > 1,
-            enable_gqa=query.shape[1] != key.shape[1],
-        )
+        if softcap:
+            out = _capped_attention(query, key, value, attention_mask, scaling, softcap)
+        else:
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, scale=scaling,
+                is_causal=attention_mask is None and causal and q_len == kv_len and q_len > 1,
+                enable_gqa=query.shape[1] != key.shape[1],
+            )
     # (B, Hq, S, D) -> (B, S, Hq, D): the layout transformers expects back
     return out.transpose(1, 2).contiguous(), None
+
+
+def _capped_attention(query, key, value, mask, scale, softcap):
+    """Soft-capped attention under a mask (bool: visible; float: added), in
+    fp32, for padded batches: what SDPA cannot do. Hidden positions get the
+    lowest finite logit, not -inf: a padding row that sees nothing (past the
+    window of any real token) then stays finite, and no NaN reaches a real
+    row through a zero weight."""
+    g = query.shape[1] // key.shape[1]
+    k = key.float().repeat_interleave(g, dim=1)
+    v = value.float().repeat_interleave(g, dim=1)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    logits = query.float() @ k.transpose(-1, -2) * scale
+    logits = softcap * torch.tanh(logits / softcap)
+    if mask is not None:
+        low = torch.finfo(torch.float32).min
+        logits = logits.masked_fill(~mask, low) if mask.dtype == torch.bool else (logits + mask.float()).clamp_min(low)
+    elif query.shape[2] == key.shape[2]:
+        S = query.shape[2]
+        causal = torch.ones(S, S, dtype=torch.bool, device=query.device).tril()
+        logits = logits.masked_fill(~causal, float("-inf"))
+    return (logits.softmax(-1) @ v).to(query.dtype)
 
 
 def logit_factor(cfg) -> float:
@@ -168,9 +239,6 @@ def logit_factor(cfg) -> float:
 
 def lm_head(model):
     """(weight (V, H), bias (V,) or None) of the model's output layer."""
-    cfg = model.config
-    if getattr(cfg, "final_logit_softcapping", None):
-        raise AttninfError(f"{cfg.model_type}: final logit soft-capping is not supported by the fused loss")
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise AttninfError(f"{type(model).__name__} has no linear output layer")
@@ -186,7 +254,8 @@ def head_nll(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     factor = logit_factor(model.config)
     if factor != 1.0:
         hidden = hidden * factor
-    return token_nll(hidden, weight, targets, bias)
+    # Gemma 2 caps its output logits: c * tanh(logits / c)
+    return token_nll(hidden, weight, targets, bias, softcap=getattr(model.config, "final_logit_softcapping", None))
 
 
 def token_losses(model, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
@@ -203,19 +272,32 @@ def token_losses(model, input_ids, attention_mask=None, position_ids=None) -> to
     return head_nll(model, hidden.reshape(B * S1, H), targets.reshape(-1)).view(B, S1)
 
 
+@contextmanager
+def attn_implementation(model, name: str):
+    """Run the model on another attention implementation inside the block."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
 @torch.inference_mode()
-def check_fused_loss(model, tokens: int = 24) -> None:
-    """The fused loss (token_losses) against the model's own forward and
-    its logits, on a few tokens, once at load: an architecture whose output
-    the fused path does not reproduce (some scaling, capping or bias it does
-    not know of) is refused before it scores anything."""
+def check_model(model, tokens: int = 24) -> None:
+    """attninf's loss (its attention and the fused loss, token_losses) against
+    the model's own forward with its own eager attention and its logits, on a
+    few tokens, once at load: an architecture whose attention or output layer
+    does something attninf does not reproduce (a scaling, a cap, a bias, a
+    sink) is refused before it scores anything."""
     import torch.nn.functional as F
 
     cfg = model.config
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(cfg.vocab_size), (1, tokens), generator=g).to(device)
-    logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+    with attn_implementation(model, "eager"):
+        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
     own = F.cross_entropy(logits, ids[0, 1:], reduction="none")
     ours = token_losses(model, ids)[0].float()
     low = next(model.parameters()).dtype != torch.float32  # the model's logits are rounded to bf16/fp16
@@ -223,5 +305,5 @@ def check_fused_loss(model, tokens: int = 24) -> None:
     if rel > (2e-2 if low else 1e-4):
         raise AttninfError(
             f"{type(model).__name__}: attninf's loss differs from the model's own by {rel:.1%} on the same "
-            f"tokens (mean {float(ours.mean()):.4f} vs {float(own.mean()):.4f}): its output layer does something "
-            "the fused loss does not reproduce; this architecture is not supported")
+            f"tokens (mean {float(ours.mean()):.4f} vs {float(own.mean()):.4f}): its attention or output layer "
+            "does something attninf does not reproduce; this architecture is not supported")

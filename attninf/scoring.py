@@ -38,7 +38,7 @@ from .errors import AttninfError
 from .explain import token_summary
 from .model import LoadedModel
 from .forward import DocSums, SharedPrefix, TokenNLL, TwoPass
-from .plugin import check_fused_loss, first_masked_layer, install
+from .plugin import check_model, first_masked_layer, install
 from .windows import Window, check_overlap, default_batch_tokens, window_ids
 
 log = logging.getLogger("attninf")
@@ -93,15 +93,15 @@ class Scorer:
         if len(self.doc_prefix.ids) >= self.max_tokens:
             raise AttninfError(f"--max-tokens {self.max_tokens} leaves no room after the document prefix")
         install(self.model)
-        check_fused_loss(self.model)  # refuses an output layer the fused loss does not reproduce
-        can_share = SharedPrefix.supports(self.model, self.max_tokens)
-        if layered and not can_share:
-            raise AttninfError(f"the shared-prefix path does not support {cfg.model_type} models")
+        check_model(self.model)  # refuses an attention or output layer attninf does not reproduce
+        why_not = SharedPrefix.check(self.model, self.heads, self.tok.pad_token_id) if layered is not False else None
+        if layered and why_not:
+            raise AttninfError(f"the shared-prefix path does not support this {cfg.model_type} model: {why_not}")
         if layered is None:
-            layered = can_share
-        if not layered:
-            log.warning("%s: no shared-prefix path for this architecture; scoring with two full passes "
-                        "over padded batches", cfg.model_type)
+            layered = why_not is None
+        if why_not:
+            log.warning("%s: no shared-prefix path (%s); scoring with two full passes over padded batches",
+                        cfg.model_type, why_not)
         self.forward = (SharedPrefix if layered else TwoPass)(self.model, self.heads, self.batch_tokens,
                                                               self.tok.pad_token_id)
 

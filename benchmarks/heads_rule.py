@@ -53,9 +53,9 @@ def both_rules(lm, probes):
         ids = torch.tensor(p.input_ids, device=device)
         rows = _answer_rows(p)
 
-        def rec(layer, q, k, scale):
-            anywhere[layer] += copy_hits(q, k, ids, rows, (0, p.prompt_len), scale).double()
-            needle[layer] += copy_hits(q, k, ids, rows, p.needle, scale).double()
+        def rec(layer, q, k, scale, window):
+            anywhere[layer] += copy_hits(q, k, ids, rows, (0, p.prompt_len), scale, window).double()
+            needle[layer] += copy_hits(q, k, ids, rows, p.needle, scale, window).double()
 
         with recording(model, rec):
             model(ids.view(1, -1), logits_to_keep=1, use_cache=False)
