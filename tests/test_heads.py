@@ -18,9 +18,11 @@ from attninf.probes import make_probes
 
 
 def _reference_scores(model, probes):
-    """Copy rate per (layer, head) from output_attentions=True: full S x S maps."""
-    ref = LlamaForCausalLM(model.config).double().eval()
-    ref.load_state_dict(model.state_dict())
+    """Copy rate per (layer, head) from output_attentions=True: full S x S maps
+    of the model's own eager attention (its mask, window and cap), in float64."""
+    import copy
+
+    ref = copy.deepcopy(model).double().eval()
     ref.set_attn_implementation("eager")
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     total = torch.zeros(L, H, dtype=torch.float64)
@@ -185,3 +187,43 @@ def test_detect_heads_doc_prefix_flag(tiny_model_dir, tmp_path):
     assert json.loads(out.read_text())["doc_prefix"] == {"ids": [], "tokens": [], "rule": "none"}
     res = CliRunner().invoke(main, [*args, "--doc-prefix", "<|nope|>", "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 2 and "is not a token of this tokenizer" in res.output
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma3_text", "qwen2"])
+def test_sliding_window_scores_match_eager_reference(arch):
+    """A head of a sliding layer copies only what its window shows: the score
+    matrix equals the eager reference's argmax over the layer's own mask, on
+    probes whose needle lies far outside the 16-token window and inside it."""
+    from architectures import tiny_model
+    from attninf.model import LoadedModel
+    from attninf.probes import Probe
+
+    model = tiny_model(arch).double()
+    g = torch.Generator().manual_seed(3)
+    probes = []
+    for needle in ((10, 60), (84, 99)):  # far before the answer rows (~100-107), then just before them
+        prompt = torch.randint(3, 11, (99,), generator=g).tolist()  # 8 token values: equal tokens are common
+        answer = prompt[needle[0] - 1:needle[0] + 7]
+        probes.append(Probe("", "", prompt, answer, "", 0, 0, needle=needle, prefix_ids=[1]))
+    lm = LoadedModel(model=model, tokenizer=None, name=arch, path=arch)
+    scores, _ = retrieval_scores(lm, probes, progress=False)
+    ref, _ = _reference_scores(model, probes)
+    assert ref.sum() > 0, "the reference found no copy at all: the test would be vacuous"
+    torch.testing.assert_close(scores.double(), ref, rtol=0, atol=1e-9)
+    # without the window, heads of sliding layers would be credited with copies they cannot make
+    from attninf.heads import _answer_rows
+    from attninf.plugin import recording
+
+    windows, blind = {}, torch.zeros_like(ref)
+    for p in probes:
+        ids = torch.tensor(p.input_ids)
+
+        def rec(layer, q, k, scale, window):
+            windows[layer] = window
+            blind[layer] += copy_hits(q, k, ids, _answer_rows(p), p.needle, scale).double() / len(probes)
+
+        with recording(model, rec), torch.no_grad():
+            model(ids.view(1, -1), use_cache=False)
+    sliding = [layer for layer, w in windows.items() if w]
+    assert sliding and all(windows[layer] == 16 for layer in sliding)
+    assert (blind[sliding] > ref[sliding]).any()
