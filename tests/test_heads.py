@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from transformers import LlamaForCausalLM
 
 from attninf.cli import main
 from attninf.errors import AttninfError
