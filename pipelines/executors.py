@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 
 from attninf.errors import AttninfError, one_line
 from attninf.pipelines.score_config import ScoreConfig
 from attninf.pipelines.units import Unit, assemble
-from attninf.pipelines.workers import score_unit
+from attninf.pipelines.workers import progress_to, score_unit
 
 log = logging.getLogger("attninf")
 
@@ -89,6 +90,9 @@ class Tracker:
         self.bar = tqdm(total=sum(u.rows for u in todo), unit="doc", disable=not show, dynamic_ncols=True,
                         desc="score")
         self.tokens, self.failed_units, self.assembled = 0, 0, []
+        self.partial: dict[str, list[int]] = {}  # unit -> [rows, tokens] reported by its batches so far
+        self.ended: set[str] = set()  # units finished or failed: a late batch report of theirs is ignored
+        self.lock = threading.Lock()  # Dask's reports arrive on the client's thread
         self.ran_on: dict[str, dict[str, int]] = {rel: {} for rel in plan}  # file -> worker -> units
         self.t0 = time.perf_counter()
 
@@ -101,7 +105,25 @@ class Tracker:
                 self.assembled.append(rel)
                 del self.waiting[rel]
 
+    def advance(self, unit, rows: int, tokens: int) -> None:
+        """A batch of a unit is scored: the bar moves before the unit ends
+        (a retried unit's batches count once, up to the unit's rows)."""
+        with self.lock:
+            if unit is None or str(unit) in self.ended:
+                return
+            done = self.partial.setdefault(str(unit), [0, 0])
+            rows = min(rows, max(0, unit.rows - done[0]))
+            done[0] += rows
+            done[1] += tokens
+            self.tokens += tokens
+            self.bar.update(rows)
+            self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {self.failed_units} failed unit(s)")
+
     def finished(self, unit: Unit, result: dict | None = None, error: str | None = None) -> None:
+        with self.lock:
+            self.ended.add(str(unit))
+            rows_seen, tokens_seen = self.partial.pop(str(unit), [0, 0])
+            self.tokens -= tokens_seen  # the unit's own total replaces its batches' reports
         if error is not None:
             self.failures[str(unit)] = error
             self.failed_units += 1
@@ -114,7 +136,7 @@ class Tracker:
             ran[result["worker"]] = ran.get(result["worker"], 0) + 1
             self.waiting[unit.file].discard(unit)
             self.assemble_ready([unit.file])
-        self.bar.update(unit.rows)
+        self.bar.update(unit.rows - rows_seen)
         self.bar.set_postfix_str(f"{self.tokens_per_s():,.0f} tok/s, {self.failed_units} failed unit(s)")
 
     def tokens_per_s(self) -> float:
@@ -129,7 +151,7 @@ def score_here(cfg: ScoreConfig, todo: list[Unit], tracker: Tracker) -> None:
         torch.set_num_threads(cfg.threads)
     for unit in todo:
         try:
-            tracker.finished(unit, score_unit(cfg, unit))
+            tracker.finished(unit, score_unit(cfg, unit, progress=tracker.advance))
         except AttninfError as e:
             raise AttninfError(f"{unit}: {e}") from e
         except Exception as e:  # noqa: BLE001 - one bad unit must not stop the others
@@ -144,9 +166,14 @@ def score_on_dask(cfg: ScoreConfig, todo: list[Unit], workers: int, tracker: Tra
     client, cluster = dask_client(cfg, workers)
     threads = cfg.threads or (None if cluster is None else max(1, (os.cpu_count() or 1) // workers))
     run = uuid.uuid4().hex[:8]
+    topic = f"attninf-progress-{run}"
+    units = {str(u): u for u in todo}
+    # batches report from the workers as events; the handler runs on the client's thread
+    client.subscribe_topic(topic, lambda event: tracker.advance(units.get(event[1]["unit"]), event[1]["rows"],
+                                                                event[1]["tokens"]))
     try:
-        futs = {client.submit(score_unit, cfg, u, threads, pure=False, resources=resources(cfg.resources),
-                              key=f"attninf-score-{run}-{u}"): u for u in todo}
+        futs = {client.submit(score_unit, cfg, u, threads, progress_to(topic), pure=False,
+                              resources=resources(cfg.resources), key=f"attninf-score-{run}-{u}"): u for u in todo}
         for fut in as_completed(futs):
             unit = futs[fut]
             try:

@@ -83,10 +83,24 @@ def _score_batch(scorer, texts: list, token_stats: bool = False) -> dict:
         forward.batch_tokens = full
 
 
-def score_unit(cfg: ScoreConfig, unit: Unit, threads: int | None = None) -> dict:
+def progress_to(topic: str):
+    """A progress callback for a unit on a Dask worker: each batch's
+    (unit, rows, tokens) goes to the driver as an event on `topic`."""
+    def report(unit: Unit, rows: int, tokens: int) -> None:
+        try:
+            from distributed import get_worker
+
+            get_worker().log_event(topic, {"unit": str(unit), "rows": rows, "tokens": tokens})
+        except (ImportError, ValueError):  # not on a worker: nobody to tell
+            pass
+    return report
+
+
+def score_unit(cfg: ScoreConfig, unit: Unit, threads: int | None = None, progress=None) -> dict:
     """Score one unit (cfg: a ScoreConfig) into its part file; returns where
     it ran and how long it took. Pure in (config, unit): the same input gives
-    the same bytes, on any worker."""
+    the same bytes, on any worker. progress(unit, rows, tokens) is called
+    after each batch of documents, so that a bar moves inside a long unit."""
     import pyarrow.parquet as pq
     import torch
 
@@ -106,6 +120,8 @@ def score_unit(cfg: ScoreConfig, unit: Unit, threads: int | None = None) -> dict
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 tokens += int(res["n_tokens"].sum())
+                if progress is not None:
+                    progress(unit, len(texts), int(res["n_tokens"].sum()))
             writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=cfg.save_token_stats))
         finally:
             if writer is not None:

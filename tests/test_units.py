@@ -264,3 +264,41 @@ def test_resources_send_units_only_to_workers_that_have_them(tmp_path, heads_fil
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.heavy)])
+def test_progress_moves_inside_a_unit(tmp_path, heads_file, monkeypatch, workers):
+    """The bar advances per batch of --rows-per-chunk documents, in process
+    and from a Dask worker, and ends at the corpus's row count exactly."""
+    from attninf.pipelines import executors
+
+    seen = []
+    real_advance, real_finished = executors.Tracker.advance, executors.Tracker.finished
+
+    moved = []
+
+    def count(self):  # what the bar is told to move, whether it is shown or not (--quiet)
+        if not moved:
+            moved.append(0)
+            self.bar.update = lambda n: moved.__setitem__(0, moved[0] + n)
+
+    def advance(self, unit, rows, tokens):
+        count(self)
+        seen.append(("batch", str(unit), rows))
+        real_advance(self, unit, rows, tokens)
+
+    def finished(self, unit, result=None, error=None):
+        count(self)
+        seen.append(("unit", str(unit), unit.rows))
+        real_finished(self, unit, result, error)
+
+    monkeypatch.setattr(executors.Tracker, "advance", advance)
+    monkeypatch.setattr(executors.Tracker, "finished", finished)
+    corpus = _corpus(tmp_path / "c")
+    _score([corpus, "--out", tmp_path / "o", "--heads", heads_file, "--max-tokens", "48", "--chunk-docs", "30",
+            "--rows-per-chunk", "10", "--workers", workers])
+    big = [e for e in seen if e[0] == "batch" and e[1].startswith("prose/big.parquet")]
+    assert [e[2] for e in big] == [10] * 6  # 2 units of 30 rows, 3 batches each, reported as they end
+    first_unit_end = seen.index(next(e for e in seen if e[0] == "unit" and e[1].startswith("prose/big.parquet")))
+    assert any(e[0] == "batch" and e[1].startswith("prose/big.parquet") for e in seen[:first_unit_end])
+    assert moved == [60 + 3 * 7]  # every row once, none twice
