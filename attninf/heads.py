@@ -328,13 +328,25 @@ def plot_heads(result: dict, path: str | Path) -> None:
     ax.set_xlabel("query head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(H))
-    ax.set_title(f"retrieval score per head: {result['model']['name']}\n"
-                 f"red: top {result['top_frac']:.0%} ({len(result['heads'])} heads)", fontsize=9)
+    width = fig.get_size_inches()[0]
+    ax.set_title(_title(result, chars=int(width * 11)), fontsize=9)
     fig.colorbar(im, ax=ax, label="copy rate")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _title(result: dict, chars: int) -> str:
+    """The heat map's title, wrapped to the figure: a model given by path is
+    named by its file or folder (the full path is in heads.json)."""
+    import textwrap
+
+    name = str(result["model"]["name"])
+    if "/" in name and Path(name).expanduser().exists():
+        name = Path(name).name
+    lines = textwrap.wrap(f"retrieval score per head: {name}", width=chars, break_on_hyphens=False)
+    return "\n".join(lines + [f"red: top {result['top_frac']:.0%} ({len(result['heads'])} heads)"])
 
 
 def summary_table(result: dict) -> str:

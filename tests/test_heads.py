@@ -226,3 +226,19 @@ def test_sliding_window_scores_match_eager_reference(arch):
     sliding = [layer for layer, w in windows.items() if w]
     assert sliding and all(windows[layer] == 16 for layer in sliding)
     assert (blind[sliding] > ref[sliding]).any()
+
+
+def test_heads_plot_title_fits_a_narrow_figure(tmp_path):
+    """A 4-head model given by a long path: the title names the file, wrapped to the figure."""
+    from attninf.heads import _title, plot_heads
+
+    gguf = tmp_path / ("a-very-long-folder-name-" * 4) / "gemma-3-270m-it-Q4_K_M.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"")
+    result = {"model": {"name": str(gguf)}, "scores": [[0.1, 0.2, 0.0, 0.3]] * 18, "heads": [[5, 1]],
+              "top_frac": 0.05}
+    title = _title(result, chars=44)
+    assert "gemma-3-270m-it-Q4_K_M.gguf" in title and "a-very-long-folder" not in title
+    assert all(len(line) <= 44 for line in title.splitlines())
+    plot_heads(result, tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
