@@ -118,9 +118,10 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     return hit.float().mean(-1).cpu()
 
 
-def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
+def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True, windows: dict | None = None):
     """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
-    answer-token correctness, in one pass."""
+    answer-token correctness, in one pass. `windows`, if given, is filled
+    with each layer's sliding window as its attention received it (None: full)."""
     import torch
 
     from .plugin import install, recording
@@ -138,6 +139,8 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
 
             def rec(layer, query, key, scale, window):
                 total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale, window).double()
+                if windows is not None:
+                    windows[layer] = window
 
             with recording(model, rec):
                 correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
@@ -211,7 +214,8 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     t_probes = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    scores, base_correct = retrieval_scores(lm, probes, progress)  # (L, H), per-probe (A,) bools
+    windows: dict[int, int | None] = {}
+    scores, base_correct = retrieval_scores(lm, probes, progress, windows)  # (L, H), per-probe (A,) bools
     t_detect = time.perf_counter() - t1
     selected = select_top(scores, cfg.top_frac)
     base = accuracy(base_correct)
@@ -232,6 +236,8 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         "num_layers": L,
         "num_heads": H,
         "num_kv_heads": Hkv,
+        # each layer's sliding window (null: full attention); copies were counted within it
+        "windows": [windows.get(i) for i in range(L)],
         "top_frac": cfg.top_frac,
         "heads": selected,
         "scores": [[round(float(x), 6) for x in row] for row in scores.tolist()],

@@ -95,6 +95,16 @@ def attention_modules(model) -> list:
     return [found[i] for i in range(n)]
 
 
+def has_sliding_windows(config) -> bool:
+    """Whether some layer of the model attends within a sliding window: a
+    "sliding_attention" layer type (Gemma 2/3, Qwen2), or a window set for
+    every layer of a family without layer types (Mistral, Starcoder2)."""
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return "sliding_attention" in types
+    return bool(getattr(config, "sliding_window", None))
+
+
 def first_masked_layer(heads: Iterable) -> int:
     """The lowest layer with a masked head: every layer below it computes the
     same hidden states with and without the mask."""

@@ -38,7 +38,7 @@ from .errors import AttninfError
 from .explain import token_summary
 from .model import LoadedModel
 from .forward import DocSums, SharedPrefix, TokenNLL, TwoPass
-from .plugin import check_model, first_masked_layer, install
+from .plugin import check_model, first_masked_layer, has_sliding_windows, install
 from .windows import Window, check_overlap, default_batch_tokens, window_ids
 
 log = logging.getLogger("attninf")
@@ -201,7 +201,8 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
     spec = model_spec or heads.model_spec
     lm = load_model(spec, dtype=dtype, device=device, allow_pickle=allow_pickle,
                     trust_remote_code=trust_remote_code)
-    heads.check_model(spec, lm.fingerprint["fingerprint"], (lm.config.num_hidden_layers, lm.config.num_attention_heads))
+    heads.check_model(spec, lm.fingerprint["fingerprint"], (lm.config.num_hidden_layers, lm.config.num_attention_heads),
+                      sliding=has_sliding_windows(lm.config))
     recorded = prefix_from_json(heads.data.get("doc_prefix"))
     prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else recorded
     if recorded is not None and prefix.ids != recorded.ids:

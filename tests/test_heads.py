@@ -242,3 +242,30 @@ def test_heads_plot_title_fits_a_narrow_figure(tmp_path):
     assert all(len(line) <= 44 for line in title.splitlines())
     plot_heads(result, tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_heads_of_a_sliding_model_record_windows_and_old_ones_are_refused(tmp_path):
+    """heads.json says each layer's window; a heads.json without them (made
+    before copies were counted within windows) is refused for a model with
+    sliding windows, and still read for one without."""
+    from architectures import tiny_model
+    from attninf.heads import DetectConfig, detect_heads
+    from attninf.model import LoadedModel
+    from attninf.plugin import has_sliding_windows
+
+    from conftest import _tokenizer
+
+    tok = _tokenizer()
+    model = tiny_model("gemma3_text")
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    lm = LoadedModel(model=model, tokenizer=tok, name="tiny-gemma3", path="tiny-gemma3",
+                     fingerprint={"fingerprint": "f"})
+    res = detect_heads(lm, DetectConfig(num_probes=2, context_tokens=800, random_trials=0), progress=False,
+                       log=lambda *_: None)
+    assert res["windows"] == [16, None, 16, None]
+    heads = Heads(tmp_path / "heads.json", res)
+    heads.check_model("m", "f", sliding=True)
+    old = Heads(tmp_path / "heads.json", {k: v for k, v in res.items() if k != "windows"})
+    with pytest.raises(AttninfError, match="sliding window.*detect-heads"):
+        old.check_model("m", "f", sliding=has_sliding_windows(model.config))
+    old.check_model("m", "f", sliding=has_sliding_windows(tiny_model("llama").config))
