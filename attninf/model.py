@@ -325,6 +325,21 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=str(path), fingerprint=fp)
 
 
+def _attention_for(config, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The from_pretrained arguments with an attention this architecture
+    loads with: eager where it has no SDPA (Gemma 2 refuses SDPA at load).
+    attninf installs its own attention right after, whatever it loaded with."""
+    from transformers import AutoModelForCausalLM
+
+    if kwargs.get("attn_implementation") != "sdpa":
+        return kwargs
+    try:
+        cls = AutoModelForCausalLM._model_mapping[type(config)]
+    except (KeyError, AttributeError):  # remote code: its own class decides
+        return kwargs
+    return kwargs if getattr(cls, "_supports_sdpa", True) else {**kwargs, "attn_implementation": "eager"}
+
+
 def _load_local_dir(path: Path, kwargs: dict[str, Any], allow_pickle: bool):
     """A Hugging Face model directory: (tokenizer, model, weight files)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -344,7 +359,8 @@ def _load_local_dir(path: Path, kwargs: dict[str, Any], allow_pickle: bool):
     weight_files, use_safetensors = _choose_local_weights(path, allow_pickle)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs, use_safetensors=use_safetensors)
+        model = AutoModelForCausalLM.from_pretrained(path, **_attention_for(config, kwargs),
+                                                     use_safetensors=use_safetensors)
     except (ValueError, OSError, KeyError, RuntimeError) as e:
         raise AttninfError(f"cannot load the model in {path}: {one_line(e)}") from e
     return tok, model, weight_files
@@ -384,7 +400,7 @@ def _load_hub_id(spec: str, kwargs: dict[str, Any], allow_pickle: bool):
         kwargs = {**kwargs, "use_safetensors": True}
     try:
         tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(spec, **_attention_for(config, kwargs))
     except (ValueError, OSError, KeyError, RuntimeError) as e:
         hint = " (pass --allow-pickle if it only has .bin weights and you trust it)" if not allow_pickle else ""
         raise AttninfError(f"cannot load model {spec!r}: {one_line(e)}{hint}") from e

@@ -160,3 +160,23 @@ def test_what_the_plugin_does_not_reproduce_is_refused_at_load(monkeypatch):
             plugin.check_model(gemma2)
     finally:
         AttentionInterface.register(plugin.ATTN_NAME, real)
+
+
+def test_gemma2_loads_from_a_directory_and_scores(tmp_path):
+    """Gemma 2 refuses SDPA at load; attninf loads it with eager attention and
+    installs its own, with soft-capping honoured (the load check passes)."""
+    from attninf.model import load_model
+    from attninf.scoring import Scorer
+
+    from conftest import _tokenizer
+
+    tok = _tokenizer()
+    model = tiny_model("gemma2")
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path), dtype="float32", device="cpu")
+    scorer = Scorer(lm, heads=[[1, 0], [2, 3]], max_tokens=64)
+    assert scorer.layered
+    res = scorer.score_texts(["To be, or not to be, that is the question. " * 8, "x"])
+    assert res["status"][0] == "ok" and res["loss_base"][0] > 0
