@@ -54,6 +54,17 @@ def run(cmd: list[str], log: Path) -> dict:
     return {"s": seconds, "rss_mib": kib / 1024}
 
 
+def cpu_name() -> str:
+    """The CPU model, and whether it has bf16 matmul instructions (what --dtype auto decides by)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    return name + (", AVX512-BF16" if "avx512_bf16" in info else "") + (", AMX" if "amx_bf16" in info else "")
+
+
 def scores_of(folder: Path):
     import pandas as pd
 
@@ -121,7 +132,7 @@ def main() -> None:
     same = b.merge(two, on="id")
     drift = float((same.score_x - same.score_y).abs().max())
     tokens = int(b.n_tokens.sum())
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     lines = [f"## Gemma 3 270M beside SmolLM2-135M on the demo corpus ({time.strftime('%Y-%m-%d')}, {cpu}, "
              f"{os.cpu_count()} cores, --dtype auto = {str(resolve_dtype('auto', 'cpu')).replace('torch.', '')})", "",
              f"`python benchmarks/gemma3.py --docs-per-domain {args.docs_per_domain} --probes {args.probes}"
