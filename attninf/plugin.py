@@ -35,6 +35,9 @@ _registered = False
 # set while the shared-prefix path runs a packed row: masks are not built,
 # and every attention call must receive the row's document boundaries
 _packed = contextvars.ContextVar("attninf_packed", default=False)
+# set by check_model: the windows the model's masks were built with and the
+# windows (and layers) its attention calls received
+_seen = contextvars.ContextVar("attninf_seen", default=None)
 # arguments of an attention function that change its result and that attninf
 # does not reproduce
 UNSUPPORTED = {"s_aux": "attention sinks", "sinks": "attention sinks", "position_bias": "a position bias"}
@@ -59,6 +62,9 @@ def _mask(*args, **kwargs):
     the document boundaries and windows themselves, and no (T x T) mask is built."""
     from transformers.masking_utils import sdpa_mask
 
+    seen = _seen.get()
+    if seen is not None:
+        seen["masks"].add(kwargs.get("local_size"))
     return None if _packed.get() else sdpa_mask(*args, **kwargs)
 
 
@@ -77,6 +83,9 @@ def install(model) -> None:
     """Switch a loaded HF model to the attninf attention function."""
     _register()
     model.set_attn_implementation(ATTN_NAME)
+    if model.config._attn_implementation != ATTN_NAME:  # transformers only warns
+        raise AttninfError(f"{type(model).__name__} does not take an attention function from transformers' "
+                           "AttentionInterface, so its heads cannot be masked; this architecture is not supported")
     attention_modules(model)  # fail early on a model whose layers we cannot find
 
 
@@ -173,6 +182,10 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
                                "reproduce; this architecture is not supported")
     window = kwargs.get("sliding_window") or None
     softcap = kwargs.get("softcap") or None
+    seen = _seen.get()
+    if seen is not None:
+        seen["windows"].add(window)
+        seen["layers"].add(module.layer_idx)
     recorder = getattr(module, "_attninf_recorder", None)
     if recorder is not None:
         recorder(module.layer_idx, query, key, scaling, window)
@@ -309,7 +322,21 @@ def check_model(model, tokens: int = 24) -> None:
     with attn_implementation(model, "eager"):
         logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
     own = F.cross_entropy(logits, ids[0, 1:], reduction="none")
-    ours = token_losses(model, ids)[0].float()
+    token = _seen.set({"masks": set(), "windows": set(), "layers": set()})
+    try:
+        ours = token_losses(model, ids)[0].float()
+        seen = _seen.get()
+    finally:
+        _seen.reset(token)
+    name = type(model).__name__
+    if len(seen["layers"]) != cfg.num_hidden_layers:
+        raise AttninfError(f"{name}: attninf's attention ran in {len(seen['layers'])} of {cfg.num_hidden_layers} "
+                           "layers; this architecture is not supported")
+    lost = {w for w in seen["masks"] if w} - seen["windows"]
+    if lost:
+        # the kernels apply a window only when the attention receives it; a packed row builds no mask
+        raise AttninfError(f"{name} builds attention masks with a window of {sorted(lost)} tokens but does not "
+                           "pass the window to its attention; this architecture is not supported")
     low = next(model.parameters()).dtype != torch.float32  # the model's logits are rounded to bf16/fp16
     rel = float((ours - own).abs().mean() / own.abs().mean().clamp_min(1e-6))
     if rel > (2e-2 if low else 1e-4):

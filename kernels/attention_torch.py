@@ -127,6 +127,8 @@ def masked_attention_torch(q, k, v, head_mask=None, causal=True, cu_seqlens=None
     Returns (B, Hq, S, D) in q's dtype.
     """
     _check(q, k, v, head_mask, cu_seqlens, window, softcap)
+    if window and not causal:
+        raise ValueError("a sliding window needs causal attention (a bidirectional window is not supported)")
     if head_mask is not None:
         head_mask = head_mask.to(torch.bool)
     if cu_seqlens is None:

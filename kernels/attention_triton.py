@@ -180,6 +180,8 @@ def launches(q, k, v, head_mask=None, causal=True, cu_seqlens=None, scale=None, 
     from .attention_torch import _check
 
     _check(q, k, v, head_mask, cu_seqlens, window, softcap)
+    if window and not causal:
+        raise ValueError("a sliding window needs causal attention (a bidirectional window is not supported)")
     B, Hq, S, D = q.shape
     window = int(window) if window and window < S else 0  # a window as long as the row is no window
     if D not in (16, 32, 64, 128, 256):

@@ -180,3 +180,50 @@ def test_gemma2_loads_from_a_directory_and_scores(tmp_path):
     assert scorer.layered
     res = scorer.score_texts(["To be, or not to be, that is the question. " * 8, "x"])
     assert res["status"][0] == "ok" and res["loss_base"][0] > 0
+
+
+def _random(arch: str, **kw):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, **kw)).eval()
+
+
+def test_a_window_the_attention_never_receives_is_refused_at_load():
+    """Qwen2-MoE builds a sliding-window mask but does not pass the window to
+    its attention: a packed row (no mask) would attend past it, and head
+    detection would count copies outside it. Refused at load, on 24 tokens."""
+    from architectures import COMMON
+    from attninf.errors import AttninfError
+    from attninf.plugin import check_model
+
+    model = _random("qwen2_moe", **{**COMMON, "use_sliding_window": True, "sliding_window": WINDOW,
+                                    "max_window_layers": 4, "num_experts": 2, "num_experts_per_tok": 1,
+                                    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32})
+    install(model)
+    with pytest.raises(AttninfError, match=r"window of \[16\] tokens but does not pass the window"):
+        check_model(model)
+
+
+def test_a_model_the_fork_breaks_falls_back_to_two_passes():
+    """GPTBigCode reshapes hidden states to batch 1 inside its forward: the
+    packed check fails with its own error and scoring takes two padded passes."""
+    model = _random("gpt_bigcode", vocab_size=VOCAB, n_embd=64, n_layer=4, n_head=4, n_positions=512)
+    install(model)
+    why = SharedPrefix.check(model, HEADS)
+    assert why and why.startswith("RuntimeError"), why
+    windows = [Window(0, list(range(3, 40)), 1, 0)]
+    sink = DocSums(1)
+    with torch.inference_mode():
+        TwoPass(model, HEADS, batch_tokens=64).run(windows, sink)
+    assert np.isfinite(sink.sums).all() and sink.sums[0, 0] != sink.sums[1, 0]
+
+
+def test_a_model_without_the_attention_interface_is_refused():
+    """Falcon computes attention itself: masking its heads would do nothing
+    and every score would be 0. Refused at install."""
+    from attninf.errors import AttninfError
+
+    model = _random("falcon", vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    with pytest.raises(AttninfError, match="AttentionInterface.*not supported"):
+        install(model)

@@ -129,3 +129,5 @@ def test_bad_window_and_softcap_refused():
         masked_attention_torch(q, k, v, window=0)
     with pytest.raises(ValueError, match="softcap"):
         masked_attention_torch(q, k, v, softcap=-1.0)
+    with pytest.raises(ValueError, match="needs causal attention"):  # a bidirectional window is another rule
+        masked_attention_torch(q, k, v, causal=False, window=3)
