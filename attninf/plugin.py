@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from .errors import AttninfError
+from .errors import AttninfError, one_line
 
 ATTN_NAME = "attninf"
 _registered = False
@@ -322,13 +322,18 @@ def check_model(model, tokens: int = 24) -> None:
     with attn_implementation(model, "eager"):
         logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
     own = F.cross_entropy(logits, ids[0, 1:], reduction="none")
+    name = type(model).__name__
     token = _seen.set({"masks": set(), "windows": set(), "layers": set()})
     try:
         ours = token_losses(model, ids)[0].float()
         seen = _seen.get()
+    except AttninfError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a layout attninf's forward does not know (Llama 4's base model)
+        raise AttninfError(f"{name}: attninf's forward fails on this architecture ({one_line(e)}); "
+                           "it is not supported") from e
     finally:
         _seen.reset(token)
-    name = type(model).__name__
     if len(seen["layers"]) != cfg.num_hidden_layers:
         raise AttninfError(f"{name}: attninf's attention ran in {len(seen['layers'])} of {cfg.num_hidden_layers} "
                            "layers; this architecture is not supported")

@@ -227,3 +227,21 @@ def test_a_model_without_the_attention_interface_is_refused():
     model = _random("falcon", vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
     with pytest.raises(AttninfError, match="AttentionInterface.*not supported"):
         install(model)
+
+
+def test_an_architecture_attninf_cannot_run_is_refused_in_one_line():
+    """Llama 4 (chunked attention, its CausalLM is its own base model): refused at load, not a traceback."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    from architectures import COMMON
+    from attninf.errors import AttninfError
+    from attninf.plugin import check_model
+
+    cfg = Llama4TextConfig(**{**COMMON, "head_dim": 16, "attention_chunk_size": 16, "num_local_experts": 2,
+                              "num_experts_per_tok": 1, "intermediate_size_mlp": 96, "interleave_moe_layer_step": 1,
+                              "no_rope_layer_interval": 4})
+    torch.manual_seed(0)
+    model = Llama4ForCausalLM(cfg).eval()
+    install(model)
+    with pytest.raises(AttninfError, match="Llama4ForCausalLM: attninf's forward fails .* not supported"):
+        check_model(model)
