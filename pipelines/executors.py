@@ -123,13 +123,13 @@ class Tracker:
         with self.lock:
             self.ended.add(str(unit))
             rows_seen, tokens_seen = self.partial.pop(str(unit), [0, 0])
-            self.tokens -= tokens_seen  # the unit's own total replaces its batches' reports
+            # the unit's own total replaces its batches' reports
+            self.tokens += (0 if error is not None else result["tokens"]) - tokens_seen
         if error is not None:
             self.failures[str(unit)] = error
             self.failed_units += 1
             self.say(f"failed: {unit}: {error}")
         else:
-            self.tokens += result["tokens"]
             log.info("%s: %d rows, %d tokens on worker %s in %.1fs", unit, unit.rows, result["tokens"],
                      result["worker"], result["seconds"])
             ran = self.ran_on[unit.file]
