@@ -188,7 +188,9 @@ def dequantized(gguf: Path) -> Path:
     target = paths.models_dir() / f"gguf-{sha[:16]}"
     if (target / "config.json").exists():
         return target
-    if target.exists():  # left without its config by something else: rebuilt
+    if target.exists() and not (target / "config.json").exists():
+        # left without its config by something else: rebuilt (looked at again just before: another
+        # process may have renamed its complete copy into place since the first look)
         shutil.rmtree(target)
     log.info("dequantizing %s once, into %s", gguf, target)  # a minute or two for a 1 GB model
     try:
