@@ -14,8 +14,6 @@ sums (plain and masked); only their cost differs:
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
@@ -23,8 +21,6 @@ from .errors import AttninfError
 from .windows import Window, pack
 from .plugin import (first_masked_layer, head_mask_tensors, head_nll, packed_rows, set_layer_masks,
                      token_losses)
-
-log = logging.getLogger("attninf")
 
 
 class DocSums:

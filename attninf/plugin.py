@@ -175,6 +175,7 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
                       is_causal=None, **kwargs):
     """AttentionInterface entry: (B,Hq,S,D) q, (B,Hkv,S,D) k/v -> ((B,S,Hq,D), None)."""
     from attninf.kernels import masked_attention
+    from attninf.kernels.attention_torch import capped_attention, visible
 
     for name, what in UNSUPPORTED.items():
         if kwargs.get(name) is not None:
@@ -214,7 +215,9 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask[:, :, :, :kv_len]
         if softcap:
-            out = _capped_attention(query, key, value, attention_mask, scaling, softcap)
+            if attention_mask is None:  # no padding, with a cache: the queries are the last of the keys
+                attention_mask = visible(kv_len, causal, window, query.device)[kv_len - q_len:]
+            out = capped_attention(query, key, value, attention_mask, scaling, softcap)
         else:
             out = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, scale=scaling,
@@ -223,28 +226,6 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
             )
     # (B, Hq, S, D) -> (B, S, Hq, D): the layout transformers expects back
     return out.transpose(1, 2).contiguous(), None
-
-
-def _capped_attention(query, key, value, mask, scale, softcap):
-    """Soft-capped attention under a mask (bool: visible; float: added), in
-    fp32, for padded batches: what SDPA cannot do. Hidden positions get the
-    lowest finite logit, not -inf: a padding row that sees nothing (past the
-    window of any real token) then stays finite, and no NaN reaches a real
-    row through a zero weight."""
-    g = query.shape[1] // key.shape[1]
-    k = key.float().repeat_interleave(g, dim=1)
-    v = value.float().repeat_interleave(g, dim=1)
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    logits = query.float() @ k.transpose(-1, -2) * scale
-    logits = softcap * torch.tanh(logits / softcap)
-    if mask is not None:
-        low = torch.finfo(torch.float32).min
-        logits = logits.masked_fill(~mask, low) if mask.dtype == torch.bool else (logits + mask.float()).clamp_min(low)
-    elif query.shape[2] == key.shape[2]:
-        S = query.shape[2]
-        causal = torch.ones(S, S, dtype=torch.bool, device=query.device).tril()
-        logits = logits.masked_fill(~causal, float("-inf"))
-    return (logits.softmax(-1) @ v).to(query.dtype)
 
 
 def logit_factor(cfg) -> float:

@@ -74,21 +74,27 @@ def visible(S: int, causal: bool, window: int | None, device) -> torch.Tensor:
 QUERY_CHUNK = 1024  # soft-capped logits are formed this many query rows at a time
 
 
-def _capped(q, k, v, causal, scale, window, softcap):
-    """Soft-capped attention, which SDPA cannot do: fp32 logits, capped, masked,
-    softmaxed, a block of query rows at a time. (B,Hq,S,D) out."""
-    B, Hq, S, D = q.shape
-    g = Hq // k.shape[1]
+def capped_attention(q, k, v, mask, scale, softcap):
+    """Soft-capped attention, which SDPA cannot do: fp32 logits, capped to
+    softcap * tanh(logits / softcap), masked, softmaxed, a block of query rows
+    at a time. q (B,Hq,Sq,D), k/v (B,Hkv,Sk,D); mask: bool (True: visible) or
+    additive float, (Sq, Sk) or (B, 1, Sq, Sk). Hidden positions get the
+    lowest finite logit, not -inf: a padding row that sees nothing (past the
+    window of any real token) stays finite, and no NaN reaches a real row
+    through a zero weight. Returns (B, Hq, Sq, D) in q's dtype."""
+    g = q.shape[1] // k.shape[1]
     k32 = k.float().repeat_interleave(g, dim=1)
     v32 = v.float().repeat_interleave(g, dim=1)
-    scale = D ** -0.5 if scale is None else scale
-    ok = visible(S, causal, window, q.device)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    low = torch.finfo(torch.float32).min
     out = torch.empty_like(q)
-    for s in range(0, S, QUERY_CHUNK):
-        logits = q[:, :, s:s + QUERY_CHUNK].float() @ k32.transpose(-1, -2) * scale
+    for s in range(0, q.shape[2], QUERY_CHUNK):
+        rows = slice(s, s + QUERY_CHUNK)
+        logits = q[:, :, rows].float() @ k32.transpose(-1, -2) * scale
         logits = softcap * torch.tanh(logits / softcap)
-        logits = logits.masked_fill(~ok[s:s + QUERY_CHUNK], float("-inf"))
-        out[:, :, s:s + QUERY_CHUNK] = (logits.softmax(-1) @ v32).to(q.dtype)
+        m = mask[..., rows, :]
+        logits = logits.masked_fill(~m, low) if m.dtype == torch.bool else (logits + m.float()).clamp_min(low)
+        out[:, :, rows] = (logits.softmax(-1) @ v32).to(q.dtype)
     return out
 
 
@@ -98,7 +104,7 @@ def _segment(q, k, v, head_mask, causal, scale, window=None, softcap=None):
     Hkv = k.shape[1]
     window = window if window and window < S else None  # a window as long as the document is no window
     if softcap:
-        out = _capped(q, k, v, causal, scale, window, softcap)
+        out = capped_attention(q, k, v, visible(S, causal, window, q.device), scale, softcap)
     elif window:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible(S, causal, window, q.device), scale=scale,
                                              enable_gqa=Hq != Hkv)
