@@ -120,13 +120,9 @@ class Heads:
         """The model the heads were found in, as detect-heads was given it."""
         return self.data["model"].get("name") or self.data["model"].get("path")
 
-    def check_model(self, spec: str, fingerprint: str, shape: tuple[int, int] | None = None,
-                    sliding: bool = False) -> None:
+    def check_model(self, spec: str, fingerprint: str, shape: tuple[int, int] | None = None) -> None:
         """Refuse a model other than the one the heads were found in: the
-        heads of one model mean nothing in another. For a model with sliding
-        windows, refuse heads found before copies were counted within them
-        (no "windows" in heads.json): their sliding-layer heads were credited
-        with copies they cannot make."""
+        heads of one model mean nothing in another."""
         want = self.data["model"].get("fingerprint")
         if want and fingerprint != want:
             raise AttninfError(f"{self.path} was made with model fingerprint {want}, but {spec} has "
@@ -134,9 +130,22 @@ class Heads:
         have = (self.data["num_layers"], self.data["num_heads"])
         if shape is not None and have != tuple(shape):
             raise AttninfError(f"{self.path} is for a {have[0]}x{have[1]} model, {spec} is {shape[0]}x{shape[1]}")
-        if sliding and "windows" not in self.data:
+
+    def check_windows(self, spec: str, windows: list) -> None:
+        """For a model with sliding windows (each layer's, as its attention
+        receives it: plugin.check_model), refuse heads found before copies
+        were counted within them (no "windows" in heads.json: sliding-layer
+        heads were credited with copies they cannot make), or under other
+        windows."""
+        if not any(windows):
+            return
+        rerun = f"run `attninf detect-heads --out {self.path}` again"
+        if "windows" not in self.data:
             raise AttninfError(f"{self.path} was made before copies were counted within each layer's sliding "
-                               f"window, which {spec} has: run `attninf detect-heads --out {self.path}` again")
+                               f"window, which {spec} has: {rerun}")
+        if self.data["windows"] != list(windows):
+            raise AttninfError(f"{self.path} was made with sliding windows {self.data['windows']}, {spec} has "
+                               f"{list(windows)}: {rerun}")
 
 
 @dataclass

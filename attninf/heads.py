@@ -118,10 +118,9 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     return hit.float().mean(-1).cpu()
 
 
-def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True, windows: dict | None = None):
+def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
     """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
-    answer-token correctness, in one pass. `windows`, if given, is filled
-    with each layer's sliding window as its attention received it (None: full)."""
+    answer-token correctness, in one pass."""
     import torch
 
     from .plugin import install, recording
@@ -139,8 +138,6 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
 
             def rec(layer, query, key, scale, window):
                 total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale, window).double()
-                if windows is not None:
-                    windows[layer] = window
 
             with recording(model, rec):
                 correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
@@ -203,7 +200,8 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     from .plugin import check_model, install
 
     install(model)
-    check_model(model)  # refuses an attention attninf does not reproduce before any probe runs
+    # refuses an attention attninf does not reproduce before any probe runs; each layer's window
+    windows = check_model(model)
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     Hkv = getattr(model.config, "num_key_value_heads", None) or H
 
@@ -214,8 +212,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     t_probes = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    windows: dict[int, int | None] = {}
-    scores, base_correct = retrieval_scores(lm, probes, progress, windows)  # (L, H), per-probe (A,) bools
+    scores, base_correct = retrieval_scores(lm, probes, progress)  # (L, H), per-probe (A,) bools
     t_detect = time.perf_counter() - t1
     selected = select_top(scores, cfg.top_frac)
     base = accuracy(base_correct)
@@ -237,7 +234,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         "num_heads": H,
         "num_kv_heads": Hkv,
         # each layer's sliding window (null: full attention); copies were counted within it
-        "windows": [windows.get(i) for i in range(L)],
+        "windows": windows,
         "top_frac": cfg.top_frac,
         "heads": selected,
         "scores": [[round(float(x), 6) for x in row] for row in scores.tolist()],

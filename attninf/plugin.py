@@ -104,16 +104,6 @@ def attention_modules(model) -> list:
     return [found[i] for i in range(n)]
 
 
-def has_sliding_windows(config) -> bool:
-    """Whether some layer of the model attends within a sliding window: a
-    "sliding_attention" layer type (Gemma 2/3, Qwen2), or a window set for
-    every layer of a family without layer types (Mistral, Starcoder2)."""
-    types = getattr(config, "layer_types", None)
-    if types is not None:
-        return "sliding_attention" in types
-    return bool(getattr(config, "sliding_window", None))
-
-
 def first_masked_layer(heads: Iterable) -> int:
     """The lowest layer with a masked head: every layer below it computes the
     same hidden states with and without the mask."""
@@ -185,8 +175,7 @@ def attninf_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     softcap = kwargs.get("softcap") or None
     seen = _seen.get()
     if seen is not None:
-        seen["windows"].add(window)
-        seen["layers"].add(module.layer_idx)
+        seen["windows"][module.layer_idx] = window
     recorder = getattr(module, "_attninf_recorder", None)
     if recorder is not None:
         recorder(module.layer_idx, query, key, scaling, window)
@@ -288,12 +277,13 @@ def attn_implementation(model, name: str):
 
 
 @torch.inference_mode()
-def check_model(model, tokens: int = 24) -> None:
+def check_model(model, tokens: int = 24) -> list[int | None]:
     """attninf's loss (its attention and the fused loss, token_losses) against
     the model's own forward with its own eager attention and its logits, on a
     few tokens, once at load: an architecture whose attention or output layer
     does something attninf does not reproduce (a scaling, a cap, a bias, a
-    sink) is refused before it scores anything."""
+    sink) is refused before it scores anything. Returns each layer's sliding
+    window as its attention received it (None: full attention)."""
     import torch.nn.functional as F
 
     cfg = model.config
@@ -304,7 +294,7 @@ def check_model(model, tokens: int = 24) -> None:
         logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
     own = F.cross_entropy(logits, ids[0, 1:], reduction="none")
     name = type(model).__name__
-    token = _seen.set({"masks": set(), "windows": set(), "layers": set()})
+    token = _seen.set({"masks": set(), "windows": {}})
     try:
         ours = token_losses(model, ids)[0].float()
         seen = _seen.get()
@@ -315,10 +305,11 @@ def check_model(model, tokens: int = 24) -> None:
                            "it is not supported") from e
     finally:
         _seen.reset(token)
-    if len(seen["layers"]) != cfg.num_hidden_layers:
-        raise AttninfError(f"{name}: attninf's attention ran in {len(seen['layers'])} of {cfg.num_hidden_layers} "
+    windows = seen["windows"]
+    if len(windows) != cfg.num_hidden_layers:
+        raise AttninfError(f"{name}: attninf's attention ran in {len(windows)} of {cfg.num_hidden_layers} "
                            "layers; this architecture is not supported")
-    lost = {w for w in seen["masks"] if w} - seen["windows"]
+    lost = {w for w in seen["masks"] if w} - set(windows.values())
     if lost:
         # the kernels apply a window only when the attention receives it; a packed row builds no mask
         raise AttninfError(f"{name} builds attention masks with a window of {sorted(lost)} tokens but does not "
@@ -330,3 +321,4 @@ def check_model(model, tokens: int = 24) -> None:
             f"{type(model).__name__}: attninf's loss differs from the model's own by {rel:.1%} on the same "
             f"tokens (mean {float(ours.mean()):.4f} vs {float(own.mean()):.4f}): its attention or output layer "
             "does something attninf does not reproduce; this architecture is not supported")
+    return [windows[i] for i in range(cfg.num_hidden_layers)]

@@ -38,7 +38,7 @@ from .errors import AttninfError
 from .explain import token_summary
 from .model import LoadedModel
 from .forward import DocSums, SharedPrefix, TokenNLL, TwoPass
-from .plugin import check_model, first_masked_layer, has_sliding_windows, install
+from .plugin import check_model, first_masked_layer, install
 from .windows import Window, check_overlap, default_batch_tokens, window_ids
 
 log = logging.getLogger("attninf")
@@ -93,7 +93,8 @@ class Scorer:
         if len(self.doc_prefix.ids) >= self.max_tokens:
             raise AttninfError(f"--max-tokens {self.max_tokens} leaves no room after the document prefix")
         install(self.model)
-        check_model(self.model)  # refuses an attention or output layer attninf does not reproduce
+        # refuses an attention or output layer attninf does not reproduce; each layer's window
+        self.layer_windows = check_model(self.model)
         why_not = SharedPrefix.check(self.model, self.heads, self.tok.pad_token_id) if layered is not False else None
         if layered and why_not:
             raise AttninfError(f"the shared-prefix path does not support this {cfg.model_type} model: {why_not}")
@@ -201,12 +202,13 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
     spec = model_spec or heads.model_spec
     lm = load_model(spec, dtype=dtype, device=device, allow_pickle=allow_pickle,
                     trust_remote_code=trust_remote_code)
-    heads.check_model(spec, lm.fingerprint["fingerprint"], (lm.config.num_hidden_layers, lm.config.num_attention_heads),
-                      sliding=has_sliding_windows(lm.config))
+    heads.check_model(spec, lm.fingerprint["fingerprint"], (lm.config.num_hidden_layers, lm.config.num_attention_heads))
     recorded = prefix_from_json(heads.data.get("doc_prefix"))
     prefix = resolve_doc_prefix(lm.tokenizer, doc_prefix) if doc_prefix else recorded
     if recorded is not None and prefix.ids != recorded.ids:
         log.warning("documents start with %s but the heads of %s were found with %s before every probe",
                     prefix.describe(), heads_path, recorded.describe())
-    return Scorer(lm, heads.heads, max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
-                  context_overlap=context_overlap, doc_prefix=prefix)
+    scorer = Scorer(lm, heads.heads, max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
+                    context_overlap=context_overlap, doc_prefix=prefix)
+    heads.check_windows(spec, scorer.layer_windows)
+    return scorer

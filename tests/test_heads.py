@@ -251,7 +251,7 @@ def test_heads_of_a_sliding_model_record_windows_and_old_ones_are_refused(tmp_pa
     from architectures import tiny_model
     from attninf.heads import DetectConfig, detect_heads
     from attninf.model import LoadedModel
-    from attninf.plugin import has_sliding_windows
+    from attninf.plugin import check_model, install
 
     from conftest import _tokenizer
 
@@ -264,8 +264,13 @@ def test_heads_of_a_sliding_model_record_windows_and_old_ones_are_refused(tmp_pa
                        log=lambda *_: None)
     assert res["windows"] == [16, None, 16, None]
     heads = Heads(tmp_path / "heads.json", res)
-    heads.check_model("m", "f", sliding=True)
+    assert check_model(model) == res["windows"]  # what the scorer sees at load is what detection saw
+    heads.check_windows("m", res["windows"])
     old = Heads(tmp_path / "heads.json", {k: v for k, v in res.items() if k != "windows"})
     with pytest.raises(AttninfError, match="sliding window.*detect-heads"):
-        old.check_model("m", "f", sliding=has_sliding_windows(model.config))
-    old.check_model("m", "f", sliding=has_sliding_windows(tiny_model("llama").config))
+        old.check_windows("m", check_model(model))
+    llama = tiny_model("llama")
+    install(llama)
+    old.check_windows("m", check_model(llama))  # a full-attention model reads it still
+    with pytest.raises(AttninfError, match=r"made with sliding windows \[16, None, 16, None\].*detect-heads"):
+        heads.check_windows("m", [32, None, 32, None])
