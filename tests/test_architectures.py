@@ -245,3 +245,23 @@ def test_an_architecture_attninf_cannot_run_is_refused_in_one_line():
     install(model)
     with pytest.raises(AttninfError, match="Llama4ForCausalLM: attninf's forward fails .* not supported"):
         check_model(model)
+
+
+def test_the_docs_name_the_families_this_matrix_tests():
+    """README and design.md list the tested families: the list is this file's."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    design = " ".join((root / "docs" / "design.md").read_text().split())
+    n = re.search(r"the matrix: (\d+) tiny random families \(([^;]*);", design)
+    assert n and int(n.group(1)) == len(ARCHITECTURES)
+    assert len(n.group(2).split(", ")) == len(ARCHITECTURES)
+    readme = " ".join((root / "README.md").read_text().split())
+    listed = re.search(r"works if attninf can reproduce its attention exactly: (.*?) are tested against their own", readme)
+    names = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen2/3", "phi3": "Phi-3", "phi": "Phi", "olmo": "OLMo",
+             "olmo2": "OLMo 1/2", "gpt_neox": "GPT-NeoX", "mistral": "Mistral", "starcoder2": "Starcoder2",
+             "gemma": "Gemma", "gemma2": "Gemma 1/2/3", "gemma3_text": "Gemma 1/2/3", "granite": "Granite",
+             "cohere": "Cohere", "smollm3": "SmolLM3", "stablelm": "StableLM"}
+    assert listed and set(names) == set(ARCHITECTURES)
+    assert all(names[a] in listed.group(1) for a in ARCHITECTURES)
