@@ -167,6 +167,21 @@ def corpus_of(spec) -> Corpus:
     return spec if isinstance(spec, Corpus) else Corpus(spec)
 
 
+def scored_ids(rel: str, kind: str, row0: int, n: int, ids=None):
+    """The ids a scores file gives rows row0..row0+n of corpus file `rel`
+    (a pyarrow string array): the corpus's own, and `<file>:<row>` where it
+    gives none: every row of a file without the id column, and a JSON Lines
+    row whose key is missing or null (a Parquet null id stays null). One rule
+    for score, which writes them, and compare, which checks them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if ids is not None and (kind == PARQUET or not ids.null_count):
+        return ids
+    made = pa.array([f"{rel}:{row0 + i}" for i in range(n)], pa.string())
+    return made if ids is None else pc.if_else(ids.is_null(), made, ids)
+
+
 def corpus_texts(corpus, rel: str, rows, column: str = "text") -> dict[int, str | None]:
     """{row: text} of some rows of one corpus file (named, or named by its scores file)."""
     return corpus_of(corpus).file(rel).texts(rows, column)

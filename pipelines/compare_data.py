@@ -16,7 +16,8 @@ import numpy as np
 from attninf import identity
 from attninf.artifacts import ALL, MANIFEST, Scores, Selection, domain_name, write_selection_rows
 from attninf.errors import AttninfError
-from attninf.corpus import corpus_key, format_suffix, corpus_mismatch, corpus_name, corpus_of, corpus_signature
+from attninf.corpus import (corpus_key, format_suffix, corpus_mismatch, corpus_name, corpus_of, corpus_signature,
+                            scored_ids)
 from attninf.storage import atomic_path, write_json
 from attninf.stores import location, readable
 
@@ -39,13 +40,12 @@ def _check_pair(scores: Scores, corpus) -> None:
         raise AttninfError(f"{missing[0]} is scored but missing from {corpus}")
 
 
-def _same_ids(t, s, rel: str, id_col: str, scores: Scores, corpus) -> None:
-    """A corpus file (t) and its scores (s) hold the same ids, row by row
-    (`<file>:<row>` where the corpus has no id column)."""
+def _same_ids(t, s, rel: str, kind: str, id_col: str, scores: Scores, corpus) -> None:
+    """A corpus file (t, of format `kind`) and its scores (s) hold the same
+    ids, row by row, as score made them (corpus.scored_ids)."""
     sc = s["id"].cast("string").to_pylist()
-    made = [f"{corpus_name(rel)}:{i}" for i in range(len(t))]  # score's ids where the corpus has none
-    ids = ([m if x is None else x for x, m in zip(t[id_col].cast("string").to_pylist(), made)]
-           if id_col in t.column_names else made)
+    own = t[id_col].cast("string").combine_chunks() if id_col in t.column_names else None
+    ids = scored_ids(corpus_name(rel), kind, 0, len(t), own).to_pylist()
     if ids != sc:
         bad = next((i for i, (a, b) in enumerate(zip(ids, sc)) if a != b), min(len(ids), len(sc)))
         raise AttninfError(f"the scores in {scores.root} do not belong to {corpus}: {rel} row {bad} has id "
@@ -106,7 +106,7 @@ def _split(scores: Scores, corpus, held: dict[str, np.ndarray], data: Path) -> d
         t = pa.concat_tables(list(cf.read(cols, text=text_col, as_text=keys if jsonl else ()))) if cf.rows else pa.table(
             {c: pa.array([], pa.string()) for c in cols})
         s = pq.read_table(readable(scores.root / rel))
-        _same_ids(t, s, rel, id_col, scores, corpus)
+        _same_ids(t, s, rel, cf.kind, id_col, scores, corpus)
         mask = np.ones(len(t), dtype=bool)
         mask[rows] = False
         keep = pa.array(mask)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from attninf.artifacts import STATS_DIR, Status, scores_schema
-from attninf.corpus import corpus_of, scores_name
+from attninf.corpus import corpus_of, scored_ids, scores_name
 from attninf.stores import location, readable, rmtree
 from attninf.storage import atomic_path, write_json
 from attninf.errors import AttninfError
@@ -108,18 +108,13 @@ class UnitReader:
 
     def batches(self, start: int, end: int) -> Iterator[tuple[list, Any, Any]]:
         """(texts, ids, domain) per batch of rows_per_chunk rows of [start, end)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         row0 = start
         keys = (self.cfg.id_column, self.cfg.domain_column)
         for t in self.file.read(self.columns, start, end, self.cfg.rows_per_chunk, text=self.cfg.text_column,
                                 as_text=keys if self.jsonl else ()):
             n = t.num_rows
-            ids = t.column(self.cfg.id_column).combine_chunks() if self.has_id else None
-            if ids is None or (self.jsonl and ids.null_count):  # <file>:<row> where the corpus gives no id
-                made = pa.array([f"{self.rel}:{row0 + i}" for i in range(n)], pa.string())
-                ids = made if ids is None else pc.if_else(ids.is_null(), made, ids)
+            ids = scored_ids(self.rel, self.file.kind, row0, n,
+                             t.column(self.cfg.id_column).combine_chunks() if self.has_id else None)
             domain = t.column(self.cfg.domain_column).combine_chunks() if self.from_column else self.folder
             yield t.column(self.cfg.text_column).to_pylist(), ids, domain
             row0 += n

@@ -249,6 +249,25 @@ def test_compare_data_from_a_jsonl_corpus(tmp_path, heads_file, monkeypatch):
     assert held + kept == 3 * 23 and held >= 3
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_compare_data_accepts_null_ids_as_score_wrote_them(tmp_path, heads_file, monkeypatch, fmt):
+    """A null id is kept in Parquet and made `<file>:<row>` in JSON Lines by
+    score; compare checks the ids by the same rule (it refused Parquet null ids)."""
+    from attninf.pipelines.compare_data import prepare
+
+    monkeypatch.setenv("ATTNINF_HOME", str(tmp_path / "home"))
+    rows = _rows(0, 23)
+    rows[5]["id"] = None
+    rows[3]["domain"] = "prose"  # one domain, large enough to hold rows out
+    write_as(tmp_path / "corpus" / "prose" / "part-0", rows, fmt)
+    _ok("score", tmp_path / "corpus", "--out", tmp_path / "scores", "--heads", heads_file, "--max-tokens", "48",
+        "--workers", "0", "--quiet")
+    scored = pq.read_table(next((tmp_path / "scores" / "prose").glob("*.parquet")))["id"].to_pylist()
+    assert scored[5] == (None if fmt == "parquet" else "prose/part-0.jsonl:5")
+    prepare(str(tmp_path / "scores"), str(tmp_path / "corpus"), tmp_path / "data", heldout_frac=0.2, frac=0.3,
+            repeat=1, decay_weight=2)
+
+
 def test_a_glob_matches_paths_as_a_shell_does(tmp_path):
     root = tmp_path / "c"
     for rel in ("top.jsonl", "old/backup.jsonl", "old/deep/x.jsonl", "_misc/y.parquet"):
