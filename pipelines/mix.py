@@ -216,7 +216,7 @@ def run_mix(cfg: MixConfig, scheduler: str = "threads") -> dict:
                                f"schedule), got {cfg.phases!r}")
         if cfg.decay_weight < 1:
             raise AttninfError("--decay-weight must be at least 1: the decay mixture upweights the selection")
-    check_replaceable(cfg.out, "mix", _ours, {"corpus": cfg.corpus, "selection": cfg.selected})
+    check_replaceable(cfg.out, "mix", _ours, {"corpus": corpus_of(cfg.corpus).root, "selection": cfg.selected})
     with replaced_dir(cfg.out, last=(MIX_MANIFEST,)) as into:
         return _run_phased(cfg, scheduler, into) if cfg.phases else _run_one(cfg, scheduler, into)
 

@@ -172,3 +172,16 @@ def test_phased_mixture(tmp_path):
         res = CliRunner().invoke(main, ["mix", str(corpus), "--selected", str(tmp_path / "sel"),
                                         "--out", str(tmp_path / "bad"), *bad])
         assert res.exit_code != 0 and msg in res.output, res.output
+
+
+@pytest.mark.parametrize("corpus", ["corpus", "corpus/**/*.parquet"])
+def test_out_inside_the_corpus_is_refused_however_it_is_given(tmp_path, corpus):
+    """mix replaces --out whole: inside the corpus folder it is refused, for
+    the folder and for a glob over it alike (the glob slipped through)."""
+    from attninf.errors import AttninfError
+
+    (tmp_path / "corpus").mkdir()
+    cfg = MixConfig(corpus=str(tmp_path / corpus), selected=str(tmp_path / "selected"),
+                    out=str(tmp_path / "corpus" / "mixed"))
+    with pytest.raises(AttninfError, match="overlap"):
+        run_mix(cfg)
