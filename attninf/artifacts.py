@@ -12,6 +12,7 @@ rescore or a changed corpus does not.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from enum import Enum
@@ -196,9 +197,10 @@ class Scores(_StageOutput):
         """The corpus column the scores read for text, id or domain."""
         return self.config.get(f"{name}_column", name)
 
-    @property
+    @functools.cached_property
     def corpus(self):
-        """The corpus where it was scored (attninf.corpus.Corpus: a folder, a URL or a glob), or None."""
+        """The corpus where it was scored (attninf.corpus.Corpus: a folder, a URL or a glob), or None.
+        One Corpus per Scores: its files are opened (a JSON Lines file indexed) once."""
         from .corpus import Corpus
 
         return Corpus(self.manifest["corpus"]) if self.manifest.get("corpus") else None
