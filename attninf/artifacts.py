@@ -92,10 +92,14 @@ def scores_table(ids, result: dict | None = None, domain=None):
 class Heads:
     """heads.json from detect-heads: the model it was made with (name,
     fingerprint), its shape, the selected heads [[layer, head], ...], the
-    probes' document prefix, the copy scores and the ablation."""
+    probes' document prefix, the copy rule ("hit", one of HIT_RULES), the
+    copy scores, the per-probe copy counts and their stability (both absent
+    from files made before them) and the ablation."""
 
     path: Path
     data: dict
+
+    HIT_RULES = ("needle-span", "paper")  # heads.DetectConfig.hit
 
     @classmethod
     def read(cls, path) -> "Heads":
@@ -106,10 +110,13 @@ class Heads:
             if key not in data:
                 raise AttninfError(f"{p} is not a heads.json from detect-heads (no {key!r})")
         version = data.get("heads_version", 1)
-        if version != HEADS_VERSION or data.get("hit") != HIT_RULE:
+        if version != HEADS_VERSION:
             raise AttninfError(f"{p} was made by an older detect-heads (heads version {version}, copies counted "
                                f"anywhere in the prompt); its heads are not the retrieval heads of version "
                                f"{HEADS_VERSION}: {rerun}")
+        if data.get("hit") not in cls.HIT_RULES:
+            raise AttninfError(f"{p} has copy rule {data.get('hit')!r}, not one of {', '.join(cls.HIT_RULES)}: "
+                               f"{rerun}")
         return cls(p, data)
 
     @property

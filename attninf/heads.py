@@ -1,14 +1,21 @@
 """Retrieval-head detection (docs/method.md, step 1) and the ablation check.
 
-A head *copies* at answer position t when the argmax of its attention row
-(the query position that predicts answer token t) lands inside the needle,
-the queried value's tokens in the JSON context, on a token equal to that
-answer token (AttentionInfluence Eq. 4, after Wu et al. 2024). An equal token
-elsewhere in the prompt (another value, a solved example, the instruction)
-is not a copy. Its retrieval score is hits / answer tokens, averaged over
-probes; the top `top_frac` of all heads are the retrieval heads. Only the
-answer rows of attention are computed: a (Hq, answer, S) block per layer,
-never S x S.
+A head *copies* at answer position t when the argmax j of its attention row
+(the query position that predicts answer token w) holds a token equal to w,
+and, by the copy rule (DetectConfig.hit):
+
+  needle-span  j lies inside the needle, the queried value's tokens in the
+               JSON context (Wu et al. 2024's code); an equal token elsewhere
+               in the prompt (another value, a solved example, the
+               instruction) is not a copy. The default.
+  paper        w is a token of the needle, j anywhere the row sees
+               (AttentionInfluence, Section 3, conditions 1 and 2).
+
+Its retrieval score is hits / answer tokens, averaged over probes; the top
+`top_frac` of all heads are the retrieval heads. Each probe's hit counts are
+kept (heads.json "per_probe"), and the selection's stability computed from
+them (attninf.stability). Only the answer rows of attention are computed: a
+(Hq, answer, S) block per layer, never S x S.
 
 The ablation: teacher-forced probe accuracy (the model's argmax equals the
 answer token) with no mask, with the selected heads masked to uniform
@@ -17,7 +24,6 @@ attention, and with as many random heads masked.
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,10 +34,11 @@ from . import __version__
 from .devices import DTYPE_HELP, DTYPES
 from .errors import AttninfError
 from .model import DEFAULT_MODEL, LoadedModel
-from .artifacts import HEADS_VERSION, HIT_RULE
-from .storage import utc_now, write_json
+from .artifacts import HEADS_VERSION, Heads
+from .storage import utc_now
 from .docstart import resolve_doc_prefix
-from .probes import PROBE_SOURCE, Probe, make_probes
+from .probes import DEFAULT_WORDING, PROBE_SOURCE, WORDINGS, Probe, make_probes
+from .stability import num_selected
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +60,15 @@ class DetectConfig:
         "metavar": "TOKEN|none",
         "help": "Token put before every probe (and, through heads.json, every scored document).",
         "default_help": "what the tokenizer adds by itself, else its end-of-text separator"})
+    hit: str = field(default="needle-span", metadata={
+        "choices": Heads.HIT_RULES,
+        "help": "Copy rule: needle-span, the attention argmax lands inside the queried value on the answer "
+                "token (Wu et al. 2024's code); paper, the answer token is a token of the value and the "
+                "argmax lands on an equal token anywhere the row sees (the paper's Section 3)."})
+    probe_wording: str = field(default=DEFAULT_WORDING, metadata={
+        "choices": tuple(WORDINGS),
+        "help": "The probes' instruction: paper, the paper's Appendix A wording; attninf, attninf's shorter "
+                "first one."})
 
     def check(self) -> None:
         if not 0 < self.top_frac <= 1:
@@ -81,18 +97,30 @@ def _answer_rows(probe: Probe) -> torch.Tensor:
 
 
 def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
-              needle: tuple[int, int], scale: float | None = None, window: int | None = None) -> torch.Tensor:
-    """Per query head, the fraction of answer rows whose attention argmax copies.
+              needle: tuple[int, int], scale: float | None = None, window: int | None = None,
+              rule: str = "needle-span") -> torch.Tensor:
+    """Per query head, the fraction of answer rows whose attention argmax
+    copies: copy_counts / len(rows), (Hq,) float."""
+    return copy_counts(query, key, ids, rows, needle, scale, window, rule).float() / rows.numel()
+
+
+def copy_counts(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
+                needle: tuple[int, int], scale: float | None = None, window: int | None = None,
+                rule: str = "needle-span") -> torch.Tensor:
+    """Per query head, the number of answer rows whose attention argmax copies.
 
     query (1, Hq, S, D), key (1, Hkv, S, D), ids (S,) token ids, rows (A,)
     query positions, needle [start, end) positions of the queried value in
     the context, window the layer's sliding window (row r sees r-window+1..r)
-    or None. Row r predicts token ids[r + 1]; it copies when
-    j = argmax_j attn[r, j] over the positions r sees has start <= j < end and
-    ids[j] == ids[r + 1]. A head of a sliding layer cannot copy a needle
-    outside its window, and gets no credit for one. Soft-capping (tanh) keeps
-    the order of the logits, so the argmax needs no cap. Returns (Hq,).
+    or None. Row r predicts token w = ids[r + 1]; with
+    j = argmax_j attn[r, j] over the positions r sees, it copies when
+    ids[j] == w and, by `rule`, start <= j < end (needle-span) or w is one of
+    ids[start:end] (paper). A head of a sliding layer cannot copy from
+    outside its window, and gets no credit for it. Soft-capping (tanh) keeps
+    the order of the logits, so the argmax needs no cap. Returns (Hq,) int64.
     """
+    if rule not in Heads.HIT_RULES:
+        raise AttninfError(f"unknown copy rule {rule!r}: one of {', '.join(Heads.HIT_RULES)}")
     import torch
 
     _, Hq, S, D = query.shape
@@ -114,13 +142,17 @@ def copy_hits(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, rows: t
     ids = ids.to(query.device)
     target = ids[rows + 1]  # (A,)
     start, end = needle
-    hit = (top >= start) & (top < end) & (ids[top] == target.view(1, A))
-    return hit.float().mean(-1).cpu()
+    hit = ids[top] == target.view(1, A)
+    if rule == "needle-span":
+        hit &= (top >= start) & (top < end)
+    else:  # paper: the answer token is one of the needle's tokens; j anywhere the row sees
+        hit &= torch.isin(target, ids[start:end]).view(1, A)
+    return hit.sum(-1).cpu()
 
 
-def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True):
-    """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
-    answer-token correctness, in one pass."""
+def retrieval_counts(lm: LoadedModel, probes: list[Probe], rule: str = "needle-span", progress: bool = True):
+    """(num_probes, num_layers, num_heads) int64 copy counts, and the unmasked
+    per-probe answer-token correctness, in one pass."""
     import torch
 
     from .plugin import install, recording
@@ -130,18 +162,33 @@ def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     correct = []
     device = next(model.parameters()).device
+    hits = torch.zeros(len(probes), L, H, dtype=torch.int64)
     with torch.inference_mode():
-        total = torch.zeros(L, H, dtype=torch.float64)
-        for probe in _progress(probes, "detect heads", len(probes), progress):
+        for p, probe in enumerate(_progress(probes, "detect heads", len(probes), progress)):
             ids = torch.tensor(probe.input_ids, device=device)
             rows = _answer_rows(probe)
 
             def rec(layer, query, key, scale, window):
-                total[layer] += copy_hits(query, key, ids, rows, probe.needle, scale, window).double()
+                hits[p, layer] += copy_counts(query, key, ids, rows, probe.needle, scale, window, rule)
 
             with recording(model, rec):
                 correct.append(_probe_correct(model, ids, len(probe.answer_ids)))
-        return (total / len(probes)).float(), correct
+    return hits, correct
+
+
+def mean_rates(hits: torch.Tensor, answer_tokens: list[int]) -> torch.Tensor:
+    """(L, H) float64: the mean over probes of hits / answer tokens."""
+    import torch
+
+    a = torch.tensor(answer_tokens, dtype=torch.float64).view(-1, 1, 1)
+    return (hits.double() / a).mean(0)
+
+
+def retrieval_scores(lm: LoadedModel, probes: list[Probe], progress: bool = True, rule: str = "needle-span"):
+    """(num_layers, num_heads) mean copy rate, and the unmasked per-probe
+    answer-token correctness, in one pass."""
+    hits, correct = retrieval_counts(lm, probes, rule, progress)
+    return mean_rates(hits, [len(p.answer_ids) for p in probes]).float(), correct
 
 
 def _probe_correct(model, ids: torch.Tensor, A: int) -> torch.Tensor:
@@ -180,10 +227,18 @@ def probe_accuracy(lm: LoadedModel, probes: list[Probe], heads=(), desc: str = "
 def select_top(scores: torch.Tensor, top_frac: float) -> list[list[int]]:
     """Top fraction of all heads by score (ties: lower layer, then lower head)."""
     L, H = scores.shape
-    k = max(1, math.floor(top_frac * L * H + 0.5))
+    k = num_selected(L * H, top_frac)
     flat = scores.flatten().tolist()
     order = sorted(range(L * H), key=lambda i: (-flat[i], i))[:k]
     return sorted([i // H, i % H] for i in order)
+
+
+def head_stability(per_probe: dict, L: int, H: int, top_frac: float, seed: int) -> dict:
+    """heads.json "stability": attninf.stability's numbers from the per-probe counts."""
+    from .stability import counts_from, stability
+
+    counts = counts_from({"per_probe": per_probe, "num_layers": L, "num_heads": H})
+    return stability(counts, top_frac, seed=seed)
 
 
 def random_heads(L: int, H: int, k: int, exclude, seed: int) -> list[list[int]]:
@@ -212,9 +267,15 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     t_probes = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    scores, base_correct = retrieval_scores(lm, probes, progress)  # (L, H), per-probe (A,) bools
+    hits, base_correct = retrieval_counts(lm, probes, cfg.hit, progress)  # (N, L, H), per-probe (A,) bools
     t_detect = time.perf_counter() - t1
-    selected = select_top(scores, cfg.top_frac)
+    answer_tokens = [len(p.answer_ids) for p in probes]
+    per_probe = {"answer_tokens": answer_tokens, "hits": hits.reshape(len(probes), L * H).tolist()}
+    scores = mean_rates(hits, answer_tokens)
+    # the stability of the selection, from the counts alone; its all-probe set is the selection
+    # (select_top's rule, on means compared exactly)
+    stab = head_stability(per_probe, L, H, cfg.top_frac, cfg.seed)
+    selected = stab["selected"]
     base = accuracy(base_correct)
 
     t2 = time.perf_counter()
@@ -224,7 +285,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
 
     return {
         "heads_version": HEADS_VERSION,
-        "hit": HIT_RULE,
+        "hit": cfg.hit,
         "doc_prefix": prefix.to_json(),
         "attninf_version": __version__,
         "created": utc_now(),
@@ -238,6 +299,9 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
         "top_frac": cfg.top_frac,
         "heads": selected,
         "scores": [[round(float(x), 6) for x in row] for row in scores.tolist()],
+        # each probe's copy counts: hits[p][layer * num_heads + head] of answer_tokens[p] answer rows
+        "per_probe": per_probe,
+        "stability": stab,
         "probes": _probes_summary(probes, cfg),
         "ablation": _ablation_summary(base, sel, trials),
         "timing": {"build_probes_s": round(t_probes, 2), "detect_s": round(t_detect, 2),
@@ -249,7 +313,7 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
 
 def _build_probes(tokenizer, cfg: DetectConfig, prefix_ids: list[int], log) -> list[Probe]:
     """cfg.num_probes retrieval probes, each starting with the document prefix."""
-    probes = make_probes(tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, prefix_ids)
+    probes = make_probes(tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, prefix_ids, cfg.probe_wording)
     lengths = [len(p) for p in probes]
     log(f"built {len(probes)} probes: {min(lengths)}-{max(lengths)} tokens, "
         f"{sum(len(p.answer_ids) for p in probes) / len(probes):.1f} answer tokens each")
@@ -274,7 +338,8 @@ def _probes_summary(probes: list[Probe], cfg: DetectConfig) -> dict:
     lengths = [len(p) for p in probes]
     return {
         "num_probes": cfg.num_probes, "context_tokens": cfg.context_tokens, "seed": cfg.seed,
-        "source": PROBE_SOURCE, "min_tokens": min(lengths), "max_tokens": max(lengths),
+        "source": PROBE_SOURCE, "wording": cfg.probe_wording,
+        "min_tokens": min(lengths), "max_tokens": max(lengths),
         "mean_answer_tokens": sum(len(p.answer_ids) for p in probes) / len(probes),
         "mean_needle_tokens": sum(p.needle[1] - p.needle[0] for p in probes) / len(probes),
     }
@@ -309,13 +374,45 @@ def run_detect(cfg: DetectConfig, out: str | Path, plot: str | Path | None = Non
         f"{lm.config.num_attention_heads} heads) in {time.perf_counter() - t0:.1f}s")
     result = detect_heads(lm, cfg, progress=progress, log=say)
     result["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
-    write_json(result, out)
+    write_heads_json(result, out)
     plot_heads(result, plot or Path(out).with_suffix(".png"))
     return result
 
 
+def write_heads_json(result: dict, path: str | Path) -> None:
+    """heads.json, atomically, each row of a matrix (scores, per-probe hits,
+    stability frequencies) on one line: a file of 800 probes stays readable."""
+    import json
+
+    from .storage import atomic_path
+
+    rows: dict[str, str] = {}
+
+    def compact(matrix):
+        out = []
+        for row in matrix:
+            tag = f"@@row{len(rows)}@@"
+            rows[tag] = json.dumps(row, separators=(",", ":"))
+            out.append(tag)
+        return out
+
+    shown = dict(result, scores=compact(result["scores"]))
+    if "per_probe" in result:
+        shown["per_probe"] = dict(result["per_probe"], hits=compact(result["per_probe"]["hits"]))
+    if "stability" in result:
+        shown["stability"] = dict(result["stability"], frequency=compact(result["stability"]["frequency"]))
+    text = json.dumps(shown, indent=1, default=str)
+    for tag, row in rows.items():
+        text = text.replace(f'"{tag}"', row, 1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def plot_heads(result: dict, path: str | Path) -> None:
-    """Layer x head heatmap of retrieval scores, selected heads outlined."""
+    """Layer x head heatmap of retrieval scores, selected heads outlined: red
+    solid; red dashed when the bootstrap selects them in fewer than half of
+    the resamples; orange, the heads not selected but selected in at least
+    a fifth of them (heads.json "stability"; no marks without it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,8 +423,13 @@ def plot_heads(result: dict, path: str | Path) -> None:
     L, H = len(scores), len(scores[0])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * H + 2), max(4.0, 0.22 * L + 1.5)))
     im = ax.imshow(scores, aspect="auto", cmap="viridis", origin="lower", interpolation="nearest")
+    st = result.get("stability")
+    shaky = {tuple(x) for x in st["unstable_selected"]["heads"]} if st else set()
     for layer, head in result["heads"]:
-        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6))
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6,
+                               linestyle="--" if (layer, head) in shaky else "-"))
+    for layer, head in (st["near_misses"]["heads"] if st else []):
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="orange", linewidth=1.4))
     ax.set_xlabel("query head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(H))
@@ -349,7 +451,12 @@ def _title(result: dict, chars: int) -> str:
     if "/" in name and Path(name).expanduser().exists():
         name = Path(name).name
     lines = textwrap.wrap(f"retrieval score per head: {name}", width=chars, break_on_hyphens=False)
-    return "\n".join(lines + [f"red: top {result['top_frac']:.0%} ({len(result['heads'])} heads)"])
+    legend = f"red: top {result['top_frac']:.0%} ({len(result['heads'])} heads)"
+    st = result.get("stability")
+    if st:
+        legend += (f"; dashed: selected in < {st['unstable_selected']['below']:.0%} of {st['bootstrap']} "
+                   f"bootstrap resamples; orange: others selected in >= {st['near_misses']['at_least']:.0%}")
+    return "\n".join(lines + textwrap.wrap(legend, width=chars, break_on_hyphens=False))
 
 
 def summary_table(result: dict) -> str:
@@ -362,7 +469,10 @@ def summary_table(result: dict) -> str:
         f"fingerprint {result['model']['fingerprint']})",
         f"heads      {len(result['heads'])} selected (layer.head): {heads}",
         f"documents  start with {' '.join(result['doc_prefix']['tokens']) or 'nothing'} "
-        f"({result['doc_prefix']['rule']}); a copy counts inside the needle only",
+        f"({result['doc_prefix']['rule']})",
+        f"copy rule  {result.get('hit', 'needle-span')}: {HIT_RULE_TEXT[result.get('hit', 'needle-span')]}",
+        f"probes     {result['probes']['num_probes']}, instruction worded as "
+        f"{result['probes'].get('wording', 'attninf')}'s",
         "",
         "ablation: teacher-forced probe accuracy   token   exact",
         f"  {'no mask':<38}{fmt(ab['no_mask'])}   {fmt(em.get('no_mask'))}",
@@ -373,4 +483,13 @@ def summary_table(result: dict) -> str:
         f"time       detect {result['timing']['detect_s']:.1f}s ({result['timing']['probes_per_s']} probes/s), "
         f"ablation {result['timing']['ablation_s']:.1f}s",
     ]
+    if result.get("stability"):
+        from .stability import table
+
+        lines += ["", "stability of the selection (attninf heads stability for more):",
+                  table(result["stability"], brief=True)]
     return "\n".join(lines)
+
+
+HIT_RULE_TEXT = {"needle-span": "the argmax lands inside the needle on the answer token",
+                 "paper": "the answer token is a needle token and the argmax lands on it anywhere before"}

