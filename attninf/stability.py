@@ -84,11 +84,11 @@ def counts_from(data: dict, where: str = "heads.json") -> Counts:
     if not pp:
         raise AttninfError(f"{where} has no per-probe copy counts (made by an older detect-heads): {RERUN}")
     L, H = int(data["num_layers"]), int(data["num_heads"])
-    a = np.asarray(pp.get("answer_tokens", []), dtype=np.int64)
-    hits = np.asarray(pp.get("hits", []), dtype=np.int64)
-    if a.ndim != 1 or not len(a) or hits.shape != (len(a), L * H):
-        raise AttninfError(f"{where}: per_probe holds {hits.shape} hits for {a.shape} probes, not one row of "
-                           f"{L}x{H} counts per probe: {RERUN}")
+    a, hits = pp.get("answer_tokens", []), pp.get("hits", [])
+    if len(a) != len(hits) or not a or any(len(row) != L * H for row in hits):
+        raise AttninfError(f"{where}: per_probe holds {len(hits)} rows of hits for {len(a)} probes, not one row "
+                           f"of {L}x{H} counts per probe: {RERUN}")
+    a, hits = np.asarray(a, dtype=np.int64), np.asarray(hits, dtype=np.int64)
     if (a < 1).any() or (hits < 0).any() or (hits > a[:, None]).any():
         raise AttninfError(f"{where}: per_probe counts out of range (hits must lie in 0..answer tokens): {RERUN}")
     return Counts(a, hits, L, H)
