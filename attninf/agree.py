@@ -248,7 +248,12 @@ def _same_rows(ta, tb, col: str, rel: str, r0: int) -> None:
 # ------------------------------------------------------------------ numbers
 
 
-def _nan_none(x):
+def to_json(x):
+    """The result as strict JSON values: NaN (undefined) becomes null, the page's sample is left out."""
+    if isinstance(x, dict):
+        return {k: to_json(v) for k, v in x.items() if not str(k).startswith("_")}
+    if isinstance(x, (list, tuple)):
+        return [to_json(v) for v in x]
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
@@ -368,9 +373,8 @@ def agree(a, b=None, a_column: str = "score", b_column: str = "score", frac: flo
         "a": {"path": str(sa.root), "column": a_column}, "b": {"path": str(sb.root), "column": b_column},
         "by": by, "frac": frac, "fracs": fracs, "rows": j.rows, "counted": n, "left_out": j.left_out,
         "notes": notes,
-        "groups": {g: {k: _nan_none(v) for k, v in grp.stats.items()} for g, grp in groups.items()},
-        "overlap_by_frac": {g: {str(f): {k: _nan_none(v) for k, v in _overlap(*grp.by_frac[f]).items()}
-                                for f in fracs} for g, grp in groups.items()},
+        "groups": {g: grp.stats for g, grp in groups.items()},
+        "overlap_by_frac": {g: {str(f): _overlap(*grp.by_frac[f]) for f in fracs} for g, grp in groups.items()},
         "movers": [{"id": i, "domain": m[2], "file": f, "row": r, "score_a": m[3], "score_b": m[4],
                     "top_a": m[5], "top_b": m[6], "moved": m[0]}
                    for m, i, f, r in zip(movers, ids, files, rows)],

@@ -55,7 +55,7 @@ def agree(a, b, a_column, b_column, frac, show, by, out) -> None:
     selections with `attninf compare`. An overlap near --frac means they
     disagree as much as two random picks.
     """
-    from ..agree import agree as run_agree
+    from ..agree import agree as run_agree, to_json
 
     res = run_agree(a, b, a_column, b_column, frac=frac, by=by, show=show)
     for line in describe(res):
@@ -66,7 +66,7 @@ def agree(a, b, a_column, b_column, frac, show, by, out) -> None:
         from ..agree_page import write_page
         from ..storage import write_json
 
-        write_json({k: v for k, v in res.items() if not k.startswith("_")}, Path(out) / "agree.json")
+        write_json(to_json(res), Path(out) / "agree.json")
         write_page(res, Path(out))
         click.echo(f"wrote {out}/agree.json and {out}/index.html")
 
