@@ -126,7 +126,9 @@ class Join:
         """Reorder the rows by domain (file order kept within one); bounds per domain name."""
         counts = np.bincount(self.dom, minlength=len(self.domains))
         order = np.argsort(self.dom, kind="stable")
-        self.a, self.b, self.pos = self.a[order], self.b[order], self.pos[order]
+        self.a = self.a[order]  # one array at a time: the old one is freed before the next is copied
+        self.b = self.b[order]
+        self.pos = self.pos[order]
         del order
         ends = np.cumsum(counts)
         self.bounds = {self.domains[c]: (int(ends[c] - counts[c]), int(ends[c]))

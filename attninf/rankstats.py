@@ -17,29 +17,40 @@ import numpy as np
 CHUNK = 1 << 20  # elements per slice of a merge level: bounds its temporaries
 
 
-def _tie_sizes(sorted_values: np.ndarray) -> np.ndarray:
-    """Lengths of the runs of equal values in a sorted array."""
-    n = len(sorted_values)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    return np.diff(np.r_[starts, n])
+def _runs(dup: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) sorted positions of each run of equal values, of runs
+    longer than one; dup[i]: position i + 1 equals position i. Sized by the
+    number of tied runs, not of rows."""
+    edges = np.diff(np.r_[False, dup, False].view(np.int8))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def _pairs(sizes: np.ndarray) -> int:
-    """Pairs within runs of these sizes: sum t(t-1)/2, exact in Python ints."""
-    s = sizes[sizes > 1].astype(np.int64)
-    return int((s * (s - 1) // 2).sum(dtype=np.int64)) if len(s) else 0
+def _pairs(runs) -> int:
+    """Pairs within the tied runs: sum t(t-1)/2, exact."""
+    t = (runs[1] - runs[0] + 1).astype(np.int64)
+    return int((t * (t - 1) // 2).sum(dtype=np.int64)) if len(t) else 0
+
+
+def _dup(sorted_values: np.ndarray) -> np.ndarray:
+    return sorted_values[1:] == sorted_values[:-1]
+
+
+def _run_positions(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Every sorted position inside the runs, run after run."""
+    t = last - first + 1
+    return np.repeat(first - (np.cumsum(t) - t), t) + np.arange(int(t.sum()), dtype=np.int64)
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ascending ranks, ties given the mean of the ranks they span (float64)."""
     n = len(x)
     order = np.argsort(x, kind="stable")
-    sizes = _tie_sizes(x[order])
-    ends = np.cumsum(sizes)
+    first, last = _runs(_dup(x[order]))
+    ranks_sorted = np.arange(1, n + 1, dtype=np.float64)
+    if len(first):
+        ranks_sorted[_run_positions(first, last)] = np.repeat((first + last) / 2.0 + 1, last - first + 1)
     ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat((2 * ends - sizes + 1) / 2.0, sizes)
+    ranks[order] = ranks_sorted
     return ranks
 
 
@@ -62,18 +73,20 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(average_ranks(x), average_ranks(y))
 
 
-def dense_ranks(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """(0-based ranks with equal values equal, int32 or int64; number of distinct values)."""
+def dense_ranks(x: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(0-based ranks, equal values equal, int32 below 2**31 rows; the number
+    of distinct values; the pairs of rows tied)."""
     n = len(x)
     order = np.argsort(x, kind="stable")
-    xs = x[order]
     new = np.empty(n, dtype=bool)
     new[:1] = False
+    xs = x[order]
     np.not_equal(xs[1:], xs[:-1], out=new[1:])
     del xs
+    ties = _pairs(_runs(~new[1:]))
     out = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
     out[order] = np.cumsum(new, dtype=out.dtype)
-    return out, int(new.sum()) + (1 if n else 0)
+    return out, int(new.sum()) + (1 if n else 0), ties
 
 
 def inversions(y: np.ndarray, m: int) -> int:
@@ -140,21 +153,16 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
     n = len(x)
     if n < 2:
         return float("nan")
-    yr, m = dense_ranks(y)
-    ytie = _pairs(np.bincount(yr, minlength=m))
+    yr, m, ytie = dense_ranks(y)
     order = np.lexsort((yr, x))
     ys = yr[order]
     del yr
-    xs = x[order]
+    dup = _dup(x[order])
     del order
-    xnew = np.r_[True, xs[1:] != xs[:-1]]
-    del xs
-    xtie = _pairs(np.diff(np.r_[np.flatnonzero(xnew), n]))
-    both = xnew.copy()
-    both[1:] |= ys[1:] != ys[:-1]
-    del xnew
-    ntie = _pairs(np.diff(np.r_[np.flatnonzero(both), n]))
-    del both
+    xtie = _pairs(_runs(dup))
+    dup &= ys[1:] == ys[:-1]
+    ntie = _pairs(_runs(dup))
+    del dup
     tot = n * (n - 1) // 2
     if xtie == tot or ytie == tot:
         return float("nan")
@@ -168,15 +176,11 @@ def strict_order(x: np.ndarray, tiebreak) -> np.ndarray:
     in the order tiebreak(rows) gives them (rows: their indices, ascending;
     returns an int rank per row)."""
     order = np.argsort(-x, kind="stable")
-    sizes = _tie_sizes(x[order])
-    tied_groups = sizes > 1
-    if tied_groups.any():
-        ts = sizes[tied_groups]
-        starts = (np.cumsum(sizes) - sizes)[tied_groups]
-        first = np.cumsum(ts) - ts  # where each tie starts among the tied positions
-        tied = np.repeat(starts - first, ts) + np.arange(int(ts.sum()), dtype=np.int64)  # positions in order
+    first, last = _runs(_dup(x[order]))
+    if len(first):
+        tied = _run_positions(first, last)
         rows = order[tied]
         key = np.asarray(tiebreak(rows))
-        group = np.repeat(np.arange(len(ts)), ts)
+        group = np.repeat(np.arange(len(first)), last - first + 1)
         order[tied] = rows[np.lexsort((key, group))]
     return order

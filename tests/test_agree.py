@@ -113,7 +113,7 @@ def test_inversions_over_slices_and_pairs(monkeypatch):
     for n in (1, 2, 9, 64, 100, 513):
         y = rng.integers(0, 7, n)
         want = sum(int(y[i] > y[j]) for i in range(n) for j in range(i + 1, n))
-        r, m = rankstats.dense_ranks(y)
+        r, m, _ = rankstats.dense_ranks(y)
         assert rankstats.inversions(r, m) == want
         x = rng.integers(0, 4, n).astype(float)
         if n > 2:
