@@ -58,30 +58,70 @@ def _read_manifest(path: Path, what: str, fix: str) -> dict:
     return read_json(path, f"{path.parent} is not {what} (no {path.name}): {fix}", fix)
 
 
-def scores_schema(id_type=None, token_stats: bool = False):
+def head_set_columns(tags) -> list[str]:
+    """The columns of the extra head sets of `score --head-fracs` (docs/design.md):
+    per set tag, its score and its masked loss."""
+    return [c for t in tags for c in (f"score_{t}", f"loss_masked_{t}")]
+
+
+def head_set_tag(frac: float) -> str:
+    """The column tag of a head fraction: 0.1 -> top10pct, 0.025 -> top2p5pct."""
+    return f"top{frac * 100:.6g}pct".replace(".", "p")
+
+
+def head_sets(fracs, heads: "Heads") -> list[tuple[str | None, list]]:
+    """(tag, heads) of every head set `score --head-fracs` scores: the first
+    is `score`'s (tag None); with no fracs, heads.json's own selection alone.
+    Heads are taken by rank from heads.json's retrieval scores
+    (heads.select_top), so the sets of larger fractions hold those of smaller
+    ones."""
+    if not fracs:
+        return [(None, heads.heads)]
+    import numpy as np
+
+    from .heads import select_top
+
+    fracs = [float(f) for f in fracs]
+    bad = [f for f in fracs if not 0 < f <= 1]
+    if bad:
+        raise AttninfError(f"--head-fracs must each be in (0, 1], got {bad[0]}")
+    tags = [head_set_tag(f) for f in fracs]
+    if len(set(tags)) != len(tags):
+        raise AttninfError(f"--head-fracs lists a fraction twice: {','.join(map(str, fracs))}")
+    if "scores" not in heads.data:
+        raise AttninfError(f"{heads.path} has no retrieval scores to rank heads by: run detect-heads again")
+    scores = np.asarray(heads.data["scores"], dtype=np.float64)
+    return [(None if k == 0 else t, select_top(scores, f)) for k, (t, f) in enumerate(zip(tags, fracs))]
+
+
+def scores_schema(id_type=None, token_stats: bool = False, head_sets=()):
     """The Arrow schema of a scores file; `id` keeps the corpus column's type
-    (string when score made the ids). token_stats: with the TOKEN_STATS
-    columns of `score --save-token-stats` at the end."""
+    (string when score made the ids). head_sets: the tags of the extra head
+    sets of `score --head-fracs`, two columns each (head_set_columns);
+    token_stats: with the TOKEN_STATS columns of `score --save-token-stats`
+    at the end."""
     import pyarrow as pa
 
     f64, s = pa.float64(), pa.string()
     return pa.schema([("id", id_type or s), ("score", f64), ("loss_base", f64), ("loss_masked", f64),
                       ("n_tokens", pa.int64()), ("status", s), ("repetition", f64), ("domain", s)]
+                     + [(c, f64) for c in head_set_columns(head_sets)]
                      + [(c, f64) for c in (TOKEN_STATS if token_stats else ())])
 
 
-def scores_table(ids, result: dict | None = None, domain=None):
+def scores_table(ids, result: dict | None = None, domain=None, head_sets=()):
     """Rows of a scores file: ids (an Arrow array), Scorer.score_texts'
-    result, the domain (an Arrow array, or one value for every row). With no
-    result, the empty table of the schema."""
+    result, the domain (an Arrow array, or one value for every row), the tags
+    of the extra head sets the result holds. With no result, the empty table
+    of the schema."""
     import pyarrow as pa
 
     if result is None:
-        return scores_schema().empty_table()
+        return scores_schema(head_sets=head_sets).empty_table()
     n = len(ids)
     if not isinstance(domain, (pa.Array, pa.ChunkedArray)):
         domain = pa.array([domain] * n, pa.string())
-    schema = scores_schema(ids.type, token_stats=TOKEN_STATS[0] in result)
+    schema = scores_schema(ids.type, token_stats=TOKEN_STATS[0] in result, head_sets=head_sets)
     cols = ([ids] + [pa.array(result[c] if c != "status" else result[c].tolist(), t, from_pandas=True)
                      for c, t in zip(SCORE_COLUMNS[1:7], schema.types[1:7])] + [domain.cast(pa.string())]
             + [pa.array(result[c], pa.float64(), from_pandas=True) for c in schema.names[len(SCORE_COLUMNS):]])

@@ -121,8 +121,10 @@ def _check_type(key: str, value, tp, where: str):
             return value
         raise AttninfError(f"{key!r} in {where} cannot be empty")
     if typing.get_origin(base) is list:
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        want = "a list of integers"
+        elem = typing.get_args(base)[0]
+        kinds = (int, float) if elem is float else (int,)
+        ok = isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
+        want = "a list of integers" if elem is int else "a list of numbers"
     elif base is float:
         if isinstance(value, str):
             try:
@@ -142,22 +144,24 @@ def _check_type(key: str, value, tp, where: str):
 # ------------------------------------------------------------------ click
 
 
-def _int_list_type():
-    """A comma-separated list of integers on the command line (YAML: a list)."""
+def _list_type(elem: type):
+    """A comma-separated list of integers (elem int) or numbers (elem float)
+    on the command line (YAML: a list)."""
     import click
 
-    class IntList(click.ParamType):
-        name = "N,N,..."
+    class NumberList(click.ParamType):
+        name = "N,N,..." if elem is int else "X,X,..."
 
         def convert(self, value, param, ctx):
             if isinstance(value, list):
                 return value
             try:
-                return [int(x) for x in str(value).split(",") if x.strip()]
+                return [elem(x) for x in str(value).split(",") if x.strip()]
             except ValueError:
-                self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+                what = "integers" if elem is int else "numbers"
+                self.fail(f"{value!r} is not a comma-separated list of {what}", param, ctx)
 
-    return IntList()
+    return NumberList()
 
 
 def _base_type(tp):
@@ -174,7 +178,7 @@ def _click_type(tp, meta):
     if meta.get("choices"):
         return click.Choice(list(meta["choices"]))
     if typing.get_origin(tp) is list:
-        return _int_list_type()
+        return _list_type(typing.get_args(tp)[0])
     return {int: int, float: float, str: str}.get(tp, str)
 
 

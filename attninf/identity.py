@@ -144,14 +144,19 @@ def heads_digest(heads: list) -> str:
 def score_fingerprint(cfg, heads, model_fp: dict) -> dict:
     """What decides a score run's numbers: a ScoreConfig's settings that
     matter, the model (model.model_fingerprint, computed without loading its
-    weights), the heads (artifacts.Heads), the tokenizer, the scoring code's
-    version. Scores are reused only under an equal fingerprint."""
+    weights), the heads (artifacts.Heads; every head set of --head-fracs),
+    the tokenizer, the scoring code's version. Scores are reused only under
+    an equal fingerprint."""
+    from .artifacts import head_sets
     from .devices import resolve_device, resolve_dtype
 
     mfp = model_fp
+    (_, first), *more = head_sets(cfg.head_fracs, heads)
     return {
         "model": mfp["fingerprint"],
-        "heads_sha256": heads_digest(heads.heads),
+        "heads_sha256": heads_digest(first),
+        # the sets scored beside `score`, by column tag; absent without them: older runs still match
+        **({"head_sets": {tag: heads_digest(hs) for tag, hs in more}} if more else {}),
         "max_tokens": cfg.max_tokens,
         "context_overlap": cfg.context_overlap,
         "doc_prefix": cfg.doc_prefix or (heads.data.get("doc_prefix") or {}).get("tokens"),

@@ -76,7 +76,8 @@ def _token_maps(scores: Scores, docs: list[tuple[str, int]]) -> tuple[dict, str]
     c = scores.config
     scorer = load_scorer(c.get("model"), heads, dtype=c.get("dtype", "auto"), device="cpu",
                          max_tokens=c.get("max_tokens"), context_overlap=c.get("context_overlap"),
-                         doc_prefix=c.get("doc_prefix"), truncate=bool(c.get("truncate")))
+                         doc_prefix=c.get("doc_prefix"), truncate=bool(c.get("truncate")),
+                         head_fracs=(c.get("head_fracs") or [])[:1])  # `score`'s set
     by_file: dict[str, dict] = {}
     for rel in sorted({rel for rel, _ in docs}):
         by_file[rel] = corpus_texts(corpus, rel, [row for f, row in docs if f == rel], scores.column("text"))

@@ -72,7 +72,8 @@ class Scorer:
 
     def __init__(self, lm: LoadedModel, heads: list, max_tokens: int | None = None,
                  batch_tokens: int | None = None, truncate: bool = False, layered: bool | None = None,
-                 context_overlap: int | None = None, doc_prefix: DocPrefix | str | None = None):
+                 context_overlap: int | None = None, doc_prefix: DocPrefix | str | None = None,
+                 more_heads: dict[str, list] | None = None):
         self.lm = lm
         self.model = lm.model
         self.tok = lm.tokenizer
@@ -80,6 +81,10 @@ class Scorer:
         self.heads = sorted([int(l), int(h)] for l, h in heads)
         if not self.heads:
             raise AttninfError("heads.json selects no head: there is nothing to mask")
+        # head sets scored beside `heads` in the same pass, by tag (score_<tag>, loss_masked_<tag>)
+        self.more_heads = {t: sorted([int(l), int(h)] for l, h in hs) for t, hs in (more_heads or {}).items()}
+        if any(not hs for hs in self.more_heads.values()):
+            raise AttninfError("a head set selects no head: there is nothing to mask")
         ctx = getattr(cfg, "max_position_embeddings", None) or 4096
         self.max_tokens = int(max_tokens or min(ctx, 4096))
         if self.max_tokens < 2:
@@ -104,7 +109,8 @@ class Scorer:
             log.warning("%s: no shared-prefix path (%s); scoring with two full passes over padded batches",
                         cfg.model_type, why_not)
         self.forward = (SharedPrefix if layered else TwoPass)(self.model, self.heads, self.batch_tokens,
-                                                              self.tok.pad_token_id)
+                                                              self.tok.pad_token_id,
+                                                              more=list(self.more_heads.values()))
 
     @property
     def layered(self) -> bool:
@@ -112,7 +118,7 @@ class Scorer:
 
     @property
     def first_masked(self) -> int:
-        return first_masked_layer(self.heads)
+        return min(first_masked_layer(s) for s in [self.heads, *self.more_heads.values()])
 
     def encode(self, texts: Sequence[str | None]) -> list[list[int] | None]:
         """Token ids per text, the document prefix first; None for empty text."""
@@ -144,12 +150,13 @@ class Scorer:
     def score_texts(self, texts: Sequence[str | None], token_stats: bool = False) -> dict[str, np.ndarray]:
         """Per text: loss_base, loss_masked, score (NaN where status != ok),
         n_tokens, status, repetition (numpy arrays; artifacts.scores_table
-        turns them into rows of a scores file). token_stats adds the
-        TOKEN_STATS columns (token_summary of each text), at the cost of
-        keeping every token's NLL of the batch."""
+        turns them into rows of a scores file), and score_<tag>,
+        loss_masked_<tag> per head set of more_heads. token_stats adds the
+        TOKEN_STATS columns (token_summary of each text, for `heads`), at the
+        cost of keeping every token's NLL of the batch."""
         if not token_stats:
             windows, status = self.windows(self.encode(texts))
-            sink = DocSums(len(texts))
+            sink = DocSums(len(texts), 1 + len(self.more_heads))
             self.forward.run(windows, sink)
             return self._result(texts, sink, status)
         res, _, per_token = self.token_nll(texts)
@@ -161,40 +168,45 @@ class Scorer:
     def token_nll(self, texts: Sequence[str | None]) -> tuple[dict[str, np.ndarray], list, list]:
         """score_texts' result, plus per text its token ids (document prefix
         first) and a (2, len(ids)) float64 array: the NLL of predicting each
-        token, plain (row 0) and with the heads masked (row 1); NaN for tokens
+        token, plain (row 0) and with the heads masked (row 1; rows 2.. with
+        the sets of more_heads); NaN for tokens
         nothing predicts (the first, or all of an empty or one-token text).
         The same windows, packing and forward as score_texts."""
         encoded = self.encode(texts)
         windows, status = self.windows(encoded)
-        sink = TokenNLL([0 if ids is None else len(ids) for ids in encoded])
+        sink = TokenNLL([0 if ids is None else len(ids) for ids in encoded], 1 + len(self.more_heads))
         self.forward.run(windows, sink)
         return self._result(texts, sink, status), [ids or [] for ids in encoded], sink.per_token
 
-    @staticmethod
-    def _result(texts, sink: "DocSums", status: np.ndarray) -> dict[str, np.ndarray]:
+    def _result(self, texts, sink: "DocSums", status: np.ndarray) -> dict[str, np.ndarray]:
         sums, counts = sink.sums, sink.counts
-        with np.errstate(invalid="ignore", divide="ignore"):
-            base = sums[0] / counts
-            masked = sums[1] / counts
-            score = (masked - base) / base
         bad = status != Status.OK.value
-        for arr in (base, masked, score):
-            arr[bad] = np.nan
-        return {"loss_base": base, "loss_masked": masked, "score": score, "n_tokens": counts,
-                "status": status.astype(str),
-                "repetition": np.array([repetition(t) for t in texts], dtype=np.float64)}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            losses = sums / counts  # (1 + sets, docs)
+            losses[:, bad] = np.nan
+            scores = (losses[1:] - losses[0]) / losses[0]
+        res = {"loss_base": losses[0], "loss_masked": losses[1], "score": scores[0], "n_tokens": counts,
+               "status": status.astype(str),
+               "repetition": np.array([repetition(t) for t in texts], dtype=np.float64)}
+        for k, tag in enumerate(self.more_heads, start=1):
+            res[f"score_{tag}"], res[f"loss_masked_{tag}"] = scores[k], losses[1 + k]
+        return res
 
 
 def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", device: str = "auto",
                 max_tokens: int | None = None, batch_tokens: int | None = None, truncate: bool = False,
                 allow_pickle: bool = False, trust_remote_code: bool = False,
-                context_overlap: int | None = None, doc_prefix: str | None = None) -> Scorer:
-    """Load the model named by --model, or the one heads.json was made with, and its heads.
+                context_overlap: int | None = None, doc_prefix: str | None = None,
+                head_fracs: Sequence[float] | None = None) -> Scorer:
+    """Load the model named by --model, or the one heads.json was made with, and its heads:
+    those heads.json selected, or with head_fracs the top fraction of its
+    ranking for each (artifacts.head_sets: the first for `score`, the others
+    scored beside it).
 
     Refuses a model whose fingerprint differs from the heads file's: the heads
     of one model mean nothing in another. Documents start the way the probes
     of heads.json did, unless doc_prefix says otherwise."""
-    from .artifacts import Heads
+    from .artifacts import Heads, head_sets
     from .docstart import prefix_from_json
     from .model import load_model
 
@@ -208,7 +220,8 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
     if recorded is not None and prefix.ids != recorded.ids:
         log.warning("documents start with %s but the heads of %s were found with %s before every probe",
                     prefix.describe(), heads_path, recorded.describe())
-    scorer = Scorer(lm, heads.heads, max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
-                    context_overlap=context_overlap, doc_prefix=prefix)
+    (_, first), *more = head_sets(head_fracs, heads)
+    scorer = Scorer(lm, first, max_tokens=max_tokens, batch_tokens=batch_tokens, truncate=truncate,
+                    context_overlap=context_overlap, doc_prefix=prefix, more_heads=dict(more))
     heads.check_windows(spec, scorer.layer_windows)
     return scorer

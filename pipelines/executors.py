@@ -12,7 +12,7 @@ import time
 import uuid
 
 from attninf.errors import AttninfError, one_line
-from attninf.pipelines.score_config import ScoreConfig
+from attninf.pipelines.score_config import ScoreConfig, extra_tags
 from attninf.pipelines.units import Unit, assemble
 from attninf.pipelines.workers import progress_to, score_unit
 
@@ -101,7 +101,8 @@ class Tracker:
         for rel in list(self.waiting if files is None else files):
             if (rel in self.waiting and not self.waiting[rel]
                     and not any(k.startswith(f"{rel}[") for k in self.failures)):
-                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel], self.cfg.save_token_stats)
+                assemble(self.cfg.out, rel, self.plan[rel], self.ran_on[rel], self.cfg.save_token_stats,
+                         extra_tags(self.cfg))
                 self.assembled.append(rel)
                 del self.waiting[rel]
 

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores
+from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores, head_sets
 from attninf import identity
 from attninf.corpus import corpus_of, corpus_signature, scores_name
 from attninf.identity import same_file
@@ -106,6 +106,10 @@ def _start(cfg: ScoreConfig, corpus, say) -> tuple[ScoreConfig, list[str], dict[
     mfp = model_fingerprint(spec, cfg.trust_remote_code)
     heads.check_model(spec, mfp["fingerprint"])
     fp = identity.score_fingerprint(cfg, heads, mfp)
+    if cfg.head_fracs:
+        say("head sets, scored in one pass: " + ", ".join(
+            f"{'score' if tag is None else 'score_' + tag} = top {float(f):g} ({len(hs)} heads)"
+            for f, (tag, hs) in zip(cfg.head_fracs, head_sets(cfg.head_fracs, heads))))
     recorded = _check_out_dir(cfg, fp)
     out = location(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,12 @@ class ScoreConfig:
     doc_prefix: str | None = field(default=None, metadata={
         "metavar": "TOKEN|none", "help": "Token put before every document.",
         "default_help": "the one heads.json's probes used"})
+    head_fracs: list[float] | None = field(default=None, metadata={
+        "help": "Score several head sets in one pass: for each F, the top F of all heads by heads.json's "
+                "retrieval scores. The first set gives `score` (what select, mix and report read); each "
+                "other F adds the columns score_topNpct and loss_masked_topNpct (N = 100 F). The layers "
+                "below the lowest masked layer run once for all sets.",
+        "default_help": "the heads heads.json selected, one set"})
     truncate: bool = field(default=False, metadata={"help": "Score only the first window of long documents."})
     save_token_stats: bool = field(default=False, metadata={
         "help": "Also keep, per document, the share of its loss rise carried by its top 1% of tokens "
@@ -64,3 +70,11 @@ class ScoreConfig:
         "help": "Redo scores made with a different model/heads/settings."})
     allow_pickle: bool = field(default=False, metadata={"help": "Allow .bin (pickle) weights; they can run code."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
+
+
+
+def extra_tags(cfg: ScoreConfig) -> list[str]:
+    """The tags of the head sets scored beside `score` (their columns: artifacts.head_set_columns)."""
+    from attninf.artifacts import head_set_tag
+
+    return [head_set_tag(float(f)) for f in (cfg.head_fracs or [])[1:]]

@@ -132,7 +132,7 @@ def _id_hashes(ids) -> tuple[Any, int]:
 
 
 def assemble(out, rel: str, units: list[Unit], workers: dict[str, int] | None = None,
-             token_stats: bool = False) -> dict:
+             token_stats: bool = False, head_sets=()) -> dict:
     """Append the parts of a corpus file in row order into its scores file
     out/<scores_name(rel)> (atomically), write its counters to
     _stats/<scores_name(rel)>.json, remove the parts. Row groups of
@@ -169,7 +169,7 @@ def assemble(out, rel: str, units: list[Unit], workers: dict[str, int] | None = 
             if buf and sum(len(x) for x in buf):
                 writer.write_table(pa.concat_tables(buf).combine_chunks())
             # a file with no rows: the schema every file of this scores directory has
-            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=token_stats))
+            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=token_stats, head_sets=head_sets))
         finally:
             if writer is not None:
                 writer.close()

@@ -10,7 +10,7 @@ from typing import Any
 from attninf.artifacts import scores_schema, scores_table
 from attninf.storage import atomic_path
 
-from attninf.pipelines.score_config import ScoreConfig
+from attninf.pipelines.score_config import ScoreConfig, extra_tags
 from attninf.pipelines.units import Unit, UnitReader, part_path
 
 _SCORERS: dict[str, Any] = {}  # per process: the model is loaded once per worker, not per task
@@ -20,14 +20,15 @@ def scorer_for(cfg: ScoreConfig, device: str):
     from attninf.scoring import load_scorer
 
     key = json.dumps([cfg.model, cfg.heads, cfg.dtype, device, cfg.max_tokens, cfg.batch_tokens, cfg.truncate,
-                      cfg.context_overlap, cfg.doc_prefix])
+                      cfg.context_overlap, cfg.doc_prefix, cfg.head_fracs])
     if key not in _SCORERS:
         _SCORERS.clear()  # one model per worker
         _SCORERS[key] = load_scorer(cfg.model, cfg.heads, dtype=cfg.dtype, device=device,
                                     max_tokens=cfg.max_tokens, batch_tokens=cfg.batch_tokens,
                                     truncate=cfg.truncate, allow_pickle=cfg.allow_pickle,
                                     trust_remote_code=cfg.trust_remote_code,
-                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix)
+                                    context_overlap=cfg.context_overlap, doc_prefix=cfg.doc_prefix,
+                                    head_fracs=cfg.head_fracs)
     return _SCORERS[key]
 
 
@@ -116,13 +117,14 @@ def score_unit(cfg: ScoreConfig, unit: Unit, threads: int | None = None, progres
         try:
             for texts, ids, domain in reader.batches(unit.start, unit.end):
                 res = _score_batch(scorer, texts, cfg.save_token_stats)
-                table = scores_table(ids, res, domain)
+                table = scores_table(ids, res, domain, extra_tags(cfg))
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 tokens += int(res["n_tokens"].sum())
                 if progress is not None:
                     progress(unit, len(texts), int(res["n_tokens"].sum()))
-            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=cfg.save_token_stats))
+            writer = writer or pq.ParquetWriter(tmp, scores_schema(token_stats=cfg.save_token_stats,
+                                                                   head_sets=extra_tags(cfg)))
         finally:
             if writer is not None:
                 writer.close()

@@ -334,6 +334,7 @@ def _runtime_defaults():
         ("ScoreConfig", "chunk_docs"): f"[default: {chunk_docs(ScoreConfig(device='cpu'))} on CPU",
         ("ScoreConfig", "batch_tokens"): f"[default: {_cpu_batch_tokens()} on CPU",
         ("ScoreConfig", "max_tokens"): "[default: min(context, 4096)]",  # test_scoring: max_tokens default
+        ("ScoreConfig", "head_fracs"): "[default: the heads heads.json selected, one set]",  # test_head_sets
         ("ScoreConfig", "context_overlap"): "[default: half of --max-tokens]",
         ("ScoreConfig", "threads"): "[default: torch's own (the cores) in this process",
         ("ScoreConfig", "model"): "[default: the one heads.json names]",

@@ -51,7 +51,8 @@ def explain(text, text_file, heads, scores, doc_id, corpus, html_out, max_chars,
     scorer = load_scorer(model_spec or settings.get("model"), heads, dtype=dtype, device=device,
                          max_tokens=max_tokens or settings.get("max_tokens"),
                          context_overlap=settings.get("context_overlap"), doc_prefix=settings.get("doc_prefix"),
-                         truncate=bool(settings.get("truncate")))
+                         truncate=bool(settings.get("truncate")),
+                         head_fracs=(settings.get("head_fracs") or [])[:1])  # `score`'s set
     ti = explain_texts(scorer, [text])[0]
     ti.stored_score = stored
     for line in summary_lines(ti):
