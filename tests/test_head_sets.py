@@ -121,3 +121,23 @@ def test_score_command_writes_a_column_per_set(heads_file, tmp_path):
     again = _score(corpus, heads, tmp_path / "all", "--head-fracs", "0.1,0.05")
     assert again.exit_code != 0 and "head_sets" in again.output
     assert select_top(scores, 0.1) != select_top(scores, 0.05)
+
+
+@pytest.mark.slow
+def test_sets_in_one_pass_equal_one_run_each_on_smollm2(smollm2_dir):
+    """The offline default model, float32: three nested sets in one pass
+    against one Scorer each."""
+    from attninf.scoring import Scorer as S
+
+    lm = load_model(str(smollm2_dir), dtype="float32", device="cpu")
+    rng = random.Random(0)
+    texts = [" ".join(docs(rng, 4))[:rng.randrange(200, 900)] for _ in range(6)]
+    sets = {"a": [[12, 3], [20, 5]], "b": [[8, 1], [12, 3], [20, 5]], "c": [[3, 0], [8, 1], [12, 3], [20, 5], [25, 7]]}
+    kw = dict(max_tokens=256, batch_tokens=1024)
+    res = S(lm, sets["a"], more_heads={"b": sets["b"], "c": sets["c"]}, **kw).score_texts(texts)
+    assert res["status"].tolist() == ["ok"] * len(texts)
+    for tag, heads in sets.items():
+        alone = S(lm, heads, **kw).score_texts(texts)
+        score = res["score"] if tag == "a" else res[f"score_{tag}"]
+        np.testing.assert_allclose(score, alone["score"], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(res["loss_base"], alone["loss_base"], rtol=0, atol=1e-6)
