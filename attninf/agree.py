@@ -89,6 +89,9 @@ class Join:
                 dom[n:n + k] = _codes(d, codes, len(va), pc)[keep]
                 n += k
         self.domains = sorted(codes, key=codes.get)
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()  # the batches' buffers, kept by the allocator otherwise
         self.a, self.b, self.pos, self.dom = a[:n], b[:n], pos[:n], dom[:n]
         self.bounds = {ALL: (0, n)}
 
@@ -140,27 +143,30 @@ class Join:
         f = np.searchsorted(self.starts, pos, side="right") - 1
         return [self.files[i] for i in f], [int(p - self.starts[i]) for p, i in zip(pos, f)]
 
-    def ids(self, pos) -> list[str]:
-        """The ids (as select compares them: str of the value) of positions, read from A."""
+    def ids(self, pos):
+        """The ids of positions as select compares them (text; a null as "None"), an Arrow
+        string array in the order given; read from A, only the row groups that hold them."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        files, rows = self.where(pos)
-        out: list = [None] * len(files)
-        by_file: dict[str, list[tuple[int, int]]] = {}
-        for k, (rel, row) in enumerate(zip(files, rows)):
-            by_file.setdefault(rel, []).append((row, k))
-        for rel, want in by_file.items():
-            pf = pq.ParquetFile(readable(self.sides[0].root / rel))
+        pos = np.asarray(pos, dtype=np.int64)
+        order = np.argsort(pos, kind="stable")
+        sp = pos[order]
+        f = np.searchsorted(self.starts, sp, side="right") - 1
+        chunks = []
+        for fi in np.unique(f):
+            rows = sp[f == fi] - self.starts[fi]
+            pf = pq.ParquetFile(readable(self.sides[0].root / self.files[fi]))
             ends = np.cumsum([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
-            groups: dict[int, list[tuple[int, int]]] = {}
-            for row, k in want:
-                groups.setdefault(int(np.searchsorted(ends, row, side="right")), []).append((row, k))
-            for g, items in groups.items():
-                col = pf.read_row_group(g, columns=["id"]).column("id")
-                first = int(ends[g - 1]) if g else 0
-                for row, k in items:
-                    out[k] = str(col[row - first].as_py())
-        return out
+            g = np.searchsorted(ends, rows, side="right")
+            for gi in np.unique(g):
+                col = pf.read_row_group(int(gi), columns=["id"]).column("id")
+                chunks.append(col.take(rows[g == gi] - (ends[gi - 1] if gi else 0)).cast(pa.string()))
+        ids = pc.fill_null(pa.chunked_array(chunks, pa.string()).combine_chunks(), "None")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return ids.take(back)
 
 
 def _check_pair(a: Scores, b: Scores, a_col: str, b_col: str) -> list[str]:
@@ -275,42 +281,44 @@ class _Group:
         a, b, pos = j.a[s:e], j.b[s:e], j.pos[s:e]
         n = self.n = e - s
         self.stats = {"n": n, "kendall": kendall_tau_b(a, b)}
+        if ranked:  # select's top k for every k asked, first: its orders are dropped before the ranks are made
+            ks = [top_count(f, n) for f in fracs]
+            place_a, cut_a, thr_a = _strict(a, pos, j, ks, top_count(frac, n))
+            place_b, cut_b, thr_b = _strict(b, pos, j, ks, top_count(frac, n))
+            worst = np.maximum(place_a, place_b)  # a row is in both tops of k iff its worse place is < k
+            del place_a, place_b
+            self.by_frac = {f: (int(np.count_nonzero(worst < k)), k) for f, k in zip(fracs, ks)}
+            del worst
         pa_, pb = average_ranks(a), average_ranks(b)
         self.stats["spearman"] = pearson(pa_, pb)
         if not ranked:  # (all) over domains: correlations only
             return
-        for p in (pa_, pb):  # ascending average rank -> share of the group ranked above (0 = the top)
+        for p in (pa_, pb):  # ascending average rank -> share of the group ranked above, ties half (0: the top)
             np.subtract(n + 0.5, p, out=p)
             p /= max(n, 1)
         here = sample[(sample >= s) & (sample < e)] - s
         self.sample = (pa_[here], pb[here], np.full(len(here), name, dtype=object))
         self.movers = _movers(pa_, pb, show, a, b, pos, name)
-        del pa_, pb
-        pos_a, cut_a, thr_a = _strict(a, pos, j, frac)
-        pos_b, cut_b, thr_b = _strict(b, pos, j, frac)
         self.stats.update(threshold_a=thr_a, threshold_b=thr_b,
-                          a_cut_in_b=float((pos_b[cut_a] + 1) / n) if cut_a is not None else None,
-                          b_cut_in_a=float((pos_a[cut_b] + 1) / n) if cut_b is not None else None)
-        worst = np.maximum(pos_a, pos_b)  # a row is in both tops of k iff its worse place is < k
-        del pos_a, pos_b
-        self.by_frac = {f: (int(np.count_nonzero(worst < top_count(f, n))), top_count(f, n)) for f in fracs}
+                          a_cut_in_b=float(pb[cut_a]) if cut_a is not None else None,
+                          b_cut_in_a=float(pa_[cut_b]) if cut_b is not None else None)
         self.stats.update(_overlap(*self.by_frac[frac]))
 
 
-def _strict(x: np.ndarray, pos: np.ndarray, j: Join, frac: float):
-    """(place of each row in select's ranking of x, int; the row at the cut of the top frac or None; its value)."""
-    def by_id(rows):
-        ids = j.ids(pos[rows])
-        order = sorted(range(len(rows)), key=lambda i: (ids[i], int(pos[rows[i]])))
-        rank = np.empty(len(rows), dtype=np.int64)
-        rank[order] = np.arange(len(rows))
-        return rank
+def _strict(x: np.ndarray, pos: np.ndarray, j: Join, ks: list[int], k: int):
+    """(each row's place in select's ranking of x, as far as the tops of ks
+    tell; the row at the cut of the top k or None; its value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def by_id(rows):  # select's order of tied rows: id as text, then file and row
+        t = pa.table({"id": j.ids(pos[rows]), "pos": pa.array(pos[rows])})
+        return rows[pc.sort_indices(t, sort_keys=[("id", "ascending"), ("pos", "ascending")]).to_numpy()]
 
     n = len(x)
-    order = strict_order(x, by_id)
+    order = strict_order(x, ks, by_id)
     place = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
     place[order] = np.arange(n, dtype=place.dtype)
-    k = top_count(frac, n)
     cut = int(order[k - 1]) if k else None
     return place, cut, (float(x[cut]) if cut is not None else None)
 
@@ -365,7 +373,7 @@ def agree(a, b=None, a_column: str = "score", b_column: str = "score", frac: flo
     movers = movers[:show]
     if j.dom is not None:  # ranked globally: each mover's own domain
         movers = [m[:2] + (j.domains[j.dom[m[7]]],) + m[3:] for m in movers]
-    ids = j.ids([m[1] for m in movers])
+    ids = j.ids([m[1] for m in movers]).to_pylist()
     files, rows = j.where([m[1] for m in movers])
     left = sum(j.left_out.values())
     if left:

@@ -42,27 +42,43 @@ def _run_positions(first: np.ndarray, last: np.ndarray) -> np.ndarray:
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ascending ranks, ties given the mean of the ranks they span (float64)."""
+    """1-based ascending ranks, ties given the mean of the ranks they span
+    (float64); beside x and the result, one int64 per row at a time."""
     n = len(x)
-    order = np.argsort(x, kind="stable")
+    order = np.argsort(x)
     first, last = _runs(_dup(x[order]))
-    ranks_sorted = np.arange(1, n + 1, dtype=np.float64)
-    if len(first):
-        ranks_sorted[_run_positions(first, last)] = np.repeat((first + last) / 2.0 + 1, last - first + 1)
     ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = ranks_sorted
+    for s in range(0, n, CHUNK):
+        ranks[order[s:s + CHUNK]] = np.arange(s + 1, min(s + CHUNK, n) + 1, dtype=np.float64)
+    for lo, hi in _run_batches(first, last):  # ties: the mean of the ranks they span
+        if hi - lo == 1:  # one run, maybe long: a slice of order, no positions made
+            ranks[order[first[lo]:last[lo] + 1]] = (first[lo] + last[lo]) / 2.0 + 1
+        else:
+            f, e = first[lo:hi], last[lo:hi]
+            ranks[order[_run_positions(f, e)]] = np.repeat((f + e) / 2.0 + 1, e - f + 1)
     return ranks
 
 
+def _run_batches(first: np.ndarray, last: np.ndarray):
+    """(lo, hi): consecutive runs first[lo:hi] spanning about CHUNK rows in all (one run if longer)."""
+    ends = np.cumsum(last - first + 1)
+    lo = 0
+    while lo < len(first):
+        hi = max(lo + 1, int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + CHUNK, side="right")))
+        yield lo, hi
+        lo = hi
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson's r; NaN with fewer than two rows or a constant column."""
+    """Pearson's r, CHUNK rows at a time; NaN with fewer than two rows or a constant column."""
     n = len(x)
     if n < 2:
         return float("nan")
-    xc = x - x.mean()
-    yc = y - y.mean()
-    sxx, syy = float(np.dot(xc, xc)), float(np.dot(yc, yc))
-    sxy = float(np.dot(xc, yc))
+    mx, my = float(x.mean()), float(y.mean())
+    sxx = syy = sxy = 0.0
+    for s in range(0, n, CHUNK):
+        xc, yc = x[s:s + CHUNK] - mx, y[s:s + CHUNK] - my
+        sxx, syy, sxy = sxx + float(xc @ xc), syy + float(yc @ yc), sxy + float(xc @ yc)
     if sxx == 0 or syy == 0:
         return float("nan")
     return max(-1.0, min(1.0, sxy / np.sqrt(sxx * syy)))
@@ -77,7 +93,7 @@ def dense_ranks(x: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(0-based ranks, equal values equal, int32 below 2**31 rows; the number
     of distinct values; the pairs of rows tied)."""
     n = len(x)
-    order = np.argsort(x, kind="stable")
+    order = np.argsort(x)
     new = np.empty(n, dtype=bool)
     new[:1] = False
     xs = x[order]
@@ -171,16 +187,22 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
     return max(-1.0, min(1.0, con_minus_dis / np.sqrt(float(tot - xtie)) / np.sqrt(float(tot - ytie))))
 
 
-def strict_order(x: np.ndarray, tiebreak) -> np.ndarray:
-    """Row indices from the highest value to the lowest; rows of equal value
-    in the order tiebreak(rows) gives them (rows: their indices, ascending;
-    returns an int rank per row)."""
-    order = np.argsort(-x, kind="stable")
+def strict_order(x: np.ndarray, cuts, tiebreak) -> np.ndarray:
+    """Row indices from the highest value to the lowest, such that the first
+    k are the top k of a ranking whose ties tiebreak(rows) orders (rows:
+    indices of equal value; returns them reordered), for every k
+    in cuts, and the k-th row is that ranking's. Only the runs of equal
+    values that hold a cut's last row are ordered so (the others are wholly
+    in or out of every top k, in no particular order)."""
+    n = len(x)
+    order = np.argsort(-x)
     first, last = _runs(_dup(x[order]))
-    if len(first):
-        tied = _run_positions(first, last)
-        rows = order[tied]
-        key = np.asarray(tiebreak(rows))
-        group = np.repeat(np.arange(len(first)), last - first + 1)
-        order[tied] = rows[np.lexsort((key, group))]
+    runs = set()
+    for k in cuts:
+        r = int(np.searchsorted(first, k - 1, side="right")) - 1  # the last run starting at or before row k - 1
+        if 0 < k <= n and r >= 0 and last[r] >= k - 1:
+            runs.add(r)
+    for r in sorted(runs):
+        f, e = int(first[r]), int(last[r]) + 1
+        order[f:e] = tiebreak(order[f:e])
     return order

@@ -36,12 +36,14 @@ def agree(a, b, a_column, b_column, frac, show, by, out) -> None:
                  0: unrelated, NaN: one side is constant or n < 2)
       Kendall    tau-b, the same question by pairs: the share of pairs the
                  two order alike minus the share they order oppositely
+                 (ties adjusted); lower than Spearman for the same data
       overlap    of A's top --frac, the share B keeps too (as select would
                  keep it: ties by id); two random picks share about --frac
       Jaccard    shared / either's top
       thr A, B   the score at each side's cut
       A@B        where A's last kept row sits in B's ranking (top x%):
-                 above --frac it is kept by both; far below, the cut moves
+                 within --frac B keeps it too; far past it, B's cut would
+                 have to move that far down to keep all A keeps
     (all): correlations over every counted row; overlap of the whole
     selections (the union of the domains' tops). Then the rows that moved
     most, by the share of their group ranked above them in A and in B:
@@ -51,9 +53,9 @@ def agree(a, b, a_column, b_column, frac, show, by, out) -> None:
     What to do with it: a Spearman near 1 and an overlap near 1 at your
     --frac mean the cheaper setting selects the same data: use it. A high
     Spearman with a low overlap means the two agree on the whole corpus but
-    not at the cut: the choice changes what you train on; compare the
-    selections with `attninf compare`. An overlap near --frac means they
-    disagree as much as two random picks.
+    not at the cut: the choice changes what you train on; measure which
+    helps with proxy trainings (`attninf compare --scores` on each). An
+    overlap near --frac means they disagree as much as two random picks.
     """
     from ..agree import agree as run_agree, to_json
 
