@@ -121,3 +121,20 @@ def test_show_csv_and_plot(tmp_path):
                                     "--warmup-steps", "5", "--decay-steps", "20", "--out", str(tmp_path / "lr.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paper_schedule_config_has_the_papers_proportions():
+    """configs/train-paper-schedule.yaml: 0.1% warmup, stable to 75%, 25% decay (the paper's 7B run)."""
+    from pathlib import Path
+
+    from attninf.config import load_stage
+    from attninf.train import TrainConfig
+
+    cfg = load_stage(TrainConfig, Path(__file__).parent.parent / "configs/train-paper-schedule.yaml", "train", {})
+    fn, n = cfg.lr_schedule().fn(), cfg.total_steps
+    lr = [fn(s) for s in range(n)]
+    warm = next(s for s, x in enumerate(lr) if x == 1.0)
+    stable_end = max(s for s, x in enumerate(lr) if x == 1.0)
+    assert warm == round(0.001 * n)
+    assert stable_end == round(0.75 * n)  # the decay's first step (p = 0) is still 1
+    assert all(a > b for a, b in zip(lr[stable_end:], lr[stable_end + 1:]))  # then it decays, 25% of the run

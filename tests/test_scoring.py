@@ -149,3 +149,17 @@ def test_repetition_measure():
     assert repetition("a b c d e f g") == 0.0
     assert repetition("a b c d a b c d a b c d") == pytest.approx(1 - 4 / 9)
     assert repetition("too short") == 0.0 and np.isnan(repetition(None))
+
+
+def test_one_token_document_after_the_prefix_is_scored(lm):
+    """A one-token document has one target, its token predicted from the
+    document prefix, like the first token of every document: it is scored
+    (docs/method.md, step 3), not too_short; without a prefix it is too_short."""
+    s = Scorer(lm, HEADS)
+    assert len(s.doc_prefix.ids) == 1
+    one = next(w for w in ("x", "a", "the") if len(lm.tokenizer(w, add_special_tokens=False)["input_ids"]) == 1)
+    got = s.score_texts([one])
+    assert got["status"][0] == "ok" and got["n_tokens"][0] == 1
+    ref = reference(lm, HEADS, [one], 4096)
+    assert got["loss_base"][0] == pytest.approx(ref[0][0], rel=1e-5)
+    assert got["loss_masked"][0] == pytest.approx(ref[0][1], rel=1e-5)
