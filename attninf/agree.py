@@ -17,7 +17,7 @@ select keeps, or the one global top with --by global.
 Memory: the files are read in record batches; what stays is one float64 per
 side, an int64 position and an int32 domain code per counted row, and the
 per-group rankings (rankstats) one group at a time. Ids are read back only
-for tied scores and for the movers.
+for the runs of tied scores that hold a cut, and for the movers.
 """
 from __future__ import annotations
 
