@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from . import compare, detect, explain, export, mix, model, report, run, schedules, score, select, train
+from . import agree, compare, detect, explain, export, heads, mix, model, report, run, schedules, score, select, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,6 +25,7 @@ def main(verbose: bool) -> None:
     Typical run:
       attninf model pull                              # offline default model (SmolLM2-135M)
       attninf detect-heads --out heads.json           # find and check the retrieval heads
+      attninf heads stability heads.json              # how stable that choice is over the probes
       attninf score corpus/ --heads heads.json --out scores/
       attninf explain --scores scores/ --id ID        # why a document scores what it does
       attninf select scores/ --out selected/          # top 20% per domain
@@ -33,6 +34,7 @@ def main(verbose: bool) -> None:
       attninf train --data mixed/ --out run/          # WSD schedule
       attninf export mixed/ --out tokens/             # token-id shards for other trainers
       attninf compare --scores scores/ --corpus corpus/ --out compare/   # proxy A/B trainings
+      attninf agree scores-a/ scores-b/               # do two selectors or settings pick the same data?
     or heads -> score -> select -> mix [-> compare] -> report from one file:
       attninf run configs/demo.yaml
 
@@ -49,5 +51,6 @@ def main(verbose: bool) -> None:
 
 
 for _cmd in (model.model, detect.detect_heads, score.score, explain.explain, select.select, mix.mix,
-             report.report, run.run, train.train, compare.compare, export.export, schedules.schedules):
+             report.report, run.run, train.train, compare.compare, export.export, schedules.schedules,
+             heads.heads, agree.agree):
     main.add_command(_cmd)
