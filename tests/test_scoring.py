@@ -163,3 +163,4 @@ def test_one_token_document_after_the_prefix_is_scored(lm):
     ref = reference(lm, HEADS, [one], 4096)
     assert got["loss_base"][0] == pytest.approx(ref[0][0], rel=1e-5)
     assert got["loss_masked"][0] == pytest.approx(ref[0][1], rel=1e-5)
+    assert abs(got["score"][0]) < 1e-6  # its one predicting position sees only the prefix: masking changes nothing
