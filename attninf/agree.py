@@ -47,10 +47,14 @@ class Join:
     row's place in the files concatenated in order), grouped: bounds[group]
     = (start, end); dom (int32 codes into domains) only with --by global."""
 
-    def __init__(self, a: Scores, b: Scores, a_col: str, b_col: str):
+    def __init__(self, a: Scores, b: Scores, a_col: str, b_col: str, by: str = "domain"):
         self.sides, self.cols = (a, b), (a_col, b_col)
         self.same_dir = a.root == b.root
         self.files = _check_pair(a, b, a_col, b_col)
+        # rows are joined by (file, row); the corpus signatures, where both manifests have them, prove the
+        # corpus the same, so ids made from other id columns need not agree; domains only matter per domain
+        self.check_ids = not (a.corpus_files and b.corpus_files and a.column("id") != b.column("id"))
+        self.check_domains = by == "domain"
         counts = [_num_rows(a, f) for f in self.files]
         self.starts = np.r_[0, np.cumsum(counts, dtype=np.int64)]
         self.rows = int(self.starts[-1])
@@ -69,8 +73,10 @@ class Join:
         for f, rel in enumerate(self.files):
             for r0, ta, tb in self._aligned(rel):
                 if tb is not None:
-                    _same_rows(ta, tb, "id", rel, r0)
-                    _same_rows(ta, tb, "domain", rel, r0)
+                    if self.check_ids:
+                        _same_rows(ta, tb, "id", rel, r0)
+                    if self.check_domains:
+                        _same_rows(ta, tb, "domain", rel, r0)
                     tb_status, vb = tb.column("status"), tb.column(self.cols[1])
                 else:
                     tb_status, vb = ta.column("status"), ta.column(self.cols[1])
@@ -175,6 +181,12 @@ def _check_pair(a: Scores, b: Scores, a_col: str, b_col: str) -> list[str]:
     if fa != fb:
         only = sorted(set(fa) ^ set(fb))
         where = "A" if only and only[0] in fa else "B"
+        from .corpus import scores_name
+
+        lacking, name = (b, "B") if where == "A" else (a, "A")
+        if only and only[0] in {scores_name(r) for r in (lacking.corpus_files or {})}:
+            raise AttninfError(f"{name}'s scores ({lacking.root}) are not finished: {only[0]} is in its corpus but "
+                               "not scored yet; run its `attninf score` again to finish them")
         raise AttninfError(f"A ({a.root}) and B ({b.root}) are not scorings of the same corpus: "
                            f"{only[0] if only else 'the file lists'} is only in {where}")
     ca, cb = a.corpus_files, b.corpus_files
@@ -349,7 +361,7 @@ def agree(a, b=None, a_column: str = "score", b_column: str = "score", frac: flo
         raise AttninfError(f"--show cannot be negative, got {show}")
     sa = Scores.read(a)
     sb = sa if b is None else Scores.read(b)
-    j = Join(sa, sb, a_column, b_column)
+    j = Join(sa, sb, a_column, b_column, by)
     notes = []
     if by == "domain" and [d for d in j.domains if d != NO_DOMAIN]:
         j.group_by_domain()

@@ -72,9 +72,10 @@ def head_set_tag(frac: float) -> str:
 def head_sets(fracs, heads: "Heads") -> list[tuple[str | None, list]]:
     """(tag, heads) of every head set `score --head-fracs` scores: the first
     is `score`'s (tag None); with no fracs, heads.json's own selection alone.
-    Heads are taken by rank from heads.json's retrieval scores
-    (heads.select_top), so the sets of larger fractions hold those of smaller
-    ones."""
+    Heads are taken by rank, so the sets of larger fractions hold those of
+    smaller ones: by the exact per-probe counts where heads.json keeps them
+    (the rule detect-heads selected by, so the fraction it used gives its
+    heads), else by its rounded retrieval scores (heads.select_top)."""
     if not fracs:
         return [(None, heads.heads)]
     import numpy as np
@@ -88,10 +89,20 @@ def head_sets(fracs, heads: "Heads") -> list[tuple[str | None, list]]:
     tags = [head_set_tag(f) for f in fracs]
     if len(set(tags)) != len(tags):
         raise AttninfError(f"--head-fracs lists a fraction twice: {','.join(map(str, fracs))}")
-    if "scores" not in heads.data:
+    if heads.data.get("per_probe"):
+        from .stability import counts_from, num_selected, select_rows
+
+        counts = counts_from(heads.data, str(heads.path))
+        sums = counts.scaled()[0].sum(0, keepdims=True)
+        H = counts.num_heads
+        pick = lambda f: [[int(i) // H, int(i) % H] for i in  # noqa: E731
+                          np.flatnonzero(select_rows(sums, num_selected(sums.shape[1], f))[0])]
+    elif "scores" in heads.data:
+        scores = np.asarray(heads.data["scores"], dtype=np.float64)
+        pick = lambda f: select_top(scores, f)  # noqa: E731
+    else:
         raise AttninfError(f"{heads.path} has no retrieval scores to rank heads by: run detect-heads again")
-    scores = np.asarray(heads.data["scores"], dtype=np.float64)
-    return [(None if k == 0 else t, select_top(scores, f)) for k, (t, f) in enumerate(zip(tags, fracs))]
+    return [(None if k == 0 else t, pick(f)) for k, (t, f) in enumerate(zip(tags, fracs))]
 
 
 def scores_schema(id_type=None, token_stats: bool = False, head_sets=()):

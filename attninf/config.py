@@ -111,6 +111,16 @@ def load_stage(cls: type[T], path: str | Path | None, section: str, overrides: d
 _WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
+def _float_or_same(v):
+    """A number written as text (3e-3, which YAML 1.1 reads as a string) as a float; else v."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
 def _check_type(key: str, value, tp, where: str):
     """YAML values are typed already: refuse one of the wrong type before any
     work starts. A float written as 3e-3 (a string to YAML 1.1) is read as one."""
@@ -123,6 +133,8 @@ def _check_type(key: str, value, tp, where: str):
     if typing.get_origin(base) is list:
         elem = typing.get_args(base)[0]
         kinds = (int, float) if elem is float else (int,)
+        if elem is float and isinstance(value, list):  # 5e-2 is a string to YAML 1.1
+            value = [_float_or_same(v) for v in value]
         ok = isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
         want = "a list of integers" if elem is int else "a list of numbers"
     elif base is float:

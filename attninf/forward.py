@@ -99,18 +99,19 @@ class SharedPrefix:
 
     @staticmethod
     @torch.inference_mode()
-    def check(model, heads: list, pad_id: int | None = None) -> str | None:
-        """None when the packed path gives this model the same sums as two
+    def check(model, heads: list, pad_id: int | None = None, more: Sequence = ()) -> str | None:
+        """None when the packed path gives this model the same sums as
         padded passes of its own forward, on two short documents packed in
-        one row; else why not (the scorer then takes TwoPass)."""
+        one row, with every head set (`more` beside `heads`: the fork is at
+        the lowest layer of all); else why not (the scorer then takes TwoPass)."""
         g = torch.Generator().manual_seed(1)
         V = int(model.config.vocab_size)
         windows = [Window(d, torch.randint(0, V, (n,), generator=g).tolist(), 1, 0) for d, n in enumerate((13, 9))]
         sums = []
         try:
             for strategy in (SharedPrefix, TwoPass):
-                sink = DocSums(len(windows), 1)
-                strategy(model, heads, batch_tokens=64, pad_id=pad_id).run(windows, sink)
+                sink = DocSums(len(windows), 1 + len(more))
+                strategy(model, heads, batch_tokens=64, pad_id=pad_id, more=more).run(windows, sink)
                 sums.append(sink.sums)
         except Exception as e:  # noqa: BLE001 - a forward the fork breaks (a reshape to batch 1, an alibi bias)
             return f"{type(e).__name__}: {e}"

@@ -156,7 +156,8 @@ def score_fingerprint(cfg, heads, model_fp: dict) -> dict:
         "model": mfp["fingerprint"],
         "heads_sha256": heads_digest(first),
         # the sets scored beside `score`, by column tag; absent without them: older runs still match
-        **({"head_sets": {tag: heads_digest(hs) for tag, hs in more}} if more else {}),
+        # (a list: their order is the columns' order, so another order is another run)
+        **({"head_sets": [[tag, heads_digest(hs)] for tag, hs in more]} if more else {}),
         "max_tokens": cfg.max_tokens,
         "context_overlap": cfg.context_overlap,
         "doc_prefix": cfg.doc_prefix or (heads.data.get("doc_prefix") or {}).get("tokens"),

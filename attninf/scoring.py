@@ -100,7 +100,9 @@ class Scorer:
         install(self.model)
         # refuses an attention or output layer attninf does not reproduce; each layer's window
         self.layer_windows = check_model(self.model)
-        why_not = SharedPrefix.check(self.model, self.heads, self.tok.pad_token_id) if layered is not False else None
+        more = list(self.more_heads.values())
+        why_not = (SharedPrefix.check(self.model, self.heads, self.tok.pad_token_id, more)
+                   if layered is not False else None)
         if layered and why_not:
             raise AttninfError(f"the shared-prefix path does not support this {cfg.model_type} model: {why_not}")
         if layered is None:
@@ -110,7 +112,7 @@ class Scorer:
                         cfg.model_type, why_not)
         self.forward = (SharedPrefix if layered else TwoPass)(self.model, self.heads, self.batch_tokens,
                                                               self.tok.pad_token_id,
-                                                              more=list(self.more_heads.values()))
+                                                              more=more)
 
     @property
     def layered(self) -> bool:

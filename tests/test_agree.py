@@ -297,3 +297,29 @@ def test_cli_table_and_page(tmp_path):
     assert page.count("data:image/png;base64,") == 2 and saved["movers"][0]["id"] in page
     assert "<img" in page and 'src="' not in page.replace('src="data:', "")  # nothing outside the file
     assert "Kendall" in CliRunner().invoke(agree_cmd, ["--help"]).output
+
+
+def test_unfinished_scores_and_other_settings(tmp_path):
+    """A side whose run has not written a file of its corpus yet is called
+    unfinished, not another corpus; two runs of one corpus with another
+    --domain-from (by global) or another --id-column are compared, joined by row."""
+    import json
+
+    rows = make_rows(seed=8)
+    va = make_values(rows, 2)
+    a = write_dir(tmp_path / "A", rows, va)
+    part = write_dir(tmp_path / "P", {rel: rs for rel, rs in rows.items() if rel != FILES[2]}, va,
+                     sig={rel: [1000, len(r), "sha"] for rel, r in rows.items()})
+    assert "B's scores" in _refused([a, part]) and "not finished" in _refused([a, part])
+    nodomain = {rel: [{**r, "domain": None} for r in rs] for rel, rs in rows.items()}
+    g = write_dir(tmp_path / "G", nodomain, va)
+    res = CliRunner().invoke(agree_cmd, [str(a), str(g), "--by", "global"])
+    assert res.exit_code == 0, res.output
+    assert "grouped differently" in _refused([a, g])  # per domain they are not comparable
+    other_ids = {rel: [{**r, "id": f"{rel}:{i}"} for i, r in enumerate(rs)] for rel, rs in rows.items()}
+    h = write_dir(tmp_path / "H", other_ids, va)
+    assert "has id" in _refused([a, h])  # the same id column, other ids: another corpus
+    man = json.loads((h / "manifest.json").read_text())
+    (h / "manifest.json").write_text(json.dumps({**man, "config": {"id_column": "doc_id"}}))
+    res = CliRunner().invoke(agree_cmd, [str(a), str(h)])
+    assert res.exit_code == 0, res.output

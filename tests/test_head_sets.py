@@ -120,6 +120,9 @@ def test_score_command_writes_a_column_per_set(heads_file, tmp_path):
     # another list of sets is another run: refused without --overwrite, not reused
     again = _score(corpus, heads, tmp_path / "all", "--head-fracs", "0.1,0.05")
     assert again.exit_code != 0 and "head_sets" in again.output
+    # the same sets in another order are other columns in another order: another run, not a resume
+    again = _score(corpus, heads, tmp_path / "all", "--head-fracs", "0.1,0.25,0.05")
+    assert again.exit_code != 0 and "head_sets" in again.output
     assert select_top(scores, 0.1) != select_top(scores, 0.05)
 
 
@@ -141,3 +144,32 @@ def test_sets_in_one_pass_equal_one_run_each_on_smollm2(smollm2_dir):
         score = res["score"] if tag == "a" else res[f"score_{tag}"]
         np.testing.assert_allclose(score, alone["score"], rtol=0, atol=1e-6)
         np.testing.assert_allclose(res["loss_base"], alone["loss_base"], rtol=0, atol=1e-6)
+
+
+def test_sets_rank_by_the_exact_counts(heads_file, tmp_path):
+    """Two heads whose mean copy rates differ past the sixth decimal tie in
+    heads.json's rounded scores; with per-probe counts the sets rank by the
+    exact means, as detect-heads selected, so --head-fracs at heads.json's own
+    fraction gives its heads."""
+    data = json.loads(heads_file.read_text())
+    L, H, A = 4, 6, 10_000_000
+    hits = [0] * (L * H)
+    hits[0], hits[1] = 3_333_331, 3_333_332  # rates 0.3333331 and 0.3333332: both 0.333333 rounded
+    data.update(scores=[[round(h / A, 6) for h in hits[r * H:(r + 1) * H]] for r in range(L)],
+                per_probe={"answer_tokens": [A], "hits": [hits]}, top_frac=1 / 24, heads=[[0, 1]])
+    p = tmp_path / "exact.json"
+    p.write_text(json.dumps(data))
+    assert select_top(np.array(data["scores"]), 1 / 24) == [[0, 0]]  # the rounded scores tie: lower index
+    assert head_sets([1 / 24], Heads.read(p))[0][1] == [[0, 1]]
+
+
+def test_head_fracs_from_yaml(tmp_path):
+    from attninf.config import load_stage
+    from attninf.pipelines.score_config import ScoreConfig
+
+    y = tmp_path / "p.yaml"
+    y.write_text("score:\n  head_fracs: [5e-2, 0.1, 3]\n")  # 5e-2 is a string to YAML 1.1
+    assert load_stage(ScoreConfig, y, "score", {}).head_fracs == [0.05, 0.1, 3]
+    y.write_text("score:\n  head_fracs: [0.05, top]\n")
+    with pytest.raises(AttninfError, match="a list of numbers"):
+        load_stage(ScoreConfig, y, "score", {})
