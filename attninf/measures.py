@@ -56,7 +56,8 @@ def probe_loss(model, tokenizer, context_tokens: int, n: int = 8, seed: int = 0)
     bos = document_separators(tokenizer).boundary
     total, count = 0.0, 0
     for i in range(n):
-        p = make_probe(tokenizer, i, seed=seed, context_tokens=context_tokens, prefix_ids=[bos])
+        # attninf's own wording, fixed: compare's finished runs keep their numbers comparable with new ones
+        p = make_probe(tokenizer, i, seed=seed, context_tokens=context_tokens, prefix_ids=[bos], wording="attninf")
         nll = _nll(model, p.input_ids)
         answer = nll[p.prompt_len - 1:]  # position j predicts token j + 1: the answer starts at prompt_len
         total += float(answer.sum())
