@@ -79,6 +79,14 @@ class DetectConfig:
             raise AttninfError(f"--context-tokens must be at least 64, got {self.context_tokens}")
         if self.random_trials < 0:
             raise AttninfError("--random-trials cannot be negative")
+        if self.seed < 0:  # the stability bootstrap's generator takes no negative seed; found out after the probes
+            raise AttninfError(f"--seed cannot be negative, got {self.seed}")
+        if self.hit not in Heads.HIT_RULES:
+            raise AttninfError(f"unknown copy rule {self.hit!r}: one of {', '.join(Heads.HIT_RULES)}")
+        from .probes import WORDINGS
+
+        if self.probe_wording not in WORDINGS:
+            raise AttninfError(f"unknown probe wording {self.probe_wording!r}: one of {', '.join(WORDINGS)}")
 
 
 def _progress(iterable, desc: str, total: int, enabled: bool):

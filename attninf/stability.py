@@ -159,13 +159,16 @@ def stability(counts: Counts, top_frac: float, bootstrap: int = BOOTSTRAP, seed:
     curve = []
     for n, idx in budget_indices(N, draws, seed).items():
         masks = select_rows(_sums(values, idx), k)
-        curve.append({"n": n, "draws": len(idx), "mean_jaccard": round(float(_jaccard(masks, full).mean()), 4),
+        jac = float(_jaccard(masks, full).mean())
+        curve.append({"n": n, "draws": len(idx), "mean_jaccard": jac,
                       "identical": round(float((masks == full).all(1).mean()), 4)})
     budget = None
-    for i, point in enumerate(curve[:-1]):
+    for i, point in enumerate(curve[:-1]):  # on the unrounded means: 0.89996 has not reached 0.9
         if all(p["mean_jaccard"] >= threshold for p in curve[i:]):
             budget = point["n"]
             break
+    for point in curve:
+        point["mean_jaccard"] = round(point["mean_jaccard"], 4)
     return {
         "num_probes": N, "top_frac": top_frac, "k": k, "bootstrap": bootstrap, "draws": draws, "seed": seed,
         "exact": exact,

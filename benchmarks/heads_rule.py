@@ -80,7 +80,7 @@ def main() -> None:
     res = {}
     t0 = time.perf_counter()
     for name, pre in (("no prefix", ()), (" + ".join(prefix.tokens) or "no prefix", prefix.ids)):
-        probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, pre)
+        probes = make_probes(lm.tokenizer, cfg.num_probes, cfg.seed, cfg.context_tokens, pre, cfg.probe_wording)
         res[name] = both_rules(lm, probes)
     el = time.perf_counter() - t0
     fmt = lambda hs: " ".join(f"{l}.{h}" for l, h in hs)  # noqa: E731

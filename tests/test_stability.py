@@ -192,3 +192,25 @@ def test_plot_marks_unstable_heads(tmp_path):
     assert sorted(p for col, _, p in drawn if col == red) == sorted(map(tuple, st["selected"]))
     assert {p for col, ls, p in drawn if col == red and ls == "--"} == shaky
     assert sorted(p for col, _, p in drawn if col == orange) == sorted(map(tuple, st["near_misses"]["heads"]))
+
+
+def test_budget_is_judged_on_unrounded_means(monkeypatch):
+    """A curve whose mean Jaccard is 0.89996 has not reached 0.9, though it prints as 0.9."""
+    import attninf.stability as st_mod
+
+    c = _counts(3)
+    real = st_mod._jaccard
+    monkeypatch.setattr(st_mod, "_jaccard", lambda masks, ref: np.minimum(real(masks, ref), 0.89996))
+    st = stability(c, 0.25, bootstrap=20, seed=0, draws=5, threshold=0.9)
+    assert st["budget"]["n"] is None
+    assert all(p["mean_jaccard"] <= 0.9 for p in st["budget"]["curve"])
+
+
+@pytest.mark.parametrize("field,value,msg", [("seed", -1, "--seed cannot be negative"),
+                                             ("hit", "anywhere", "unknown copy rule"),
+                                             ("probe_wording", "mine", "unknown probe wording")])
+def test_detect_settings_refused_before_any_work(field, value, msg):
+    from attninf.heads import DetectConfig
+
+    with pytest.raises(AttninfError, match=msg):
+        DetectConfig(**{field: value}).check()

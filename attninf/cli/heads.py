@@ -21,7 +21,8 @@ def heads() -> None:
 @click.option("--threshold", default=THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
               help="Mean Jaccard from which the selected set counts as settled.")
 @click.option("--top-frac", type=float, default=None, help="Fraction of heads selected  [default: heads.json's]")
-@click.option("--seed", default=0, show_default=True, help="Seed of the resamples and draws.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the resamples and draws.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the numbers here as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
