@@ -23,7 +23,7 @@ def main(verbose: bool) -> None:
 
     \b
     Typical run:
-      attninf model pull                              # offline default model (SmolLM2-135M)
+      attninf model pull                              # offline default model (SmolLM2-135M-Instruct)
       attninf detect-heads --out heads.json           # find and check the retrieval heads
       attninf heads stability heads.json              # how stable that choice is over the probes
       attninf score corpus/ --heads heads.json --out scores/
