@@ -91,8 +91,8 @@ def main() -> None:
         lines.append(f"| top {f:g} alone (column {'score' if tag is None else 'score_' + head_set_tag(f)}) | "
                      f"{len(hs)} | {r['s']:.1f} | {r['rss_mib']:.0f} | {drift[f]:.2e} |")
     lines += ["", f"{len(fracs)} separate runs: {separate:.1f} s; one pass: {rows['one pass']['s']:.1f} s "
-              f"({separate / rows['one pass']['s']:.2f}x faster). The differences are those of {dtype} arithmetic "
-              "in batches of another size; in float32 the sets agree within 1e-6 (tests/test_head_sets.py)."]
+              f"({separate / rows['one pass']['s']:.2f}x faster). The last column is each set's column against its own "
+              f"run in {dtype}; in float32 the tests hold 1e-6 (tests/test_head_sets.py)."]
     append_results(lines, args.out)
 
 
