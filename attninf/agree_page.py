@@ -90,16 +90,9 @@ def write_page(result: dict, out: Path) -> Path:
         f"<td>{fmt(m['top_b'], '.1%')}</td></tr>" for m in result["movers"])
     a, b = result["a"], result["b"]
     notes = "".join(f"<p>{e(n)}</p>" for n in result["notes"])
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>attninf agree</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: .5em 0 1.5em; font-size: 13px; display: block; overflow-x: auto; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left; }}
-img {{ max-width: 100%; }} .how {{ background: #f7f7f2; padding: .7em 1em; border-left: 3px solid #bb9; }}
-</style></head><body>
-<h1>attninf agree</h1>
+    from .compare_page import page_head
+
+    page = page_head("attninf agree") + f"""
 <p><b>A</b>: <code>{e(a['path'])}</code> column <code>{e(a['column'])}</code><br>
 <b>B</b>: <code>{e(b['path'])}</code> column <code>{e(b['column'])}</code><br>
 {result['counted']:,} of {result['rows']:,} rows counted; ranked {'within each domain' if result['by'] == 'domain'

@@ -10,6 +10,21 @@ from pathlib import Path
 from .storage import write_text
 
 
+def page_head(title: str) -> str:
+    """The start of a one-file results page (compare's, agree's): its style and its title."""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0 1.5em; font-size: 13px; display: block; overflow-x: auto; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left; }}
+img {{ max-width: 100%; }} .how {{ background: #f7f7f2; padding: .7em 1em; border-left: 3px solid #bb9; }}
+</style></head><body>
+<h1>{title}</h1>
+"""
+
+
 def _f(x: float, fmt: str = ".4f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
@@ -61,16 +76,7 @@ def write_page(summary: dict, out: Path) -> Path:
                    f"<td>{r['ratio']:.2f}</td></tr>" for r in diag.get("over_represented") or [])
     _curves(summary, out / "curves.png")
     held = summary["data"].get("heldout", {})
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>attninf compare</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: .5em 0 1.5em; font-size: 13px; display: block; overflow-x: auto; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left; }}
-img {{ max-width: 100%; }} .how {{ background: #f7f7f2; padding: .7em 1em; border-left: 3px solid #bb9; }}
-</style></head><body>
-<h1>attninf compare</h1>
+    page = page_head("attninf compare") + f"""
 <p class=how>Each arm trains the same model for the same steps and tokens with each seed; every measure is a
 loss, lower is better. Held-out documents ({', '.join(f'{e(d)} {n}' for d, n in sorted(held.items()))}) were set
 aside before anything was selected. <b>random</b> adds as many tokens of random documents as <b>attninf</b> adds
