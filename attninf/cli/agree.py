@@ -28,7 +28,9 @@ def agree(a, b, a_column, b_column, frac, show, by, out) -> None:
 
     \b
     Rows are joined by (scores file, row); directories of different corpora
-    (files, row counts, corpus signature, ids) are refused. Only rows whose
+    (files, row counts, corpus signature, ids read from the same column) are
+    refused; a side with a corpus file not scored yet is called unfinished.
+    With --by domain both sides must group rows alike. Only rows whose
     status is ok on both sides and whose two values are finite count; the
     others are counted by reason. One line per domain and one for (all):
       n          rows counted
