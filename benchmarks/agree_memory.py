@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -28,11 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import cpu_name, measure  # noqa: E402
 from results import append_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = 65_536
 BASELINE = "import numpy, pyarrow.parquet, matplotlib.pyplot, attninf.agree, attninf.agree_page, attninf.cli.agree"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}  # the child: this source tree, no display
 
 
 def generate(work: Path, rows: int, files: int, seed: int = 0) -> tuple[Path, Path]:
@@ -72,31 +73,6 @@ def generate(work: Path, rows: int, files: int, seed: int = 0) -> tuple[Path, Pa
     return a, b
 
 
-def measure(code: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of `python -c code` in a fresh process,
-    from the kernel's accounting of the child (ru_maxrss, KiB)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(ROOT)
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.execve(sys.executable, [sys.executable, "-c", code], env)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"{code} failed (status {status})")
-    return wall, usage.ru_maxrss / 1024
-
-
-def cpu_model() -> str:
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="1000000,10000000", help="comma-separated row counts")
@@ -104,7 +80,7 @@ def main() -> None:
     ap.add_argument("--workdir", help="where the scores go (default: a temporary directory)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = ap.parse_args()
-    base_wall, base_rss = measure(BASELINE)
+    base_wall, base_rss = measure([sys.executable, "-c", BASELINE], ROOT, ENV)
     print(f"baseline (imports only): {base_rss:,.0f} MiB", flush=True)
     table = []
     for rows in (int(r) for r in args.rows.split(",")):
@@ -115,13 +91,14 @@ def main() -> None:
         gen = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in a.glob("*.parquet")) / 2**20
         out = work / "agree"
-        wall, rss = measure(f"from attninf.cli.agree import agree; agree({[str(a), str(b), '--out', str(out)]!r})")
+        wall, rss = measure([sys.executable, "-c", f"from attninf.cli.agree import agree; agree({[str(a), str(b), '--out', str(out)]!r})"],
+                             ROOT, ENV)
         res = json.loads((out / "agree.json").read_text())
         table.append((rows, size, gen, wall, rss, res["groups"]["(all)"]))
         if not args.workdir:
             shutil.rmtree(work.parent)
         print(f"{rows:,} rows: {wall:.1f} s, {rss:,.0f} MiB", flush=True)
-    cpu = cpu_model()
+    cpu = cpu_name()
     lines = [f"## attninf agree: time and peak memory against rows ({time.strftime('%Y-%m-%d')}, {cpu}, "
              f"{os.cpu_count()} cores)", "",
              f"`python benchmarks/agree_memory.py --rows {args.rows} --files {args.files}`: two generated score "

@@ -21,48 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from results import append_results  # this folder: the scripts run from it
+from harness import cpu_name, demo_corpus, run  # this folder: the scripts run from it
+from results import append_results
 
 MODELS = ("smollm2-135m", "gemma3-270m")
 # the same CLI process with the shared-prefix path refused at load: the scorer then takes two padded passes
 TWO_PASS = ("import sys; import attninf.forward as f; "
             "f.SharedPrefix.check = staticmethod(lambda *a, **k: 'switched off by benchmarks/gemma3.py'); "
             "from attninf.cli import main; sys.argv[0] = 'attninf'; main()")
-
-
-# runs a command and prints its own peak RSS (the children of this wrapper are that command alone)
-PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-        "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-
-
-def run(cmd: list[str], log: Path) -> dict:
-    """Run a command to the end: its wall time and peak RSS."""
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        res = subprocess.run([sys.executable, "-c", PEAK, *cmd], stdout=f, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - t0
-    if res.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({res.returncode}); see {log}")
-    kib = int(log.read_text().rsplit("peak-rss-kib", 1)[1].split()[0])
-    return {"s": seconds, "rss_mib": kib / 1024}
-
-
-def cpu_name() -> str:
-    """The CPU model, and whether it has bf16 matmul instructions (what --dtype auto decides by)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.machine())
-    return name + (", AVX512-BF16" if "avx512_bf16" in info else "") + (", AMX" if "amx_bf16" in info else "")
 
 
 def scores_of(folder: Path):
@@ -98,14 +70,10 @@ def main() -> None:
                     help="keep a heads.json already in --work (its detect-heads is not timed again)")
     args = ap.parse_args()
 
-    from attninf.democorpus import build_demo_corpus
     from attninf.devices import resolve_dtype
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "corpus"
-    if not corpus.exists():
-        build_demo_corpus(corpus, docs_per_domain=args.docs_per_domain, files_per_domain=2, seed=0)
+    corpus = demo_corpus(work, args.docs_per_domain)
     attninf = [sys.executable, "-m", "attninf.cli"]
     rows, heads = {}, {}
     for model in MODELS:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma3 import cpu_name, run  # this folder: the scripts run from it
+from harness import cpu_name, demo_corpus, run  # this folder: the scripts run from it
 from results import append_results
 
 
@@ -45,14 +45,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from attninf.artifacts import Heads, head_set_tag, head_sets
-    from attninf.democorpus import build_demo_corpus
     from attninf.devices import resolve_dtype
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "corpus"
-    if not corpus.exists():
-        build_demo_corpus(corpus, docs_per_domain=args.docs_per_domain, files_per_domain=2, seed=0)
+    corpus = demo_corpus(work, args.docs_per_domain)
     attninf = [sys.executable, "-m", "attninf.cli"]
     hj = work / "heads.json"
     if not hj.exists():

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from results import append_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,24 +54,8 @@ def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
 
 
 def measure(cmd: list[str], pythonpath: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one command in a fresh process,
-    read from the kernel's accounting of the child (ru_maxrss, KiB)."""
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "MPLBACKEND": "Agg"}
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # in the source tree: `python -m` puts the working directory first on sys.path
-        os.chdir(pythonpath)
-        os.environ.clear()
-        os.environ.update(env)
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.execvp(cmd[0], cmd)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed (status {status})")
-    return wall, usage.ru_maxrss / 1024
-
+    """(wall seconds, peak RSS in MiB) of one command in a fresh process in the source tree `pythonpath`."""
+    return harness.measure(cmd, pythonpath, {**os.environ, "PYTHONPATH": str(pythonpath), "MPLBACKEND": "Agg"})
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gemma3 import cpu_name  # this folder: the scripts run from it
+from harness import cpu_name, demo_corpus  # this folder: the scripts run from it
 from masking_readings import READINGS, reading_scores, spearman, top_overlap
 from results import append_results
 
@@ -130,7 +130,6 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
 
-    from attninf.democorpus import build_demo_corpus
     from attninf.devices import resolve_dtype
     from attninf.docstart import resolve_doc_prefix
     from attninf.heads import select_top
@@ -140,9 +139,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     work = Path(args.work)
-    corpora = {"demo": work / "demo", "packages": work / "packages"}
-    if not corpora["demo"].exists():
-        build_demo_corpus(corpora["demo"], docs_per_domain=args.docs_per_domain, files_per_domain=2, seed=0)
+    corpora = {"demo": demo_corpus(work / "demo", args.docs_per_domain), "packages": work / "packages"}
     if not corpora["packages"].exists():
         package_corpus(corpora["packages"], args.docs_per_domain)
     lm = load_model("smollm2-135m", dtype="auto", device="cpu")
