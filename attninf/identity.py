@@ -147,7 +147,7 @@ def score_fingerprint(cfg, heads, model_fp: dict) -> dict:
     weights), the heads (artifacts.Heads; every head set of --head-fracs),
     the tokenizer, the scoring code's version. Scores are reused only under
     an equal fingerprint."""
-    from .artifacts import head_sets
+    from .headsets import head_sets
     from .devices import resolve_device, resolve_dtype
 
     mfp = model_fp

@@ -202,13 +202,14 @@ def load_scorer(model_spec: str | None, heads_path: str, dtype: str = "auto", de
                 head_fracs: Sequence[float] | None = None) -> Scorer:
     """Load the model named by --model, or the one heads.json was made with, and its heads:
     those heads.json selected, or with head_fracs the top fraction of its
-    ranking for each (artifacts.head_sets: the first for `score`, the others
+    ranking for each (headsets.head_sets: the first for `score`, the others
     scored beside it).
 
     Refuses a model whose fingerprint differs from the heads file's: the heads
     of one model mean nothing in another. Documents start the way the probes
     of heads.json did, unless doc_prefix says otherwise."""
-    from .artifacts import Heads, head_sets
+    from .artifacts import Heads
+    from .headsets import head_sets
     from .docstart import prefix_from_json
     from .model import load_model
 

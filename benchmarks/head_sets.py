@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
 
-    from attninf.artifacts import Heads, head_set_tag, head_sets
+    from attninf.artifacts import Heads
+    from attninf.headsets import head_set_tag, head_sets
     from attninf.devices import resolve_dtype
 
     work = Path(args.work)

@@ -22,7 +22,8 @@ import logging
 import time
 from typing import Callable
 
-from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores, head_sets
+from attninf.artifacts import MANIFEST, STATS_DIR, Heads, Scores
+from attninf.headsets import head_sets
 from attninf import identity
 from attninf.corpus import corpus_of, corpus_signature, scores_name
 from attninf.identity import same_file

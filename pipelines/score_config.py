@@ -74,7 +74,7 @@ class ScoreConfig:
 
 
 def extra_tags(cfg: ScoreConfig) -> list[str]:
-    """The tags of the head sets scored beside `score` (their columns: artifacts.head_set_columns)."""
-    from attninf.artifacts import head_set_tag
+    """The tags of the head sets scored beside `score` (their columns: headsets.head_set_columns)."""
+    from attninf.headsets import head_set_tag
 
     return [head_set_tag(float(f)) for f in (cfg.head_fracs or [])[1:]]

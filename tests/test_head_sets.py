@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from attninf.artifacts import Heads, head_set_tag, head_sets
+from attninf.artifacts import Heads
+from attninf.headsets import head_set_tag, head_sets
 from attninf.cli import main
 from attninf.errors import AttninfError
 from attninf.heads import select_top

@@ -345,7 +345,7 @@ def test_sliding_window_scores_match_eager_reference(arch):
 
 def test_heads_plot_title_fits_a_narrow_figure(tmp_path):
     """A 4-head model given by a long path: the title names the file, wrapped to the figure."""
-    from attninf.heads import _title, plot_heads
+    from attninf.heads_plot import _title, plot_heads
 
     gguf = tmp_path / ("a-very-long-folder-name-" * 4) / "gemma-3-270m-it-Q4_K_M.gguf"
     gguf.parent.mkdir(parents=True)

@@ -166,7 +166,7 @@ def test_plot_marks_unstable_heads(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    from attninf.heads import _title, plot_heads
+    from attninf.heads_plot import _title, plot_heads
 
     c = _counts(5, N=5)
     st = stability(c, 0.25, bootstrap=100)

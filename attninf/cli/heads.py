@@ -66,7 +66,7 @@ def stability(heads_json, bootstrap, draws, threshold, top_frac, seed, json_out,
         write_json(st, json_out)
         click.echo(f"\nwrote {json_out}")
     if plot:
-        from ..heads import plot_heads
+        from ..heads_plot import plot_heads
 
         plot_heads({**h.data, "heads": st["selected"], "top_frac": st["top_frac"], "stability": st}, plot)
         click.echo(f"wrote {plot}")
