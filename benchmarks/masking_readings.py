@@ -90,9 +90,9 @@ def reading_scores(lm, heads: list, texts: list[str], prefix_ids: list[int], max
 
 
 def spearman(a, b) -> float:
-    import pandas as pd
+    from attninf.rankstats import spearman as rank_correlation
 
-    return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+    return rank_correlation(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def top_overlap(a, b, frac: float = 0.2) -> tuple[int, int]:
