@@ -2,6 +2,7 @@
 sets scored one run each (the forked batch holds one masked row per set)."""
 import json
 import random
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -115,6 +116,15 @@ def test_score_command_writes_a_column_per_set(heads_file, tmp_path):
             masked = "loss_masked" if col == "score" else col.replace("score_", "loss_masked_")
             np.testing.assert_allclose(np.array(both[masked], dtype=float),
                                        np.array(alone["loss_masked"], dtype=float), rtol=0, atol=1e-6)
+    # explain re-scores a document with the set `score` was made with (the first), not heads.json's own heads
+    doc = pq.read_table(next((tmp_path / "all").rglob("part-*.parquet"))).to_pydict()
+    i = next(k for k, st in enumerate(doc["status"]) if st == "ok")
+    ex = CliRunner().invoke(main, ["explain", "--scores", str(tmp_path / "all"), "--id", str(doc["id"][i]),
+                                   "--dtype", "float32", "--no-color"])
+    assert ex.exit_code == 0, ex.output
+    got = float(re.search(r"^score (\S+) =", ex.output, re.M).group(1))
+    assert got == pytest.approx(doc["score"][i], abs=1e-4)
+    assert abs(got - doc["score_top25pct"][i]) > 1e-3  # another set would show
     # the next stage reads `score`
     sel = CliRunner().invoke(main, ["select", str(tmp_path / "all"), "--out", str(tmp_path / "sel")])
     assert sel.exit_code == 0, sel.output

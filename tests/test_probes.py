@@ -145,3 +145,21 @@ def test_needle_span_merged_quote():
     first, last = prompt[slice(*offsets[s])], prompt[slice(*offsets[e - 1])]
     assert offsets[s][0] < chars[0] and first.endswith('"Hark')  # merged across the opening quote: kept
     assert '."' in last and offsets[s - 1][1] <= chars[0] and offsets[e][0] >= chars[1]
+
+
+def test_compare_probe_loss_keeps_attninf_wording(monkeypatch, tiny_tokenizer):
+    """attninf compare's probe loss stays on attninf's own wording, whatever
+    detect-heads' default: finished compare runs stay comparable with new ones."""
+    import attninf.probes
+    from attninf.measures import probe_loss
+
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise LookupError("stop")
+
+    monkeypatch.setattr(attninf.probes, "make_probe", fake)
+    with pytest.raises(LookupError):
+        probe_loss(None, tiny_tokenizer, 512, n=1)
+    assert seen["wording"] == "attninf" != attninf.probes.DEFAULT_WORDING
