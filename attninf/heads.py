@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from . import __version__
 from .devices import DTYPE_HELP, DTYPES
 from .errors import AttninfError
@@ -38,7 +40,7 @@ from .artifacts import HEADS_VERSION, Heads
 from .storage import utc_now
 from .docstart import resolve_doc_prefix
 from .probes import DEFAULT_WORDING, PROBE_SOURCE, WORDINGS, Probe, make_probes
-from .stability import num_selected
+from .stability import Counts, num_selected, selected_heads, stability
 
 if TYPE_CHECKING:
     import torch
@@ -83,8 +85,6 @@ class DetectConfig:
             raise AttninfError(f"--seed cannot be negative, got {self.seed}")
         if self.hit not in Heads.HIT_RULES:
             raise AttninfError(f"unknown copy rule {self.hit!r}: one of {', '.join(Heads.HIT_RULES)}")
-        from .probes import WORDINGS
-
         if self.probe_wording not in WORDINGS:
             raise AttninfError(f"unknown probe wording {self.probe_wording!r}: one of {', '.join(WORDINGS)}")
 
@@ -241,14 +241,6 @@ def select_top(scores: torch.Tensor, top_frac: float) -> list[list[int]]:
     return sorted([i // H, i % H] for i in order)
 
 
-def head_stability(per_probe: dict, L: int, H: int, top_frac: float, seed: int) -> dict:
-    """heads.json "stability": attninf.stability's numbers from the per-probe counts."""
-    from .stability import counts_from, stability
-
-    counts = counts_from({"per_probe": per_probe, "num_layers": L, "num_heads": H})
-    return stability(counts, top_frac, seed=seed)
-
-
 def random_heads(L: int, H: int, k: int, exclude, seed: int) -> list[list[int]]:
     rng = random.Random(f"attninf-random-heads:{seed}")
     excl = {tuple(x) for x in exclude}
@@ -278,12 +270,12 @@ def detect_heads(lm: LoadedModel, cfg: DetectConfig, progress: bool = True, log=
     hits, base_correct = retrieval_counts(lm, probes, cfg.hit, progress)  # (N, L, H), per-probe (A,) bools
     t_detect = time.perf_counter() - t1
     answer_tokens = [len(p.answer_ids) for p in probes]
-    per_probe = {"answer_tokens": answer_tokens, "hits": hits.reshape(len(probes), L * H).tolist()}
+    counts = Counts(np.array(answer_tokens, dtype=np.int64), hits.reshape(len(probes), L * H).numpy(), L, H)
+    per_probe = {"answer_tokens": answer_tokens, "hits": counts.hits.tolist()}
     scores = mean_rates(hits, answer_tokens)
-    # the stability of the selection, from the counts alone; its all-probe set is the selection
-    # (select_top's rule, on means compared exactly)
-    stab = head_stability(per_probe, L, H, cfg.top_frac, cfg.seed)
-    selected = stab["selected"]
+    # the selection: select_top's rule on means compared exactly; its stability from the counts alone
+    selected = selected_heads(counts, cfg.top_frac)
+    stab = stability(counts, cfg.top_frac, seed=cfg.seed)
     base = accuracy(base_correct)
 
     t2 = time.perf_counter()

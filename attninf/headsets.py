@@ -43,13 +43,10 @@ def head_sets(fracs, heads: Heads) -> list[tuple[str | None, list]]:
     if len(set(tags)) != len(tags):
         raise AttninfError(f"--head-fracs lists a fraction twice: {','.join(map(str, fracs))}")
     if heads.data.get("per_probe"):
-        from .stability import counts_from, num_selected, select_rows
+        from .stability import counts_from, selected_heads
 
         counts = counts_from(heads.data, str(heads.path))
-        sums = counts.scaled()[0].sum(0, keepdims=True)
-        H = counts.num_heads
-        pick = lambda f: [[int(i) // H, int(i) % H] for i in  # noqa: E731
-                          np.flatnonzero(select_rows(sums, num_selected(sums.shape[1], f))[0])]
+        pick = lambda f: selected_heads(counts, f)  # noqa: E731
     elif "scores" in heads.data:
         scores = np.asarray(heads.data["scores"], dtype=np.float64)
         pick = lambda f: select_top(scores, f)  # noqa: E731

@@ -142,6 +142,15 @@ def _heads(mask: np.ndarray, H: int) -> list[list[int]]:
     return [[int(i) // H, int(i) % H] for i in np.flatnonzero(mask)]
 
 
+def selected_heads(counts: Counts, top_frac: float) -> list[list[int]]:
+    """The top `top_frac` of heads by exact mean copy rate over all probes
+    (ties to the lower index): detect-heads' selection, and the sets of
+    `score --head-fracs`."""
+    values, _ = counts.scaled()
+    k = num_selected(counts.num_layers * counts.num_heads, top_frac)
+    return _heads(select_rows(values.sum(0, keepdims=True), k)[0], counts.num_heads)
+
+
 def stability(counts: Counts, top_frac: float, bootstrap: int = BOOTSTRAP, seed: int = 0, draws: int = DRAWS,
               threshold: float = THRESHOLD) -> dict:
     """The bootstrap and probe-budget numbers of the selection (the module's docstring)."""
